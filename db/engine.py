@@ -1,0 +1,90 @@
+"""Engines for the ledger: PostgreSQL (psycopg 3) or the embedded SQLite file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+
+def is_sqlite(engine: Engine | Connection) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def create_ledger_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine tuned for the ledger's access pattern (short statements, many processes)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        _make_sqlite_safe_for_many_processes(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 5)
+    kwargs.setdefault("max_overflow", 10)
+    return create_engine(url, **kwargs)
+
+
+def _make_sqlite_safe_for_many_processes(engine: Engine) -> None:
+    """WAL + busy timeout + BEGIN IMMEDIATE, the SQLAlchemy recipe for pysqlite.
+
+    A deferred transaction that reads then writes fails at once with "database is locked" when
+    another process writes; taking the write lock up front lets the busy timeout do its job.
+    Read-only work asks for ``execution_options(sqlite_begin="DEFERRED")``.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {'DEFERRED' if mode == 'DEFERRED' else 'IMMEDIATE'}")
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    """One engine per URL per process."""
+    return create_ledger_engine(url)
+
+
+@contextmanager
+def write(engine: Engine) -> Iterator[Connection]:
+    """A connection for one write.
+
+    PostgreSQL: autocommit, so a single-statement write is one round trip (no BEGIN/COMMIT).
+    SQLite: a BEGIN IMMEDIATE transaction committed at the end.
+    """
+    if is_sqlite(engine):
+        with engine.begin() as conn:
+            yield conn
+    else:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """All-or-nothing work of several statements."""
+    with engine.begin() as conn:
+        yield conn
+
+
+@contextmanager
+def read(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads (no write lock taken on SQLite)."""
+    with engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+        yield conn

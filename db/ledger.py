@@ -1,0 +1,457 @@
+"""Every job state transition, each one guarded UPDATE (or INSERT) whose row count is checked.
+
+Nothing else in the code base changes ``queue_jobs.status``. Every function takes a
+SQLAlchemy ``Connection`` so callers choose the transaction (see ``db.engine``); the guards
+(``WHERE status IN (...)`` from ``db.states.TRANSITIONS``, and ``attempt = :attempt`` for the
+writes of a running attempt) make each call safe to race with any other process.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Row,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from db.models import Job, Worker
+from db.states import TERMINAL, JobStatus, Transition, sources
+from db.types import JSONType, UTCDateTime, db_now, json_append
+
+S = JobStatus
+jobs = Job.__table__
+
+
+class TransitionError(Exception):
+    """A transition was asked of a job in a state that does not allow it."""
+
+    def __init__(self, job_id: uuid.UUID, transition: Transition, status: str | None) -> None:
+        self.job_id = job_id
+        self.transition = transition
+        self.status = status
+        if status is None:
+            msg = f"job {job_id} does not exist"
+        else:
+            allowed = ", ".join(sources(transition))
+            msg = (
+                f"cannot {transition.value} job {job_id}: it is {status} (allowed from: {allowed})"
+            )
+        super().__init__(msg)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A validated job ready to be written. ``scheduled_at`` None means due now."""
+
+    type: str
+    queue: str
+    priority: int
+    data: dict[str, Any]
+    max_attempts: int
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    scheduled_at: datetime | None = None
+    timeout_seconds: float | None = None
+    idempotency_key: str | None = None
+    tick_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a worker needs to run one attempt."""
+
+    id: uuid.UUID
+    type: str
+    queue: str
+    data: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    timeout_seconds: float | None
+
+
+def _insert_for(conn: Connection) -> Any:
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(jobs)
+
+
+_NON_TERMINAL = ~jobs.c.status.in_(sorted(s.value for s in TERMINAL))
+
+
+def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[uuid.UUID]:
+    """Insert jobs (``queued`` when due, else ``scheduled``), all in one statement.
+
+    A job whose ``idempotency_key`` matches a live (non-terminal) job is not inserted: the
+    live job's id is returned in its place. A periodic tick already present is skipped
+    the same way. Returns one id per input, in input order.
+    """
+    if not new_jobs:
+        return []
+    sched = bindparam("b_scheduled_at", type_=UTCDateTime())
+    stmt = _insert_for(conn).values(
+        id=bindparam("b_id"),
+        type=bindparam("b_type"),
+        queue=bindparam("b_queue"),
+        priority=bindparam("b_priority"),
+        data=bindparam("b_data", type_=JSONType),
+        max_attempts=bindparam("b_max_attempts"),
+        timeout_seconds=bindparam("b_timeout"),
+        idempotency_key=bindparam("b_idem"),
+        tick_key=bindparam("b_tick"),
+        status=case((sched > db_now(), literal(S.SCHEDULED.value)), else_=literal(S.QUEUED.value)),
+        scheduled_at=func.coalesce(sched, db_now()),
+        attempt=0,
+        errors=literal([], JSONType),
+        created_at=db_now(),
+        updated_at=db_now(),
+    )
+    stmt = stmt.on_conflict_do_nothing().returning(jobs.c.id)
+    params = [
+        {
+            "b_id": j.id,
+            "b_type": j.type,
+            "b_queue": j.queue,
+            "b_priority": j.priority,
+            "b_data": j.data,
+            "b_max_attempts": j.max_attempts,
+            "b_timeout": j.timeout_seconds,
+            "b_idem": j.idempotency_key,
+            "b_tick": j.tick_key,
+            "b_scheduled_at": j.scheduled_at,
+        }
+        for j in new_jobs
+    ]
+    if len(params) == 1:
+        inserted = {r[0] for r in conn.execute(stmt, params[0])}
+    else:
+        inserted = {r[0] for r in conn.execute(stmt, params)}
+    if len(inserted) == len(new_jobs):
+        return [j.id for j in new_jobs]
+    return _resolve_conflicts(conn, new_jobs, inserted)
+
+
+def _resolve_conflicts(
+    conn: Connection, new_jobs: Sequence[NewJob], inserted: set[uuid.UUID]
+) -> list[uuid.UUID]:
+    keys = [j.idempotency_key for j in new_jobs if j.id not in inserted and j.idempotency_key]
+    ticks = [j.tick_key for j in new_jobs if j.id not in inserted and j.tick_key]
+    by_key: dict[str, uuid.UUID] = {}
+    if keys:
+        rows = conn.execute(
+            select(jobs.c.idempotency_key, jobs.c.id).where(
+                jobs.c.idempotency_key.in_(keys), _NON_TERMINAL
+            )
+        )
+        by_key.update({k: i for k, i in rows})
+    by_tick: dict[str, uuid.UUID] = {}
+    if ticks:
+        rows = conn.execute(select(jobs.c.tick_key, jobs.c.id).where(jobs.c.tick_key.in_(ticks)))
+        by_tick.update({k: i for k, i in rows})
+    out: list[uuid.UUID] = []
+    for j in new_jobs:
+        if j.id in inserted:
+            out.append(j.id)
+        elif j.idempotency_key and j.idempotency_key in by_key:
+            out.append(by_key[j.idempotency_key])
+        elif j.tick_key and j.tick_key in by_tick:
+            out.append(by_tick[j.tick_key])
+        else:  # the conflicting row finished between our INSERT and SELECT: rare, so retry
+            out.extend(insert_jobs(conn, [j]))
+    return out
+
+
+def _guarded(transition: Transition) -> Any:
+    return jobs.c.status.in_(sources(transition))
+
+
+def _status_of(conn: Connection, job_id: uuid.UUID) -> str | None:
+    return conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar_one_or_none()
+
+
+# --- maintainer transitions -------------------------------------------------------------
+
+
+def stage_due(conn: Connection, limit: int = 5000) -> int:
+    """``scheduled``/``retrying`` jobs whose time has come become ``queued``."""
+    due = (
+        select(jobs.c.id)
+        .where(_guarded(Transition.STAGE), jobs.c.scheduled_at <= db_now())
+        .order_by(jobs.c.scheduled_at)
+        .limit(limit)
+    )
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id.in_(due.scalar_subquery()), _guarded(Transition.STAGE))
+        .values(status=S.QUEUED.value, updated_at=db_now())
+    )
+    return conn.execute(stmt).rowcount
+
+
+def dispatch(conn: Connection, queue: str, limit: int) -> list[Row[Any]]:
+    """Mark up to ``limit`` due jobs of ``queue`` ``dispatched``, best first.
+
+    Returns ``(id, priority, timeout_seconds)`` rows ordered as they should be pushed.
+    The caller pushes them to Redis after commit; a push that never happens is repaired
+    by :func:`requeue_lost`.
+    """
+    if limit <= 0:
+        return []
+    picked = (
+        select(jobs.c.id)
+        .where(jobs.c.status == S.QUEUED.value, jobs.c.queue == queue)
+        .order_by(jobs.c.priority.desc(), jobs.c.scheduled_at, jobs.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id.in_(picked.scalar_subquery()), _guarded(Transition.DISPATCH))
+        .values(status=S.DISPATCHED.value, dispatched_at=db_now(), updated_at=db_now())
+        .returning(jobs.c.id, jobs.c.priority, jobs.c.timeout_seconds, jobs.c.scheduled_at)
+    )
+    rows = list(conn.execute(stmt))
+    rows.sort(key=lambda r: (-r.priority, r.scheduled_at, r.id))
+    return rows
+
+
+def queues_with_queued_jobs(conn: Connection) -> list[str]:
+    return list(
+        conn.execute(select(jobs.c.queue).where(jobs.c.status == S.QUEUED.value).distinct())
+        .scalars()
+        .all()
+    )
+
+
+def dispatched_before(conn: Connection, grace_seconds: float) -> dict[str, list[uuid.UUID]]:
+    """Jobs dispatched more than ``grace_seconds`` ago and not yet claimed, by queue."""
+    rows = conn.execute(
+        select(jobs.c.queue, jobs.c.id).where(
+            jobs.c.status == S.DISPATCHED.value,
+            jobs.c.dispatched_at < db_now(-grace_seconds),
+        )
+    )
+    out: dict[str, list[uuid.UUID]] = {}
+    for queue, job_id in rows:
+        out.setdefault(queue, []).append(job_id)
+    return out
+
+
+def requeue_lost(conn: Connection, job_ids: Iterable[uuid.UUID]) -> int:
+    """Dispatched jobs whose message is gone from Redis (and nobody claimed) go back to queued."""
+    ids = list(job_ids)
+    if not ids:
+        return 0
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id.in_(ids), _guarded(Transition.RECONCILE))
+        .values(status=S.QUEUED.value, dispatched_at=None, updated_at=db_now())
+    )
+    return conn.execute(stmt).rowcount
+
+
+def orphaned_running(
+    conn: Connection, stale_seconds: float, deadline_grace_seconds: float
+) -> list[Row[Any]]:
+    """Running attempts whose worker is dead (stale or missing) or whose deadline passed.
+
+    Returns ``(id, type, attempt, worker_id, reason)`` rows.
+    """
+    live = select(Worker.id).where(
+        Worker.status != "stopped", Worker.last_heartbeat >= db_now(-stale_seconds)
+    )
+    dead_worker = or_(jobs.c.worker_id.is_(None), jobs.c.worker_id.not_in(live))
+    overdue = and_(
+        jobs.c.timeout_seconds.is_not(None),
+        jobs.c.started_at < db_now(-(jobs.c.timeout_seconds + deadline_grace_seconds)),
+    )
+    reason = case(
+        (dead_worker, literal("worker lost: heartbeat stale or worker stopped")),
+        else_=literal("attempt exceeded its timeout"),
+    )
+    stmt = select(
+        jobs.c.id, jobs.c.type, jobs.c.attempt, jobs.c.worker_id, reason.label("reason")
+    ).where(jobs.c.status == S.RUNNING.value, or_(dead_worker, overdue))
+    return list(conn.execute(stmt))
+
+
+# --- worker transitions -----------------------------------------------------------------
+
+
+def claim(conn: Connection, job_id: uuid.UUID, worker_id: uuid.UUID | None) -> Claimed | None:
+    """Start an attempt: the exactly-once gate. None when the message is stale or duplicate."""
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id == job_id, _guarded(Transition.CLAIM))
+        .values(
+            status=S.RUNNING.value,
+            attempt=jobs.c.attempt + 1,
+            started_at=db_now(),
+            worker_id=worker_id,
+            updated_at=db_now(),
+        )
+        .returning(
+            jobs.c.id,
+            jobs.c.type,
+            jobs.c.queue,
+            jobs.c.data,
+            jobs.c.attempt,
+            jobs.c.max_attempts,
+            jobs.c.timeout_seconds,
+        )
+    )
+    row = conn.execute(stmt).first()
+    if row is None:
+        return None
+    return Claimed(*row)
+
+
+def _fence(job_id: uuid.UUID, attempt: int) -> Any:
+    return and_(jobs.c.id == job_id, jobs.c.status == S.RUNNING.value, jobs.c.attempt == attempt)
+
+
+def complete(conn: Connection, job_id: uuid.UUID, attempt: int, result: Any) -> bool:
+    """Record success of the attempt. False when the attempt was fenced off (rescued)."""
+    stmt = (
+        update(jobs)
+        .where(_fence(job_id, attempt))
+        .values(
+            status=S.COMPLETED.value,
+            result=bindparam("b_result", value=result, type_=JSONType),
+            completed_at=db_now(),
+            finished_at=db_now(),
+            updated_at=db_now(),
+        )
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def fail_attempt(
+    conn: Connection,
+    job_id: uuid.UUID,
+    attempt: int,
+    error_entry: dict[str, Any],
+    retry_delay_seconds: float,
+) -> str | None:
+    """Record a failed attempt: ``retrying`` (attempts left), ``failed``, or ``cancelled``
+    (cancel was requested). Returns the new status, or None if fenced off.
+    """
+    cancelled = jobs.c.cancel_requested_at.is_not(None)
+    retry = and_(~cancelled, jobs.c.attempt < jobs.c.max_attempts)
+    new_status = case(
+        (cancelled, literal(S.CANCELLED.value)),
+        (retry, literal(S.RETRYING.value)),
+        else_=literal(S.FAILED.value),
+    )
+    stmt = (
+        update(jobs)
+        .where(_fence(job_id, attempt))
+        .values(
+            status=new_status,
+            scheduled_at=case((retry, db_now(retry_delay_seconds)), else_=jobs.c.scheduled_at),
+            finished_at=case((retry, None), else_=db_now()),
+            last_error=str(error_entry.get("error", ""))[:4000],
+            errors=json_append(jobs.c.errors, bindparam("b_entry", error_entry, JSONType)),
+            worker_id=case((retry, None), else_=jobs.c.worker_id),
+            updated_at=db_now(),
+        )
+        .returning(jobs.c.status)
+    )
+    return conn.execute(stmt).scalar_one_or_none()
+
+
+def finish_cancelled(conn: Connection, job_id: uuid.UUID, attempt: int) -> bool:
+    """A running job whose cancel was requested stopped cooperatively."""
+    stmt = (
+        update(jobs)
+        .where(_fence(job_id, attempt), jobs.c.cancel_requested_at.is_not(None))
+        .values(status=S.CANCELLED.value, finished_at=db_now(), updated_at=db_now())
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def hand_back(conn: Connection, worker_id: uuid.UUID, job_ids: Iterable[uuid.UUID]) -> int:
+    """A worker shutting down returns jobs it could not finish: they run again, attempt not
+    counted (the attempt number is given back)."""
+    ids = list(job_ids)
+    if not ids:
+        return 0
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id.in_(ids), jobs.c.worker_id == worker_id, _guarded(Transition.HAND_BACK))
+        .values(
+            status=S.QUEUED.value,
+            attempt=jobs.c.attempt - 1,
+            worker_id=None,
+            started_at=None,
+            dispatched_at=None,
+            updated_at=db_now(),
+        )
+    )
+    return conn.execute(stmt).rowcount
+
+
+# --- admin transitions (job API) --------------------------------------------------------
+
+
+def cancel(conn: Connection, job_id: uuid.UUID) -> str:
+    """Cancel a job that has not started; for a running job, record the request.
+
+    Returns ``"cancelled"`` or ``"cancel_requested"``; raises :class:`TransitionError`.
+    """
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id == job_id, _guarded(Transition.CANCEL))
+        .values(
+            status=S.CANCELLED.value,
+            cancel_requested_at=db_now(),
+            finished_at=db_now(),
+            updated_at=db_now(),
+        )
+    )
+    if conn.execute(stmt).rowcount == 1:
+        return S.CANCELLED.value
+    requested = (
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.status == S.RUNNING.value)
+        .values(
+            cancel_requested_at=func.coalesce(jobs.c.cancel_requested_at, db_now()),
+            updated_at=db_now(),
+        )
+    )
+    if conn.execute(requested).rowcount == 1:
+        return "cancel_requested"
+    raise TransitionError(job_id, Transition.CANCEL, _status_of(conn, job_id))
+
+
+def retry(conn: Connection, job_id: uuid.UUID) -> None:
+    """Run a failed or cancelled job again from attempt 1 (its error history is kept)."""
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id == job_id, _guarded(Transition.RETRY))
+        .values(
+            status=S.QUEUED.value,
+            attempt=0,
+            scheduled_at=db_now(),
+            started_at=None,
+            completed_at=None,
+            finished_at=None,
+            dispatched_at=None,
+            cancel_requested_at=None,
+            worker_id=None,
+            result=None,
+            updated_at=db_now(),
+        )
+    )
+    if conn.execute(stmt).rowcount != 1:
+        raise TransitionError(job_id, Transition.RETRY, _status_of(conn, job_id))

@@ -1,0 +1,51 @@
+"""One settings object, read from the environment (documented in README.md)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the system. Unset DATABASE_URL / REDIS_URL select the embedded default."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL of the ledger")
+    redis_url: str | None = Field(default=None, description="Redis URL for the Huey transport")
+    queue_job_modules: str = Field(default="", description="comma-separated job-type modules")
+    queue_data_dir: Path = Field(default=Path("var"), description="embedded-mode data folder")
+    queue_namespace: str = Field(default="edurise", description="prefix of the Redis/Huey keys")
+    queue_heartbeat_seconds: float = Field(default=2.0, gt=0)
+    queue_stale_seconds: float = Field(default=10.0, gt=0)
+    queue_dispatch_window: int = Field(default=200, gt=0)
+    queue_reconcile_grace_seconds: float = Field(default=5.0, ge=0)
+    queue_poll_seconds: float = Field(default=0.5, gt=0)
+    queue_shutdown_timeout: float = Field(default=25.0, ge=0)
+    log_level: str = Field(default="INFO")
+
+    @property
+    def ledger_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.queue_data_dir / 'ledger.db').resolve()}"
+
+    @property
+    def huey_sqlite_path(self) -> Path:
+        return (self.queue_data_dir / "huey.db").resolve()
+
+    @property
+    def job_modules(self) -> list[str]:
+        return [m.strip() for m in self.queue_job_modules.split(",") if m.strip()]
+
+    @property
+    def embedded(self) -> bool:
+        return not self.database_url and not self.redis_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
