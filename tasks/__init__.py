@@ -1,0 +1,1 @@
+"""Job types, the job API, workers and the maintainer of EduRise Queue."""

@@ -1,0 +1,328 @@
+"""The job API: the only way jobs are written (the CLI and the console call these).
+
+Every function validates first and writes after, so a call that raises wrote nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+
+from db import ledger, queries
+from db.engine import engine_for, read, transaction, write
+from db.models import PRIORITY_MAX, PRIORITY_MIN
+from db.settings import get_settings
+from db.states import ALL_STATUSES
+from tasks import registry
+from tasks.errors import (
+    InvalidArgument,
+    InvalidPriority,
+    InvalidSchedule,
+    InvalidTransition,
+    JobNotFound,
+    QueueError,
+)
+from tasks.payload import check_payload
+
+MAX_ATTEMPTS_LIMIT = 100
+MAX_BULK = 10_000
+Schedule = datetime | timedelta | int | float
+
+__all__ = [
+    "cancel_job",
+    "get_job",
+    "get_jobs",
+    "get_queue_stats",
+    "retry_job",
+    "schedule_job",
+    "submit_job",
+    "submit_jobs",
+]
+
+
+@cache
+def _load_registry() -> None:
+    registry.load_job_modules(get_settings().job_modules)
+
+
+def engine() -> Engine:
+    """The ledger engine of this process (from DATABASE_URL or the embedded default)."""
+    return engine_for(get_settings().ledger_url)
+
+
+def _check_priority(priority: Any, default: int) -> int:
+    if priority is None:
+        return default
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidPriority(f"priority must be an integer, got {type(priority).__name__}")
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise InvalidPriority(
+            f"priority {priority} is out of range {PRIORITY_MIN}..{PRIORITY_MAX}"
+            " (higher runs first)"
+        )
+    return priority
+
+
+def _check_max_attempts(value: Any, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"max_attempts must be an integer, got {type(value).__name__}")
+    if not 1 <= value <= MAX_ATTEMPTS_LIMIT:
+        raise InvalidArgument(f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
+    return value
+
+
+def _check_queue(queue: Any, default: str) -> str:
+    if queue is None:
+        return default
+    if not isinstance(queue, str) or not registry.QUEUE_NAME.match(queue):
+        raise InvalidArgument(
+            f"queue name {queue!r} is invalid: 1-64 letters, digits or underscores"
+        )
+    return queue
+
+
+def _check_key(key: Any) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not 1 <= len(key) <= 255 or "\x00" in key:
+        raise InvalidArgument("idempotency_key must be a string of 1-255 characters")
+    return key
+
+
+def resolve_schedule(schedule: Any, now: datetime | None = None) -> datetime:
+    """An aware datetime, a timedelta or a number of seconds from now -> aware UTC datetime."""
+    now = now or datetime.now(UTC)
+    if isinstance(schedule, datetime):
+        if schedule.tzinfo is None or schedule.tzinfo.utcoffset(schedule) is None:
+            raise InvalidSchedule(
+                "schedule is a naive datetime; give a timezone (e.g. datetime.now(UTC))"
+            )
+        return schedule.astimezone(UTC)
+    if isinstance(schedule, timedelta):
+        seconds = schedule.total_seconds()
+    elif isinstance(schedule, int | float) and not isinstance(schedule, bool):
+        seconds = float(schedule)
+    else:
+        raise InvalidSchedule(
+            "schedule must be an aware datetime, a timedelta or seconds, "
+            f"got {type(schedule).__name__}"
+        )
+    if seconds != seconds or seconds < 0:
+        raise InvalidSchedule("a schedule delay must be zero or more seconds")
+    if seconds > 366 * 24 * 3600 * 10:
+        raise InvalidSchedule("a schedule delay may be at most ten years")
+    return now + timedelta(seconds=seconds)
+
+
+def build_job(
+    type: str,
+    data: Any,
+    priority: Any = None,
+    *,
+    queue: Any = None,
+    idempotency_key: Any = None,
+    max_attempts: Any = None,
+    schedule: Any = None,
+    tick_key: str | None = None,
+) -> ledger.NewJob:
+    """Validate one job's arguments into a row to insert (raises a ``QueueError``)."""
+    _load_registry()
+    if not isinstance(type, str):
+        raise InvalidArgument("type must be a string")
+    job_type = registry.get(type)
+    return ledger.NewJob(
+        type=job_type.name,
+        queue=_check_queue(queue, job_type.queue),
+        priority=_check_priority(priority, job_type.priority),
+        data=check_payload(data, job_type.schema),
+        max_attempts=_check_max_attempts(max_attempts, job_type.max_attempts),
+        timeout_seconds=job_type.timeout,
+        idempotency_key=_check_key(idempotency_key),
+        scheduled_at=None if schedule is None else resolve_schedule(schedule),
+        tick_key=tick_key,
+    )
+
+
+def submit_job(
+    type: str,
+    data: Any,
+    priority: int | None = None,
+    *,
+    queue: str | None = None,
+    idempotency_key: str | None = None,
+    max_attempts: int | None = None,
+) -> uuid.UUID:
+    """Submit a job to run as soon as a worker is free. Returns its id.
+
+    With an ``idempotency_key`` that a live (not finished) job already has, nothing is
+    written and that job's id is returned.
+    """
+    new = build_job(
+        type,
+        data,
+        priority,
+        queue=queue,
+        idempotency_key=idempotency_key,
+        max_attempts=max_attempts,
+    )
+    with write(engine()) as conn:
+        return ledger.insert_jobs(conn, [new])[0]
+
+
+_BULK_KEYS = {"type", "data", "priority", "queue", "idempotency_key", "max_attempts", "schedule"}
+
+
+def submit_jobs(items: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
+    """Submit many jobs in one statement, all or nothing. Each item has ``type`` and ``data``
+    and optionally ``priority``, ``queue``, ``idempotency_key``, ``max_attempts``, ``schedule``.
+    """
+    new_jobs: list[ledger.NewJob] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise InvalidArgument(f"item {i} must be a mapping with 'type' and 'data'")
+        unknown = set(item) - _BULK_KEYS
+        if unknown or "type" not in item or "data" not in item:
+            raise InvalidArgument(
+                f"item {i}: needs 'type' and 'data'; unknown keys: {sorted(unknown) or 'none'}"
+            )
+        try:
+            new_jobs.append(build_job(**item))
+        except QueueError as exc:
+            raise type(exc)(f"item {i}: {exc}") from None
+        if len(new_jobs) > MAX_BULK:
+            raise InvalidArgument(f"at most {MAX_BULK} jobs per bulk submit")
+    if not new_jobs:
+        return []
+    with transaction(engine()) as conn:
+        return ledger.insert_jobs(conn, new_jobs)
+
+
+def schedule_job(
+    type: str,
+    data: Any,
+    schedule: Schedule,
+    priority: int | None = None,
+    *,
+    queue: str | None = None,
+    idempotency_key: str | None = None,
+    max_attempts: int | None = None,
+) -> uuid.UUID:
+    """Submit a job that becomes due at ``schedule``: an aware datetime, a timedelta or a
+    number of seconds from now. Until then it is ``scheduled`` and can be cancelled."""
+    if schedule is None:
+        raise InvalidSchedule("schedule is required; use submit_job to run now")
+    new = build_job(
+        type,
+        data,
+        priority,
+        queue=queue,
+        idempotency_key=idempotency_key,
+        max_attempts=max_attempts,
+        schedule=schedule,
+    )
+    with write(engine()) as conn:
+        return ledger.insert_jobs(conn, [new])[0]
+
+
+def _job_id(job_id: Any) -> uuid.UUID:
+    if isinstance(job_id, uuid.UUID):
+        return job_id
+    try:
+        return uuid.UUID(str(job_id))
+    except ValueError:
+        raise JobNotFound(f"{job_id!r} is not a job id (expected a UUID)") from None
+
+
+def _transition_error(exc: ledger.TransitionError) -> Exception:
+    if exc.status is None:
+        return JobNotFound(str(exc))
+    return InvalidTransition(str(exc))
+
+
+def cancel_job(job_id: uuid.UUID | str) -> str:
+    """Cancel a job that has not finished.
+
+    Returns ``"cancelled"`` when the job had not started (it will never run) or
+    ``"cancel_requested"`` when it is running: a failing attempt then ends ``cancelled``
+    instead of retrying, and a handler that finishes anyway ends ``completed``.
+    """
+    jid = _job_id(job_id)
+    try:
+        with write(engine()) as conn:
+            return ledger.cancel(conn, jid)
+    except ledger.TransitionError as exc:
+        raise _transition_error(exc) from None
+
+
+def retry_job(job_id: uuid.UUID | str) -> None:
+    """Run a ``failed`` or ``cancelled`` job again (attempts start over; errors are kept)."""
+    jid = _job_id(job_id)
+    try:
+        with write(engine()) as conn:
+            ledger.retry(conn, jid)
+    except ledger.TransitionError as exc:
+        raise _transition_error(exc) from None
+    except IntegrityError:
+        raise InvalidTransition(
+            f"cannot retry job {jid}: another live job has the same idempotency key"
+        ) from None
+
+
+def get_job(job_id: uuid.UUID | str) -> dict[str, Any]:
+    """Every column of the job as a dict; raises ``JobNotFound``."""
+    jid = _job_id(job_id)
+    with read(engine()) as conn:
+        found = queries.get_job(conn, jid)
+    if found is None:
+        raise JobNotFound(f"job {jid} does not exist")
+    return found
+
+
+def get_jobs(
+    status: str | list[str] | None = None,
+    type: str | None = None,
+    queue: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    search: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Jobs matching every given filter, newest first."""
+    statuses = [status] if isinstance(status, str) else list(status or [])
+    bad = [s for s in statuses if s not in ALL_STATUSES]
+    if bad:
+        raise InvalidArgument(f"unknown status {bad[0]!r} (one of: {', '.join(ALL_STATUSES)})")
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+            raise InvalidSchedule(f"{name} must be an aware datetime")
+    if not isinstance(limit, int) or not 1 <= limit <= 10_000:
+        raise InvalidArgument("limit must be between 1 and 10000")
+    if not isinstance(offset, int) or offset < 0:
+        raise InvalidArgument("offset must be zero or more")
+    with read(engine()) as conn:
+        return queries.get_jobs(
+            conn,
+            status=statuses or None,
+            type=type,
+            queue=queue,
+            since=since,
+            until=until,
+            search=search,
+            limit=limit,
+            offset=offset,
+        )
+
+
+def get_queue_stats() -> dict[str, dict[str, Any]]:
+    """Per queue: ``counts`` by status, ``oldest_waiting_seconds``, ``live_workers``."""
+    with read(engine()) as conn:
+        return queries.queue_stats(conn, get_settings().queue_stale_seconds)

@@ -1,0 +1,86 @@
+"""Checks on job payloads: JSON objects only, size- and depth-limited, schema-validated."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from tasks.errors import InvalidJobData, PayloadTooLarge
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_DEPTH = 32
+MAX_RESULT_BYTES = 64 * 1024
+_INT_LIMIT = 2**63
+
+
+def _walk(value: Any, depth: int, path: str) -> None:
+    if depth > MAX_DEPTH:
+        raise InvalidJobData(f"data is nested deeper than {MAX_DEPTH} levels (at {path})")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidJobData(f"object keys must be strings (at {path})")
+            if "\x00" in key:
+                raise InvalidJobData(f"object keys may not contain NUL characters (at {path})")
+            _walk(item, depth + 1, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _walk(item, depth + 1, f"{path}[{i}]")
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int):
+        if not -_INT_LIMIT <= value < _INT_LIMIT:
+            raise InvalidJobData(f"integers must fit in 64 bits (at {path})")
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise InvalidJobData(f"NaN and infinity are not JSON (at {path})")
+    elif isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidJobData(f"strings may not contain NUL characters (at {path})")
+    else:
+        raise InvalidJobData(f"{type(value).__name__} is not a JSON value (at {path})")
+
+
+def encoded_size(data: Any) -> int:
+    try:
+        text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidJobData("data contains text that is not valid Unicode") from exc
+    except (TypeError, ValueError) as exc:
+        raise InvalidJobData(f"data is not JSON-serializable: {exc}") from exc
+
+
+def check_payload(data: Any, schema: type[BaseModel] | None) -> dict[str, Any]:
+    """Return the data to store (the schema's normalized dump) or raise ``InvalidJobData``."""
+    if not isinstance(data, dict):
+        raise InvalidJobData(f"data must be a JSON object, got {type(data).__name__}")
+    _walk(data, 1, "data")
+    size = encoded_size(data)
+    if size > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(f"data is {size} bytes of JSON; the limit is {MAX_PAYLOAD_BYTES}")
+    if schema is None:
+        return data
+    try:
+        model = schema.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'data'}: {err['msg']}"
+            for err in exc.errors()[:5]
+        )
+        raise InvalidJobData(f"data does not match the schema: {problems}") from None
+    return model.model_dump(mode="json")
+
+
+def cap_result(result: Any) -> Any:
+    """A handler's return value as stored: JSON, at most MAX_RESULT_BYTES, else a note."""
+    try:
+        text = json.dumps(result, ensure_ascii=False, allow_nan=False, default=str)
+        size = len(text.encode("utf-8"))
+    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+        return {"unstorable_result": f"{type(exc).__name__}: {exc}"}
+    if size > MAX_RESULT_BYTES:
+        return {"truncated_result": True, "size_bytes": size, "preview": text[:1000]}
+    return json.loads(text)

@@ -1,0 +1,244 @@
+"""Job types defined in code: ``@job`` and ``@periodic_job``, and the registry that holds them."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import random
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from huey import crontab as huey_crontab
+from pydantic import BaseModel
+
+from db.models import PRIORITY_MAX, PRIORITY_MIN
+from tasks.errors import InvalidArgument, UnknownJobType
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+TYPE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+DEFAULT_PRIORITY = 5
+BUILTIN_MODULES = ("tasks.builtin", "tasks.edurise")
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a handler knows about the attempt it runs (use id + attempt to make side effects
+    idempotent: the same attempt may run twice if a worker dies)."""
+
+    job_id: uuid.UUID
+    attempt: int
+    max_attempts: int
+    type: str
+    queue: str
+    worker_id: uuid.UUID | None = None
+
+    @property
+    def log(self) -> logging.Logger:
+        return logging.getLogger(f"job.{self.type}")
+
+
+Handler = Callable[[Any, JobContext], Any]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a periodic job ticks: a 5-field crontab (UTC) or a fixed interval."""
+
+    cron: str | None = None
+    every: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cron is None) == (self.every is None):
+            raise InvalidArgument("give a periodic job exactly one of crontab= or every=")
+        if self.every is not None and self.every.total_seconds() < 1:
+            raise InvalidArgument("every= must be at least one second")
+        if self.cron is not None:
+            self._matcher()  # validate now
+
+    def _matcher(self) -> Callable[[datetime], bool]:
+        fields = (self.cron or "").split()
+        if len(fields) != 5:
+            raise InvalidArgument(f"crontab must have 5 fields, got {self.cron!r}")
+        minute, hour, day, month, dow = fields
+        try:
+            return huey_crontab(minute=minute, hour=hour, day=day, month=month, day_of_week=dow)
+        except ValueError as exc:
+            raise InvalidArgument(f"invalid crontab {self.cron!r}: {exc}") from None
+
+    def latest_tick(self, now: datetime) -> datetime | None:
+        """The most recent tick at or before ``now`` (crontab: only the current minute)."""
+        if self.every is not None:
+            step = self.every.total_seconds()
+            epoch = now.timestamp()
+            return datetime.fromtimestamp(epoch - (epoch % step), tz=UTC)
+        minute = now.astimezone(UTC).replace(second=0, microsecond=0)
+        return minute if self._matcher()(minute.replace(tzinfo=None)) else None
+
+    def next_tick(self, now: datetime) -> datetime:
+        if self.every is not None:
+            latest = self.latest_tick(now)
+            assert latest is not None
+            return latest + self.every
+        minute = now.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+        matcher = self._matcher()
+        for _ in range(366 * 24 * 60):
+            if matcher(minute.replace(tzinfo=None)):
+                return minute
+            minute += timedelta(minutes=1)
+        raise InvalidArgument(f"crontab {self.cron!r} never fires")
+
+    def describe(self) -> str:
+        if self.cron is not None:
+            return f"cron {self.cron} (UTC)"
+        assert self.every is not None
+        return f"every {self.every.total_seconds():g} s"
+
+
+@dataclass(frozen=True)
+class JobType:
+    name: str
+    func: Handler
+    queue: str = "default"
+    priority: int = DEFAULT_PRIORITY
+    max_attempts: int = 3
+    backoff: float = 2.0  # seconds before the 2nd attempt; doubles each attempt
+    max_backoff: float = 600.0
+    timeout: float | None = None
+    schema: type[BaseModel] | None = None
+    description: str = ""
+    schedule: Schedule | None = None
+    periodic_data: dict[str, Any] = field(default_factory=dict)
+
+    def retry_delay(self, attempt: int) -> float:
+        """Exponential backoff with jitter: base * 2**(attempt-1), capped, then 50-100 %."""
+        delay = min(self.max_backoff, self.backoff * (2 ** max(0, attempt - 1)))
+        return delay / 2 + random.uniform(0, delay / 2)
+
+    def json_schema(self) -> dict[str, Any] | None:
+        return None if self.schema is None else self.schema.model_json_schema()
+
+
+_REGISTRY: dict[str, JobType] = {}
+
+
+def _validate_options(name: str, queue: str, priority: int, max_attempts: int) -> None:
+    if not TYPE_NAME.match(name):
+        raise InvalidArgument(f"job type name {name!r} must match {TYPE_NAME.pattern}")
+    if not QUEUE_NAME.match(queue):
+        raise InvalidArgument(f"queue name {queue!r} must match {QUEUE_NAME.pattern}")
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise InvalidArgument(f"priority must be {PRIORITY_MIN}..{PRIORITY_MAX}")
+    if max_attempts < 1:
+        raise InvalidArgument("max_attempts must be at least 1")
+
+
+def register(job_type: JobType) -> JobType:
+    _validate_options(job_type.name, job_type.queue, job_type.priority, job_type.max_attempts)
+    existing = _REGISTRY.get(job_type.name)
+    if existing is not None and existing.func is not job_type.func:
+        same_place = (existing.func.__module__, existing.func.__qualname__) == (
+            job_type.func.__module__,
+            job_type.func.__qualname__,
+        )
+        if not same_place:  # re-import of the same module (e.g. Streamlit rerun) is fine
+            raise InvalidArgument(f"job type {job_type.name!r} is already registered")
+    _REGISTRY[job_type.name] = job_type
+    return job_type
+
+
+def job(
+    name: str,
+    *,
+    queue: str = "default",
+    priority: int = DEFAULT_PRIORITY,
+    max_attempts: int = 3,
+    backoff: float = 2.0,
+    max_backoff: float = 600.0,
+    timeout: float | None = None,
+    schema: type[BaseModel] | None = None,
+) -> Callable[[Handler], Handler]:
+    """Register ``func(data, ctx)`` as the handler of job type ``name``."""
+
+    def decorate(func: Handler) -> Handler:
+        register(
+            JobType(
+                name=name,
+                func=func,
+                queue=queue,
+                priority=priority,
+                max_attempts=max_attempts,
+                backoff=backoff,
+                max_backoff=max_backoff,
+                timeout=timeout,
+                schema=schema,
+                description=(func.__doc__ or "").strip().split("\n")[0],
+            )
+        )
+        return func
+
+    return decorate
+
+
+def periodic_job(
+    name: str,
+    *,
+    crontab: str | None = None,
+    every: timedelta | None = None,
+    data: dict[str, Any] | None = None,
+    queue: str = "default",
+    priority: int = DEFAULT_PRIORITY,
+    max_attempts: int = 1,
+    backoff: float = 2.0,
+    timeout: float | None = None,
+    schema: type[BaseModel] | None = None,
+) -> Callable[[Handler], Handler]:
+    """Register a job type that the maintainer submits on a schedule: one job per tick."""
+    schedule = Schedule(cron=crontab, every=every)
+
+    def decorate(func: Handler) -> Handler:
+        register(
+            JobType(
+                name=name,
+                func=func,
+                queue=queue,
+                priority=priority,
+                max_attempts=max_attempts,
+                backoff=backoff,
+                timeout=timeout,
+                schema=schema,
+                description=(func.__doc__ or "").strip().split("\n")[0],
+                schedule=schedule,
+                periodic_data=dict(data or {}),
+            )
+        )
+        return func
+
+    return decorate
+
+
+def get(name: str) -> JobType:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise UnknownJobType(f"unknown job type {name!r} (known: {known})") from None
+
+
+def all_types() -> list[JobType]:
+    return sorted(_REGISTRY.values(), key=lambda t: t.name)
+
+
+def periodic_types() -> list[JobType]:
+    return [t for t in all_types() if t.schedule is not None]
+
+
+def load_job_modules(extra: list[str] | tuple[str, ...] = ()) -> None:
+    """Import the built-in job types and the user's modules (QUEUE_JOB_MODULES)."""
+    for module in (*BUILTIN_MODULES, *extra):
+        importlib.import_module(module)
