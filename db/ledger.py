@@ -380,15 +380,12 @@ def finish_cancelled(conn: Connection, job_id: uuid.UUID, attempt: int) -> bool:
     return conn.execute(stmt).rowcount == 1
 
 
-def hand_back(conn: Connection, worker_id: uuid.UUID, job_ids: Iterable[uuid.UUID]) -> int:
-    """A worker shutting down returns jobs it could not finish: they run again, attempt not
-    counted (the attempt number is given back)."""
-    ids = list(job_ids)
-    if not ids:
-        return 0
+def hand_back_all(conn: Connection, worker_id: uuid.UUID) -> int:
+    """A worker shutting down returns the jobs it could not finish: they run again and the
+    interrupted attempt is not counted (its number is given back)."""
     stmt = (
         update(jobs)
-        .where(jobs.c.id.in_(ids), jobs.c.worker_id == worker_id, _guarded(Transition.HAND_BACK))
+        .where(jobs.c.worker_id == worker_id, _guarded(Transition.HAND_BACK))
         .values(
             status=S.QUEUED.value,
             attempt=jobs.c.attempt - 1,

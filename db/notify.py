@@ -1,0 +1,48 @@
+"""LISTEN for new jobs on PostgreSQL (the migration's trigger NOTIFYs on every insert)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "queue_jobs_inserted"
+
+
+class Listener:
+    """Wakes the dispatcher when jobs are inserted; reconnects by itself after errors."""
+
+    def __init__(self, sqlalchemy_url: str) -> None:
+        url = make_url(sqlalchemy_url).set(drivername="postgresql")
+        self._conninfo = url.render_as_string(hide_password=False)
+        self._conn: psycopg.Connection | None = None
+
+    def _connect(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
+            self._conn.execute(f"LISTEN {CHANNEL}")
+        return self._conn
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True if a notification arrived."""
+        try:
+            conn = self._connect()
+            for _ in conn.notifies(timeout=timeout, stop_after=1):
+                return True
+            return False
+        except psycopg.Error as exc:
+            log.warning("LISTEN connection failed (%s); polling until it is back", exc)
+            self.close()
+            time.sleep(timeout)
+            return False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None

@@ -1,0 +1,244 @@
+"""The Huey transport: one Redis sorted set (or SQLite table rows) per queue, carrying job ids.
+
+Redis is only the doorbell: a message is ``{"id": <job id>}`` as JSON, never pickle, so
+nothing read from Redis can run code. A message that is not exactly that shape is refused
+(logged) and dropped; the ledger still has the job and the reconciler re-dispatches it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from huey import Huey
+from huey.registry import Message
+from huey.serializer import Serializer
+from huey.storage import PriorityRedisStorage, SqliteStorage
+
+from db.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Huey's registry name of the one task every message runs (``tasks.worker.run_job``).
+RUN_JOB_TASK = "tasks.worker.run_job"
+_MESSAGE_KEYS = {"v", "id", "timeout"}
+
+
+class ForgedMessage(ValueError):
+    """A message in the queue that this system did not write."""
+
+
+def encode_job_message(job_id: uuid.UUID, timeout: float | None = None) -> bytes:
+    return json.dumps({"v": 1, "id": str(job_id), "timeout": timeout}).encode()
+
+
+def decode_job_id(data: bytes) -> uuid.UUID:
+    """The job id inside a message, or ``ForgedMessage``."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise ForgedMessage("message is not JSON") from None
+    if not isinstance(obj, dict) or set(obj) != _MESSAGE_KEYS or obj.get("v") != 1:
+        raise ForgedMessage("message does not have the job-message shape")
+    timeout = obj["timeout"]
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        raise ForgedMessage("message timeout is not a positive number")
+    try:
+        return uuid.UUID(str(obj["id"]))
+    except ValueError:
+        raise ForgedMessage("message id is not a UUID") from None
+
+
+class JobMessageSerializer(Serializer):
+    """Huey serializer that reads and writes only job-id messages as JSON."""
+
+    def _serialize(self, data: Message) -> bytes:
+        if data.name != RUN_JOB_TASK:
+            raise ForgedMessage(f"only {RUN_JOB_TASK} messages are sent, not {data.name}")
+        return encode_job_message(uuid.UUID(str(data.id)), data.timeout)
+
+    def _deserialize(self, data: bytes) -> Message:
+        try:
+            job_id = decode_job_id(data)
+        except ForgedMessage as exc:
+            log.error("rejected a message from the queue: %s (%r)", exc, data[:200])
+            raise
+        timeout = json.loads(data)["timeout"]
+        return Message(
+            id=str(job_id),
+            name=RUN_JOB_TASK,
+            retries=0,
+            retry_delay=0,
+            args=(str(job_id),),
+            kwargs={},
+            timeout=timeout,
+        )
+
+
+class QueueStorage:
+    """What the ledger needs from a Huey storage beyond Huey's own contract."""
+
+    queues: list[str]
+
+    def push(self, queue: str, items: Sequence[tuple[bytes, int]]) -> None:
+        """Add messages ``(data, priority)`` to ``queue``, in the given order."""
+        raise NotImplementedError
+
+    def size_of(self, queue: str) -> int:
+        raise NotImplementedError
+
+    def window(self, queue: str) -> list[bytes]:
+        """Every message now waiting in ``queue`` (small by design: the dispatch window)."""
+        raise NotImplementedError
+
+    def window_ids(self, queue: str) -> set[uuid.UUID]:
+        ids = set()
+        for data in self.window(queue):
+            try:
+                ids.add(decode_job_id(data))
+            except ForgedMessage:
+                continue
+        return ids
+
+
+class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
+    """Priority sorted set per queue; a worker pops from its queues with one BZPOPMIN."""
+
+    def __init__(self, name: str, queues: Iterable[str] = (), **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.queues = list(queues)
+        self._keys = [self.key_for(q) for q in self.queues]
+
+    def key_for(self, queue: str) -> str:
+        return f"huey.redis.{self.name}.{queue}"
+
+    def push(self, queue: str, items: Sequence[tuple[bytes, int]]) -> None:
+        if not items:
+            return
+        key = self.key_for(queue)
+        base = int(time.time() * 1e6)
+        pipe = self.conn.pipeline(transaction=False)
+        for i, (data, priority) in enumerate(items):
+            # score orders by priority (higher first); the prefix keeps FIFO within a priority
+            pipe.zadd(key, {struct.pack(">Q", base + i) + data: -priority})
+        pipe.execute()
+
+    def dequeue(self) -> bytes | None:
+        if not self._keys:
+            return None
+        try:
+            popped = self.conn.bzpopmin(self._keys, timeout=self.read_timeout)
+        except (TimeoutError, TypeError, IndexError):
+            return None
+        if not popped:
+            return None
+        return popped[1][8:]
+
+    def size_of(self, queue: str) -> int:
+        return int(self.conn.zcard(self.key_for(queue)))
+
+    def window(self, queue: str) -> list[bytes]:
+        return [m[8:] for m in self.conn.zrange(self.key_for(queue), 0, -1)]
+
+    def queue_size(self) -> int:
+        return sum(self.size_of(q) for q in self.queues)
+
+
+class LedgerSqliteStorage(QueueStorage, SqliteStorage):
+    """The embedded transport: SqliteHuey's task table, one ``queue`` value per queue."""
+
+    def __init__(self, name: str, queues: Iterable[str] = (), **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.queues = list(queues)
+        self._keys = [self.key_for(q) for q in self.queues]
+
+    def key_for(self, queue: str) -> str:
+        return f"{self.name}.{queue}"
+
+    def push(self, queue: str, items: Sequence[tuple[bytes, int]]) -> None:
+        if not items:
+            return
+        key = self.key_for(queue)
+        with self.db(commit=True) as curs:
+            curs.executemany(
+                "insert into task (queue, data, priority) values (?, ?, ?)",
+                [(key, self.to_blob(data), priority) for data, priority in items],
+            )
+
+    def dequeue(self) -> bytes | None:
+        if not self._keys:
+            return None
+        marks = ",".join("?" for _ in self._keys)
+        with self.db(commit=True) as curs:
+            curs.execute(
+                f"select id, data from task where queue in ({marks}) "
+                "order by priority desc, id limit 1",
+                self._keys,
+            )
+            row = curs.fetchone()
+            if row is None:
+                return None
+            curs.execute("delete from task where id = ?", (row[0],))
+            return bytes(row[1]) if curs.rowcount == 1 else None
+
+    def size_of(self, queue: str) -> int:
+        rows = self.sql(
+            "select count(*) from task where queue = ?", (self.key_for(queue),), results=True
+        )
+        return int(rows[0][0])
+
+    def window(self, queue: str) -> list[bytes]:
+        rows = self.sql(
+            "select data from task where queue = ? order by priority desc, id",
+            (self.key_for(queue),),
+            results=True,
+        )
+        return [bytes(r[0]) for r in rows]
+
+    def queue_size(self) -> int:
+        return sum(self.size_of(q) for q in self.queues)
+
+
+class LedgerHuey(Huey):
+    """Huey whose tasks are ledger jobs: no Huey retries, revokes or results (the ledger
+    owns those), JSON job-id messages, one storage key per queue."""
+
+    def is_revoked(self, task: Any, timestamp: Any = None, peek: bool = True) -> bool:
+        return False  # cancellation lives in the ledger; skips a Redis round trip per job
+
+
+def make_huey(settings: Settings, queues: Iterable[str] = ()) -> LedgerHuey:
+    """The Huey instance for these settings, listening on ``queues`` (producers pass none)."""
+    common: dict[str, Any] = {
+        "results": False,
+        "utc": True,
+        "serializer": JobMessageSerializer(),
+        "queues": list(queues),
+    }
+    if settings.redis_url:
+        return LedgerHuey(
+            settings.queue_namespace,
+            storage_class=LedgerRedisStorage,
+            url=settings.redis_url,
+            **common,
+        )
+    settings.huey_sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    return LedgerHuey(
+        settings.queue_namespace,
+        storage_class=LedgerSqliteStorage,
+        filename=str(settings.huey_sqlite_path),
+        **common,
+    )
+
+
+def storage_of(huey: Huey) -> QueueStorage:
+    storage = huey.storage
+    assert isinstance(storage, QueueStorage)
+    return storage

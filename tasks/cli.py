@@ -1,0 +1,263 @@
+"""``queuectl``: run workers and the maintainer, and manage jobs from a shell.
+
+Errors print one line on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy.exc import SQLAlchemyError
+
+from db.settings import get_settings
+from tasks import api
+from tasks.errors import QueueError
+
+app = typer.Typer(
+    help="EduRise Queue: PostgreSQL-ledger job queue with Huey workers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _configure_logging() -> None:
+    settings = get_settings()
+    level = getattr(logging, settings.log_level.upper(), logging.INFO)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+    )
+    if level > logging.DEBUG:  # Huey logs every task at INFO: ~30 % of the drain rate
+        logging.getLogger("huey").setLevel(logging.WARNING)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+class _Guard:
+    """Turn API and database errors into one line on stderr and exit code 2."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None:
+            return False
+        if isinstance(exc, QueueError):
+            raise _fail(str(exc))
+        if isinstance(exc, SQLAlchemyError):
+            first = str(exc).splitlines()[0]
+            raise _fail(f"database error: {first} (is the ledger migrated? `queuectl migrate`)")
+        return False
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the ledger tables (Alembic upgrade head)."""
+    from db.engine import engine_for
+    from db.migrate import upgrade
+
+    _configure_logging()
+    with _Guard():
+        upgrade(engine_for(get_settings().ledger_url))
+    typer.echo("ledger is at the latest migration", err=True)
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="comma-separated queues, in pop order")] = "",
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="worker slots")] = 4,
+    kind: Annotated[str, typer.Option(help="thread or process")] = "thread",
+) -> None:
+    """Run a worker (a Huey consumer) until SIGTERM or Ctrl-C."""
+    from tasks import registry
+    from tasks.worker import run_worker
+
+    _configure_logging()
+    settings = get_settings()
+    if kind not in ("thread", "process"):
+        raise _fail("--kind must be thread or process")
+    registry.load_job_modules(settings.job_modules)
+    names = [q.strip() for q in queues.split(",") if q.strip()] or sorted(
+        {t.queue for t in registry.all_types()}
+    )
+    bad = [q for q in names if not registry.QUEUE_NAME.match(q)]
+    if bad:
+        raise _fail(f"invalid queue name {bad[0]!r}")
+    run_worker(settings, names, concurrency, kind)
+
+
+@app.command()
+def maintainer() -> None:
+    """Run the maintainer (dispatcher, stager, reconciler, rescuer, periodic jobs)."""
+    import signal
+
+    from tasks.maintainer import Maintainer
+
+    _configure_logging()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    Maintainer(get_settings()).run(stop)
+
+
+@app.command()
+def up(
+    concurrency: Annotated[int, typer.Option(min=1, max=256)] = 4,
+    console: Annotated[bool, typer.Option(help="also start the console")] = True,
+) -> None:
+    """Migrate, then run a maintainer and a worker (and the console) until Ctrl-C."""
+    from tasks.supervisor import run_all
+
+    _configure_logging()
+    run_all(get_settings(), concurrency=concurrency, with_console=console)
+
+
+def _parse_data(data: str) -> Any:
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise _fail(f"--data is not valid JSON: {exc}") from None
+
+
+@app.command()
+def submit(
+    type: Annotated[str, typer.Argument(help="job type, e.g. demo.echo")],
+    data: Annotated[str, typer.Option(help="JSON object")] = "{}",
+    priority: Annotated[int | None, typer.Option(help="0..9, higher runs first")] = None,
+    queue: Annotated[str | None, typer.Option()] = None,
+    at: Annotated[str | None, typer.Option(help="ISO 8601 time with zone")] = None,
+    delay: Annotated[float | None, typer.Option(help="seconds from now")] = None,
+    idempotency_key: Annotated[str | None, typer.Option()] = None,
+    max_attempts: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Submit a job; prints its id alone on stdout."""
+    payload = _parse_data(data)
+    if at is not None and delay is not None:
+        raise _fail("give --at or --delay, not both")
+    schedule: Any = delay
+    if at is not None:
+        try:
+            schedule = datetime.fromisoformat(at)
+        except ValueError:
+            raise _fail(f"--at {at!r} is not an ISO 8601 date-time") from None
+    with _Guard():
+        opts = {"queue": queue, "idempotency_key": idempotency_key, "max_attempts": max_attempts}
+        if schedule is None:
+            job_id = api.submit_job(type, payload, priority, **opts)
+        else:
+            job_id = api.schedule_job(type, payload, schedule, priority, **opts)
+    typer.echo(str(job_id))
+
+
+@app.command()
+def jobs(
+    status: Annotated[str | None, typer.Option()] = None,
+    type: Annotated[str | None, typer.Option()] = None,
+    queue: Annotated[str | None, typer.Option()] = None,
+    search: Annotated[str | None, typer.Option(help="job id or text in the payload")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """List jobs, newest first."""
+    with _Guard():
+        rows = api.get_jobs(status=status, type=type, queue=queue, search=search, limit=limit)
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(_jsonable(row)))
+        return
+    typer.echo(f"{'id':36}  {'status':10} {'pri':>3} {'att':>5}  {'queue':12} type")
+    for r in rows:
+        attempts = f"{r['attempt']}/{r['max_attempts']}"
+        typer.echo(
+            f"{r['id']!s:36}  {r['status']:10} {r['priority']:>3} {attempts:>5}  "
+            f"{r['queue']:12} {r['type']}"
+        )
+
+
+@app.command()
+def show(
+    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: Annotated[bool, typer.Option("--json", help="the job as one JSON object")] = False,
+) -> None:
+    """Show one job with its errors and result."""
+    with _Guard():
+        row = api.get_job(job_id)
+    if as_json:
+        typer.echo(json.dumps(_jsonable(row)))
+        return
+    for key, value in _jsonable(row).items():
+        if key == "errors":
+            continue
+        typer.echo(f"{key:20} {json.dumps(value) if isinstance(value, dict | list) else value}")
+    for err in row["errors"] or []:
+        typer.echo(f"\n-- attempt {err.get('attempt')} at {err.get('at')}: {err.get('error')}")
+        if err.get("traceback"):
+            typer.echo(err["traceback"].rstrip())
+
+
+@app.command()
+def cancel(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Cancel a job (a running job gets a cancel request)."""
+    with _Guard():
+        outcome = api.cancel_job(job_id)
+    typer.echo(outcome)
+
+
+@app.command()
+def retry(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Run a failed or cancelled job again."""
+    with _Guard():
+        api.retry_job(job_id)
+    typer.echo("queued")
+
+
+@app.command()
+def types() -> None:
+    """List the registered job types."""
+    from tasks import registry
+
+    registry.load_job_modules(get_settings().job_modules)
+    for t in registry.all_types():
+        sched = f"  [{t.schedule.describe()}]" if t.schedule else ""
+        typer.echo(
+            f"{t.name:40} queue={t.queue:14} prio={t.priority} tries={t.max_attempts}{sched}"
+        )
+
+
+@app.command()
+def stats() -> None:
+    """Per-queue counts by status, oldest waiting job and live workers (JSON)."""
+    with _Guard():
+        typer.echo(json.dumps(_jsonable(api.get_queue_stats()), indent=2))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

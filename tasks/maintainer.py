@@ -1,0 +1,92 @@
+"""``queuectl maintainer``: runs the maintenance loops; woken by LISTEN/NOTIFY on PostgreSQL,
+polling on SQLite. Any number may run at once (advisory locks + guarded writes)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from db.engine import engine_for, is_sqlite
+from db.notify import Listener
+from db.settings import Settings
+from tasks import registry
+from tasks.broker import make_huey, storage_of
+from tasks.maintenance import MaintenanceLoop
+from tasks.maintenance.dispatcher import Dispatcher, DispatcherConfig
+from tasks.maintenance.periodic import PeriodicConfig, PeriodicEnqueuer
+from tasks.maintenance.reconciler import Reconciler, ReconcilerConfig
+from tasks.maintenance.rescuer import Rescuer, RescuerConfig
+from tasks.maintenance.stager import Stager, StagerConfig
+
+log = logging.getLogger(__name__)
+
+BACKLOG_PAUSE = 0.005  # seconds between dispatch passes while the window is the limit
+
+
+class Maintainer:
+    def __init__(self, settings: Settings) -> None:
+        registry.load_job_modules(settings.job_modules)
+        self.settings = settings
+        self.engine = engine_for(settings.ledger_url)
+        storage = storage_of(make_huey(settings))
+        poll = settings.queue_poll_seconds
+        self.dispatcher = Dispatcher(
+            self.engine, storage, DispatcherConfig(settings.queue_dispatch_window, poll)
+        )
+        stale = settings.queue_stale_seconds
+        grace = settings.queue_reconcile_grace_seconds
+        self.loops: list[MaintenanceLoop] = [
+            Stager(self.engine, StagerConfig(interval=poll)),
+            self.dispatcher,
+            Reconciler(
+                self.engine,
+                storage,
+                ReconcilerConfig(interval=2.0, grace_seconds=grace),
+            ),
+            Rescuer(
+                self.engine,
+                RescuerConfig(interval=1.0, stale_seconds=stale, deadline_grace_seconds=stale),
+            ),
+            PeriodicEnqueuer(self.engine, PeriodicConfig(interval=poll)),
+        ]
+        self._next_run = dict.fromkeys((loop.name for loop in self.loops), 0.0)
+        self.listener = None if is_sqlite(self.engine) else Listener(settings.ledger_url)
+
+    def _run_due(self, *, force_dispatch: bool) -> None:
+        now = time.monotonic()
+        for loop in self.loops:
+            due = self._next_run[loop.name] <= now or (force_dispatch and loop is self.dispatcher)
+            if not due:
+                continue
+            self._next_run[loop.name] = now + loop.interval
+            try:
+                loop.run_once()
+            except (SQLAlchemyError, OSError, ConnectionError) as exc:
+                log.warning("%s pass failed, will retry: %s", loop.name, exc)
+            except Exception:
+                log.exception("%s pass failed, will retry", loop.name)
+
+    def run(self, stop: threading.Event) -> None:
+        log.info(
+            "maintainer started (ledger: %s, transport: %s)",
+            self.engine.dialect.name,
+            "redis" if self.settings.redis_url else "sqlite",
+        )
+        woken = True
+        while not stop.is_set():
+            self._run_due(force_dispatch=woken)
+            if self.dispatcher.backlog:
+                woken = not stop.wait(BACKLOG_PAUSE)
+                continue
+            timeout = max(0.0, min(self._next_run.values()) - time.monotonic(), BACKLOG_PAUSE)
+            if self.listener is not None:
+                woken = self.listener.wait(min(timeout, 1.0))
+            else:
+                stop.wait(timeout)
+                woken = True
+        if self.listener is not None:
+            self.listener.close()
+        log.info("maintainer stopped")

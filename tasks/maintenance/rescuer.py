@@ -1,0 +1,63 @@
+"""Rescuer: ``running`` attempts whose worker is dead (stale heartbeat) or that ran past
+their timeout end as ``retrying`` (attempts left), ``failed`` or ``cancelled``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+
+from db import ledger
+from db import workers as worker_sql
+from db.engine import read, write
+from tasks import registry
+from tasks.errors import UnknownJobType
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RescuerConfig:
+    interval: float = 1.0
+    stale_seconds: float = 10.0  # heartbeat older than this = dead worker
+    deadline_grace_seconds: float = 10.0  # past timeout_seconds + this = hung attempt
+    forget_workers_after: float = 3600.0  # mark long-dead worker rows stopped
+
+
+class Rescuer:
+    name = "rescuer"
+
+    def __init__(self, engine: Engine, config: RescuerConfig) -> None:
+        self.engine = engine
+        self.config = config
+        self.interval = config.interval
+
+    def run_once(self) -> int:
+        with read(self.engine) as conn:
+            orphans = ledger.orphaned_running(
+                conn, self.config.stale_seconds, self.config.deadline_grace_seconds
+            )
+        rescued = 0
+        for job in orphans:
+            try:
+                delay = registry.get(job.type).retry_delay(job.attempt)
+            except UnknownJobType:
+                delay = 5.0
+            entry = {
+                "at": datetime.now(UTC).isoformat(),
+                "attempt": job.attempt,
+                "error": f"Rescued: {job.reason}",
+                "traceback": None,
+                "worker": str(job.worker_id) if job.worker_id else None,
+                "kind": "rescued",
+            }
+            with write(self.engine) as conn:
+                status = ledger.fail_attempt(conn, job.id, job.attempt, entry, delay)
+            if status is not None:
+                rescued += 1
+                log.warning("rescued job %s attempt %d -> %s", job.id, job.attempt, status)
+        with write(self.engine) as conn:
+            worker_sql.mark_dead(conn, self.config.forget_workers_after)
+        return rescued

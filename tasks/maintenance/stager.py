@@ -1,0 +1,32 @@
+"""Stager: ``scheduled`` and ``retrying`` jobs whose time has come become ``queued``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from db import ledger
+from db.engine import transaction
+from db.locks import try_xact_lock
+
+
+@dataclass(frozen=True)
+class StagerConfig:
+    interval: float = 0.5
+    batch: int = 5000
+
+
+class Stager:
+    name = "stager"
+
+    def __init__(self, engine: Engine, config: StagerConfig) -> None:
+        self.engine = engine
+        self.config = config
+        self.interval = config.interval
+
+    def run_once(self) -> int:
+        with transaction(self.engine) as conn:
+            if not try_xact_lock(conn, self.name):
+                return 0
+            return ledger.stage_due(conn, self.config.batch)

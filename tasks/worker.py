@@ -1,0 +1,254 @@
+"""``queuectl worker``: a Huey consumer whose one task runs ledger jobs.
+
+Each message carries a job id. The worker claims the job in the ledger (one guarded UPDATE;
+a stale or duplicate message claims nothing and is dropped), runs the handler, and records
+the outcome fenced on the attempt number. Retries, backoff and cancellation live in the
+ledger; Huey's own retries stay 0. A heartbeat thread keeps ``queue_workers`` fresh so the
+maintainer can rescue the jobs of a worker that died.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from huey.consumer import Consumer
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from db import ledger
+from db import workers as worker_sql
+from db.engine import engine_for, write
+from db.settings import Settings
+from tasks import registry
+from tasks.broker import RUN_JOB_TASK, make_huey
+from tasks.errors import UnknownJobType
+from tasks.payload import cap_result
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class WorkerRuntime:
+    """Runs one attempt of a job; shared by every worker thread of the process."""
+
+    def __init__(self, settings: Settings, engine: Engine, worker_id: uuid.UUID) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.worker_id = worker_id
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self.processed = 0
+        self.failed = 0
+
+    def _with_db_retry(self, what: str, fn: Callable[[], T]) -> T:
+        """Retry a ledger write through a database outage; give up only when stopping (the
+        rescuer then re-runs the attempt once this worker's heartbeat is stale)."""
+        delay = 0.1
+        while True:
+            try:
+                return fn()
+            except DBAPIError as exc:
+                transient = isinstance(exc, OperationalError) or exc.connection_invalidated
+                if not transient or self.stopping.is_set():
+                    raise
+                log.warning("%s: database unavailable (%s); retrying in %.1fs", what, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _count(self, *, failed: bool) -> None:
+        with self._lock:
+            self.processed += 1
+            if failed:
+                self.failed += 1
+
+    def run(self, job_id_text: str) -> None:
+        job_id = uuid.UUID(job_id_text)
+
+        def do_claim() -> ledger.Claimed | None:
+            with write(self.engine) as conn:
+                return ledger.claim(conn, job_id, self.worker_id)
+
+        claimed = self._with_db_retry("claim", do_claim)
+        if claimed is None:
+            log.debug("job %s: nothing to claim (duplicate, stale or cancelled message)", job_id)
+            return
+        ctx = registry.JobContext(
+            job_id=claimed.id,
+            attempt=claimed.attempt,
+            max_attempts=claimed.max_attempts,
+            type=claimed.type,
+            queue=claimed.queue,
+            worker_id=self.worker_id,
+        )
+        try:
+            job_type = registry.get(claimed.type)
+            data: Any = claimed.data
+            if job_type.schema is not None:
+                data = job_type.schema.model_validate(claimed.data)
+            result = job_type.func(data, ctx)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise  # hand-back at shutdown takes care of the job
+            self._record_failure(claimed, exc)
+            return
+        stored = cap_result(result)
+
+        def do_complete() -> bool:
+            with write(self.engine) as conn:
+                return ledger.complete(conn, claimed.id, claimed.attempt, stored)
+
+        if not self._with_db_retry("complete", do_complete):
+            log.warning(
+                "job %s attempt %d finished but was fenced off (rescued meanwhile)",
+                claimed.id,
+                claimed.attempt,
+            )
+        self._count(failed=False)
+
+    def _record_failure(self, claimed: ledger.Claimed, exc: BaseException) -> None:
+        try:
+            delay = registry.get(claimed.type).retry_delay(claimed.attempt)
+        except UnknownJobType:
+            delay = 5.0
+        entry = {
+            "at": datetime.now(UTC).isoformat(),
+            "attempt": claimed.attempt,
+            "error": f"{type(exc).__name__}: {exc}"[:2000],
+            "traceback": "".join(traceback.format_exception(exc))[-8000:],
+            "worker": str(self.worker_id),
+            "kind": "error",
+        }
+
+        def do_fail() -> str | None:
+            with write(self.engine) as conn:
+                return ledger.fail_attempt(conn, claimed.id, claimed.attempt, entry, delay)
+
+        status = self._with_db_retry("fail", do_fail)
+        log.info("job %s attempt %d failed (%s) -> %s", claimed.id, claimed.attempt, exc, status)
+        self._count(failed=True)
+
+
+_RUNTIME: WorkerRuntime | None = None
+
+
+def run_job(job_id: str) -> None:
+    """The single Huey task: run one attempt of ledger job ``job_id``."""
+    assert _RUNTIME is not None, "worker runtime not initialised"
+    _RUNTIME.run(job_id)
+
+
+class Heartbeat(threading.Thread):
+    """Registers the worker and refreshes ``last_heartbeat`` every few seconds."""
+
+    def __init__(self, runtime: WorkerRuntime, register: Callable[[], None]) -> None:
+        super().__init__(name="heartbeat", daemon=True)
+        self.runtime = runtime
+        self.register = register
+        self.stop_event = threading.Event()
+
+    def beat(self) -> None:
+        rt = self.runtime
+        with write(rt.engine) as conn:
+            alive = worker_sql.heartbeat(conn, rt.worker_id, rt.processed, rt.failed)
+        if not alive:
+            self.register()
+
+    def run(self) -> None:
+        interval = self.runtime.settings.queue_heartbeat_seconds
+        while not self.stop_event.wait(interval):
+            try:
+                self.beat()
+            except Exception as exc:  # keep beating through database outages
+                log.warning("heartbeat failed: %s", exc)
+
+
+class LedgerConsumer(Consumer):
+    """Huey's consumer with SIGTERM and SIGINT both graceful (finish, then hand back)."""
+
+    def _set_signal_handlers(self) -> None:
+        self._signal_actions = {signal.SIGTERM: (False, True), signal.SIGINT: (False, True)}
+        super()._set_signal_handlers()
+
+
+def run_worker(
+    settings: Settings,
+    queues: list[str],
+    concurrency: int,
+    kind: str = "thread",
+) -> None:
+    """Run a worker until SIGTERM/SIGINT; then hand back whatever did not finish."""
+    global _RUNTIME
+    registry.load_job_modules(settings.job_modules)
+    engine = engine_for(settings.ledger_url)
+    worker_id = uuid.uuid4()
+    runtime = WorkerRuntime(settings, engine, worker_id)
+    _RUNTIME = runtime
+    if kind == "process":
+        os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
+
+    huey = make_huey(settings, queues)
+    task = huey.task(name="run_job")(run_job)
+    registered = huey._registry.task_to_string(task.task_class)
+    assert registered == RUN_JOB_TASK, registered
+
+    hostname = socket.gethostname()
+
+    def register() -> None:
+        with write(engine) as conn:
+            worker_sql.register(
+                conn,
+                worker_id=worker_id,
+                name=f"{hostname}:{os.getpid()}",
+                hostname=hostname,
+                pid=os.getpid(),
+                queues=queues,
+                concurrency=concurrency,
+                worker_kind=kind,
+            )
+
+    register()
+    heartbeat = Heartbeat(runtime, register)
+    heartbeat.start()
+    log.info("worker %s on queues %s with %d %s(s)", worker_id, queues, concurrency, kind)
+    consumer = LedgerConsumer(
+        huey,
+        workers=concurrency,
+        periodic=False,  # the maintainer owns periodic jobs
+        worker_type=kind,
+        initial_delay=0.05,
+        max_delay=0.5,
+        shutdown_timeout=settings.queue_shutdown_timeout,
+        check_worker_health=True,
+    )
+    try:
+        consumer.run()
+    finally:
+        runtime.stopping.set()
+        heartbeat.stop_event.set()
+        _shut_down(engine, worker_id)
+
+
+def _shut_down(engine: Engine, worker_id: uuid.UUID) -> None:
+    """Hand back jobs still marked running by this worker and mark it stopped."""
+    for attempt in range(5):
+        try:
+            with write(engine) as conn:
+                n = ledger.hand_back_all(conn, worker_id)
+                worker_sql.set_status(conn, worker_id, "stopped")
+            if n:
+                log.warning("handed back %d unfinished job(s)", n)
+            return
+        except DBAPIError as exc:
+            log.warning("shutdown write failed (%s), try %d of 5", exc, attempt + 1)
+            time.sleep(0.5)
+    log.error("could not hand back jobs; the rescuer will retry them when the heartbeat is stale")
