@@ -1,0 +1,108 @@
+"""Shared fixtures: real PostgreSQL and Redis (a fresh database per session), SQLite files,
+and settings pointed at them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from db.engine import create_ledger_engine, engine_for
+from db.migrate import upgrade
+from db.settings import get_settings
+from tests import services
+
+FAST_TIMINGS = {
+    "QUEUE_HEARTBEAT_SECONDS": "0.5",
+    "QUEUE_STALE_SECONDS": "3",
+    "QUEUE_RECONCILE_GRACE_SECONDS": "1",
+    "QUEUE_POLL_SECONDS": "0.1",
+    "QUEUE_SHUTDOWN_TIMEOUT": "5",
+}
+TABLES = ("queue_jobs", "queue_workers", "queue_metrics")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    url = services.create_database()
+    engine = create_ledger_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield url
+    engine_for.cache_clear()
+    services.drop_database(url)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    client = services.redis_client()
+    client.flushdb()
+    yield services.TEST_REDIS_URL
+    client.flushdb()
+
+
+def _empty(engine: Engine) -> None:
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(TABLES)}"))
+        else:
+            for table in TABLES:
+                conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - constant names
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade(engine_for(url))
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The ledger on each database (state machine and validation run on both)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+        upgrade(engine_for(url))
+    else:
+        url = request.getfixturevalue("pg_url")
+        _empty(engine_for(url))
+    yield url
+
+
+@pytest.fixture
+def settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Environment for the code under test (and its subprocesses); settings cache cleared."""
+    env = {"QUEUE_DATA_DIR": str(tmp_path / "var"), **FAST_TIMINGS}
+    for key in ("DATABASE_URL", "REDIS_URL", "QUEUE_JOB_MODULES"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    yield env
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def use_ledger(
+    ledger_url: str, settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """The job API pointed at ``ledger_url`` (SQLite transport)."""
+    monkeypatch.setenv("DATABASE_URL", ledger_url)
+    settings_env["DATABASE_URL"] = ledger_url
+    get_settings.cache_clear()
+    return ledger_url
+
+
+@pytest.fixture
+def pg_redis(
+    pg_url: str, redis_url: str, settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """PostgreSQL + Redis, emptied, with the API and subprocess environment pointed at them."""
+    _empty(engine_for(pg_url))
+    for key, value in (("DATABASE_URL", pg_url), ("REDIS_URL", redis_url)):
+        monkeypatch.setenv(key, value)
+        settings_env[key] = value
+    get_settings.cache_clear()
+    return settings_env

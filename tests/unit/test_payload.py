@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel
+
+from tasks.errors import InvalidJobData, PayloadTooLarge
+from tasks.payload import MAX_PAYLOAD_BYTES, cap_result, check_payload
+
+
+class Point(BaseModel):
+    x: int
+    y: int = 0
+
+
+@pytest.mark.parametrize("data", [[], "x", 1, None, 1.5, True])
+def test_data_must_be_an_object(data: object) -> None:
+    with pytest.raises(InvalidJobData, match="JSON object"):
+        check_payload(data, None)
+
+
+def test_schema_errors_name_the_field() -> None:
+    with pytest.raises(InvalidJobData, match="x"):
+        check_payload({"x": "not a number"}, Point)
+
+
+def test_schema_output_is_normalized() -> None:
+    assert check_payload({"x": 1}, Point) == {"x": 1, "y": 0}
+
+
+def test_size_limit() -> None:
+    check_payload({"s": "a" * (MAX_PAYLOAD_BYTES - 20)}, None)
+    with pytest.raises(PayloadTooLarge, match="limit"):
+        check_payload({"s": "a" * MAX_PAYLOAD_BYTES}, None)
+
+
+def test_multibyte_text_counts_in_bytes() -> None:
+    with pytest.raises(PayloadTooLarge):
+        check_payload({"s": "é" * (MAX_PAYLOAD_BYTES // 2 + 10)}, None)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"a": float("nan")}, "NaN"),
+        ({"a": 2**64}, "64 bits"),
+        ({"a": "\x00"}, "NUL"),
+        ({"a": "\ud800"}, "Unicode"),
+        ({"a": {1, 2}}, "not a JSON value"),
+        ({1: "a"}, "keys must be strings"),
+    ],
+)
+def test_values_that_are_not_storable_json(data: dict, message: str) -> None:
+    with pytest.raises(InvalidJobData, match=message):
+        check_payload(data, None)
+
+
+def test_depth_limit() -> None:
+    deep: dict = {}
+    node = deep
+    for _ in range(40):
+        node["n"] = {}
+        node = node["n"]
+    with pytest.raises(InvalidJobData, match="deeper"):
+        check_payload(deep, None)
+
+
+def test_results_are_capped() -> None:
+    assert cap_result({"a": 1}) == {"a": 1}
+    big = cap_result("x" * 100_000)
+    assert big["truncated_result"] is True
+    assert "unstorable_result" in cap_result({"a": float("nan")})
