@@ -432,13 +432,17 @@ def cancel(conn: Connection, job_id: uuid.UUID) -> str:
 
 
 def retry(conn: Connection, job_id: uuid.UUID) -> None:
-    """Run a failed or cancelled job again from attempt 1 (its error history is kept)."""
+    """Run a failed or cancelled job again. Attempts keep counting (so every entry of the
+    error history keeps its own attempt number); a job with no attempts left gets one more."""
     stmt = (
         update(jobs)
         .where(jobs.c.id == job_id, _guarded(Transition.RETRY))
         .values(
             status=S.QUEUED.value,
-            attempt=0,
+            max_attempts=case(
+                (jobs.c.attempt >= jobs.c.max_attempts, jobs.c.attempt + 1),
+                else_=jobs.c.max_attempts,
+            ),
             scheduled_at=db_now(),
             started_at=None,
             completed_at=None,

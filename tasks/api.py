@@ -8,7 +8,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from typing import Any
 
 from sqlalchemy import Engine
@@ -46,9 +45,8 @@ __all__ = [
 ]
 
 
-@cache
 def _load_registry() -> None:
-    registry.load_job_modules(get_settings().job_modules)
+    registry.load_job_modules(get_settings().job_modules)  # cheap once imported
 
 
 def engine() -> Engine:

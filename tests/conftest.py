@@ -49,7 +49,7 @@ def _empty(engine: Engine) -> None:
             conn.execute(text(f"TRUNCATE {', '.join(TABLES)}"))
         else:
             for table in TABLES:
-                conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - constant names
+                conn.execute(text(f"DELETE FROM {table}"))
 
 
 @pytest.fixture

@@ -25,8 +25,7 @@ HOW_TO_START = {
 
 def unavailable(service: str, url: str, error: Exception) -> None:
     message = (
-        f"{service} is not reachable at {url} ({error}). "
-        f"Start it with: {HOW_TO_START[service]}"
+        f"{service} is not reachable at {url} ({error}). Start it with: {HOW_TO_START[service]}"
     )
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI requires every service: {message}", pytrace=False)

@@ -117,7 +117,9 @@ def test_retry_only_from_failed_or_cancelled(ledger_url: str) -> None:
         ledger.retry(conn, claimed.id)
         again = ledger.dispatch(conn, "default", 10)
         assert [r.id for r in again] == [claimed.id]
-        assert ledger.claim(conn, claimed.id, None).attempt == 1  # type: ignore[union-attr]
+        again_claimed = ledger.claim(conn, claimed.id, None)
+        assert again_claimed is not None
+        assert (again_claimed.attempt, again_claimed.max_attempts) == (2, 2)
         with pytest.raises(ledger.TransitionError, match="does not exist"):
             ledger.retry(conn, uuid.uuid4())
 
@@ -147,9 +149,7 @@ def test_future_jobs_are_scheduled_until_due(ledger_url: str) -> None:
         job_id = ledger.insert_jobs(conn, [new(scheduled_at=later)])[0]
         assert ledger.stage_due(conn) == 0
         assert ledger.dispatch(conn, "default", 10) == []
-        conn.execute(
-            update(Job).where(Job.id == job_id).values(scheduled_at=datetime.now(UTC))
-        )
+        conn.execute(update(Job).where(Job.id == job_id).values(scheduled_at=datetime.now(UTC)))
         assert ledger.stage_due(conn) == 1
     assert status(ledger_url, job_id) == "queued"
 
