@@ -95,6 +95,21 @@ def _check_key(key: Any) -> str | None:
     return key
 
 
+def _check_text(name: str, value: Any, max_length: int = 500) -> str | None:
+    """A filter string the database can take: no NUL, valid Unicode, bounded length."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{name} must be a string")
+    if "\x00" in value or len(value) > max_length:
+        raise InvalidArgument(f"{name} must be at most {max_length} characters without NUL")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{name} is not valid Unicode text") from None
+    return value
+
+
 def resolve_schedule(schedule: Any, now: datetime | None = None) -> datetime:
     """An aware datetime, a timedelta or a number of seconds from now -> aware UTC datetime."""
     now = now or datetime.now(UTC)
@@ -296,6 +311,11 @@ def get_jobs(
 ) -> list[dict[str, Any]]:
     """Jobs matching every given filter, newest first."""
     statuses = [status] if isinstance(status, str) else list(status or [])
+    type, queue, search = (
+        _check_text("type", type),
+        _check_text("queue", queue),
+        _check_text("search", search),
+    )
     bad = [s for s in statuses if s not in ALL_STATUSES]
     if bad:
         raise InvalidArgument(f"unknown status {bad[0]!r} (one of: {', '.join(ALL_STATUSES)})")
