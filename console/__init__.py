@@ -1,0 +1,1 @@
+"""The Streamlit console (see the console issue; not built yet)."""
