@@ -149,7 +149,8 @@ def test_future_jobs_are_scheduled_until_due(ledger_url: str) -> None:
         job_id = ledger.insert_jobs(conn, [new(scheduled_at=later)])[0]
         assert ledger.stage_due(conn) == 0
         assert ledger.dispatch(conn, "default", 10) == []
-        conn.execute(update(Job).where(Job.id == job_id).values(scheduled_at=datetime.now(UTC)))
+        past = datetime.now(UTC) - timedelta(seconds=1)  # SQLite's clock has ms resolution
+        conn.execute(update(Job).where(Job.id == job_id).values(scheduled_at=past))
         assert ledger.stage_due(conn) == 1
     assert status(ledger_url, job_id) == "queued"
 
