@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Float,
     Index,
@@ -72,6 +73,12 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     tick_key: Mapped[str | None] = mapped_column(String(300))  # periodic tick, unique forever
     timeout_seconds: Mapped[float | None] = mapped_column(Float)
+    # progress reported by the handler (ctx.progress), throttled by the worker
+    progress: Mapped[float | None] = mapped_column(Float)
+    progress_message: Mapped[str | None] = mapped_column(String(500))
+    progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # hash of (type, data) for @job(unique_for=...): one live job per key within the window
+    unique_key: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_status_list})", name="status"),
@@ -122,6 +129,13 @@ class Job(Base):
             unique=True,
             postgresql_where=text(f"idempotency_key IS NOT NULL AND NOT ({_terminal})"),
             sqlite_where=text(f"idempotency_key IS NOT NULL AND NOT ({_terminal})"),
+        ),
+        Index(
+            "ix_queue_jobs_unique_key",
+            "unique_key",
+            "created_at",
+            postgresql_where=text("unique_key IS NOT NULL"),
+            sqlite_where=text("unique_key IS NOT NULL"),
         ),
         Index("ix_queue_jobs_data_gin", "data", postgresql_using="gin").ddl_if(
             dialect="postgresql"
@@ -181,8 +195,107 @@ class Metric(Base):
     depth: Mapped[int] = mapped_column(Integer)
     utilization: Mapped[float | None] = mapped_column(Float)
     retries: Mapped[int] = mapped_column(Integer)
+    completed_count: Mapped[int] = mapped_column(Integer)
+    failed_count: Mapped[int] = mapped_column(Integer)
+    busy_seconds: Mapped[float] = mapped_column(Float)  # handler time inside the minute
+    worker_slots: Mapped[int] = mapped_column(Integer)  # live worker slots (concurrency sum)
+    # mergeable histograms (log buckets) so hours and days get percentiles from rollups only
+    processing_hist: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    wait_hist: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     __table_args__ = (
         UniqueConstraint("queue_name", "timestamp"),
         Index("ix_queue_metrics_timestamp", "timestamp"),
+    )
+
+
+class TypeMetric(Base):
+    """One row per queue, job type and minute: the per-type breakdown of ``queue_metrics``."""
+
+    __tablename__ = "queue_type_metrics"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    queue_name: Mapped[str] = mapped_column(String(100))
+    job_type: Mapped[str] = mapped_column(String(200))
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime)  # minute start
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    job_count: Mapped[int] = mapped_column(Integer)
+    completed_count: Mapped[int] = mapped_column(Integer)
+    failed_count: Mapped[int] = mapped_column(Integer)
+    error_count: Mapped[int] = mapped_column(Integer)
+    retries: Mapped[int] = mapped_column(Integer)
+    processing_time: Mapped[float | None] = mapped_column(Float)  # mean ms
+    processing_p50: Mapped[float | None] = mapped_column(Float)
+    processing_p95: Mapped[float | None] = mapped_column(Float)
+    processing_p99: Mapped[float | None] = mapped_column(Float)
+    wait_p50: Mapped[float | None] = mapped_column(Float)
+    wait_p95: Mapped[float | None] = mapped_column(Float)
+    wait_p99: Mapped[float | None] = mapped_column(Float)
+    busy_seconds: Mapped[float] = mapped_column(Float)
+    processing_hist: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    wait_hist: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+    __table_args__ = (
+        UniqueConstraint("queue_name", "job_type", "timestamp"),
+        Index("ix_queue_type_metrics_type_timestamp", "job_type", "timestamp"),
+        Index("ix_queue_type_metrics_timestamp", "timestamp"),
+    )
+
+
+class QueueControl(Base):
+    """Per-queue switches set by admins: a paused queue dispatches nothing."""
+
+    __tablename__ = "queue_controls"
+
+    queue_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean)
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paused_by: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class User(Base):
+    """Console users; passwords as argon2id hashes."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(20))
+    disabled: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (CheckConstraint("role IN ('admin', 'analyst')", name="role"),)
+
+
+class AuditEntry(Base):
+    """Every admin action: who, what, which jobs, when, outcome."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    username: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(50))
+    target: Mapped[str | None] = mapped_column(String(300))
+    job_ids: Mapped[list[str]] = mapped_column(JSONType)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    outcome: Mapped[str] = mapped_column(String(20))
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint("outcome IN ('ok', 'error', 'denied')", name="outcome"),
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_username_at", "username", "at"),
+        Index("ix_audit_log_action_at", "action", "at"),
     )

@@ -21,7 +21,15 @@ FAST_TIMINGS = {
     "QUEUE_POLL_SECONDS": "0.1",
     "QUEUE_SHUTDOWN_TIMEOUT": "5",
 }
-TABLES = ("queue_jobs", "queue_workers", "queue_metrics")
+TABLES = (
+    "queue_jobs",
+    "queue_workers",
+    "queue_metrics",
+    "queue_type_metrics",
+    "queue_controls",
+    "users",
+    "audit_log",
+)
 
 
 @pytest.fixture(scope="session")

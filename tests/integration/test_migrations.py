@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from db.engine import engine_for
+from db.migrate import alembic_config
 from db.models import Base
 
 
@@ -16,7 +18,7 @@ def test_upgrade_head_matches_models_on_postgresql(pg_url: str) -> None:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    assert version == "0001"
+    assert version == ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def test_notify_trigger_installed(pg_url: str) -> None:
@@ -29,4 +31,13 @@ def test_notify_trigger_installed(pg_url: str) -> None:
 
 def test_upgrade_creates_the_tables_on_sqlite(sqlite_url: str) -> None:
     tables = set(inspect(engine_for(sqlite_url)).get_table_names())
-    assert {"queue_jobs", "queue_workers", "queue_metrics", "alembic_version"} <= tables
+    assert {
+        "queue_jobs",
+        "queue_workers",
+        "queue_metrics",
+        "queue_type_metrics",
+        "queue_controls",
+        "users",
+        "audit_log",
+        "alembic_version",
+    } <= tables
