@@ -18,17 +18,19 @@ from sqlalchemy import (
     Connection,
     Row,
     and_,
+    any_,
     bindparam,
     case,
     func,
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from db.models import Job, Worker
+from db.models import Job, QueueControl, Worker
 from db.states import TERMINAL, JobStatus, Transition, sources
 from db.types import JSONType, UTCDateTime, db_now, json_append
 
@@ -67,6 +69,7 @@ class NewJob:
     timeout_seconds: float | None = None
     idempotency_key: str | None = None
     tick_key: str | None = None
+    unique_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[uuid.UUID]
         timeout_seconds=bindparam("b_timeout"),
         idempotency_key=bindparam("b_idem"),
         tick_key=bindparam("b_tick"),
+        unique_key=bindparam("b_unique"),
         status=case((sched > db_now(), literal(S.SCHEDULED.value)), else_=literal(S.QUEUED.value)),
         scheduled_at=func.coalesce(sched, db_now()),
         attempt=0,
@@ -128,6 +132,7 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[uuid.UUID]
             "b_timeout": j.timeout_seconds,
             "b_idem": j.idempotency_key,
             "b_tick": j.tick_key,
+            "b_unique": j.unique_key,
             "b_scheduled_at": j.scheduled_at,
         }
         for j in new_jobs
@@ -171,6 +176,18 @@ def _resolve_conflicts(
     return out
 
 
+def _ids_from(conn: Connection, picked: Any) -> Any:
+    """``id`` in the rows a LIMITed (and possibly SKIP LOCKED) SELECT picks, evaluated ONCE.
+
+    On PostgreSQL a plain ``IN (subquery)`` may be planned as a join that re-runs the subquery,
+    and with SKIP LOCKED each run picks other rows: more than LIMIT rows get updated. An
+    ``ARRAY(subquery)`` is an init-plan, computed once (the CTE fence of Oban/River).
+    """
+    if conn.dialect.name == "postgresql":
+        return jobs.c.id == any_(func.array(picked.scalar_subquery()))
+    return jobs.c.id.in_(picked.scalar_subquery())
+
+
 def _guarded(transition: Transition) -> Any:
     return jobs.c.status.in_(sources(transition))
 
@@ -192,14 +209,22 @@ def stage_due(conn: Connection, limit: int = 5000) -> int:
     )
     stmt = (
         update(jobs)
-        .where(jobs.c.id.in_(due.scalar_subquery()), _guarded(Transition.STAGE))
+        .where(_ids_from(conn, due), _guarded(Transition.STAGE))
         .values(status=S.QUEUED.value, updated_at=db_now())
     )
     return conn.execute(stmt).rowcount
 
 
-def dispatch(conn: Connection, queue: str, limit: int) -> list[Row[Any]]:
-    """Mark up to ``limit`` due jobs of ``queue`` ``dispatched``, best first.
+def dispatch(
+    conn: Connection,
+    queue: str,
+    limit: int,
+    *,
+    only_type: str | None = None,
+    exclude_types: Sequence[str] = (),
+) -> list[Row[Any]]:
+    """Mark up to ``limit`` due jobs of ``queue`` ``dispatched``, best first (optionally of one
+    type only, or of every type but some: the metered types are dispatched on their own).
 
     Returns ``(id, priority, timeout_seconds)`` rows ordered as they should be pushed.
     The caller pushes them to Redis after commit; a push that never happens is repaired
@@ -207,16 +232,19 @@ def dispatch(conn: Connection, queue: str, limit: int) -> list[Row[Any]]:
     """
     if limit <= 0:
         return []
+    picked = select(jobs.c.id).where(jobs.c.status == S.QUEUED.value, jobs.c.queue == queue)
+    if only_type is not None:
+        picked = picked.where(jobs.c.type == only_type)
+    if exclude_types:
+        picked = picked.where(jobs.c.type.not_in(list(exclude_types)))
     picked = (
-        select(jobs.c.id)
-        .where(jobs.c.status == S.QUEUED.value, jobs.c.queue == queue)
-        .order_by(jobs.c.priority.desc(), jobs.c.scheduled_at, jobs.c.id)
+        picked.order_by(jobs.c.priority.desc(), jobs.c.scheduled_at, jobs.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     stmt = (
         update(jobs)
-        .where(jobs.c.id.in_(picked.scalar_subquery()), _guarded(Transition.DISPATCH))
+        .where(_ids_from(conn, picked), _guarded(Transition.DISPATCH))
         .values(status=S.DISPATCHED.value, dispatched_at=db_now(), updated_at=db_now())
         .returning(jobs.c.id, jobs.c.priority, jobs.c.timeout_seconds, jobs.c.scheduled_at)
     )
@@ -225,12 +253,71 @@ def dispatch(conn: Connection, queue: str, limit: int) -> list[Row[Any]]:
     return rows
 
 
-def queues_with_queued_jobs(conn: Connection) -> list[str]:
-    return list(
-        conn.execute(select(jobs.c.queue).where(jobs.c.status == S.QUEUED.value).distinct())
-        .scalars()
-        .all()
+#: Distinct queues with queued jobs by skip-scan over the dispatch-order index: one index
+#: probe per queue, however long the backlog (a plain DISTINCT reads every queued row).
+_QUEUED_QUEUES = text(
+    """
+    WITH RECURSIVE q(queue) AS (
+        SELECT (SELECT queue FROM queue_jobs WHERE status = 'queued' ORDER BY queue LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.queue FROM queue_jobs j
+                WHERE j.status = 'queued' AND j.queue > q.queue ORDER BY j.queue LIMIT 1)
+        FROM q WHERE q.queue IS NOT NULL
     )
+    SELECT queue FROM q WHERE queue IS NOT NULL
+    """
+)
+
+
+def queues_with_queued_jobs(conn: Connection) -> list[str]:
+    return list(conn.execute(_QUEUED_QUEUES).scalars())
+
+
+def active_counts(conn: Connection, types: Sequence[str]) -> dict[str, int]:
+    """Jobs of these types that are dispatched or running (counted against concurrency)."""
+    if not types:
+        return {}
+    rows = conn.execute(
+        select(jobs.c.type, func.count())
+        .where(jobs.c.type.in_(list(types)), jobs.c.status.in_(["dispatched", "running"]))
+        .group_by(jobs.c.type)
+    )
+    return {t: int(n) for t, n in rows}
+
+
+def starts_since(conn: Connection, job_type: str, period_seconds: float) -> int:
+    """Attempts of ``job_type`` started in the last ``period_seconds``, plus those dispatched
+    and about to start (both count against a rate limit). One statement, so a job moving
+    from dispatched to running in between is counted exactly once."""
+    stmt = select(func.count()).where(
+        jobs.c.type == job_type,
+        or_(
+            jobs.c.status == S.DISPATCHED.value,
+            jobs.c.started_at >= db_now(-period_seconds),
+        ),
+    )
+    return int(conn.execute(stmt).scalar_one())
+
+
+def requeue_dispatched(conn: Connection, queue: str) -> int:
+    """Take back every dispatched job of ``queue`` (pausing it): their messages claim nothing."""
+    stmt = (
+        update(jobs)
+        .where(jobs.c.queue == queue, _guarded(Transition.RECONCILE))
+        .values(status=S.QUEUED.value, dispatched_at=None, updated_at=db_now())
+    )
+    return conn.execute(stmt).rowcount
+
+
+def find_unique(conn: Connection, unique_key: str, window_seconds: float) -> uuid.UUID | None:
+    """The newest job with this unique key created within the window, if any."""
+    stmt = (
+        select(jobs.c.id)
+        .where(jobs.c.unique_key == unique_key, jobs.c.created_at >= db_now(-window_seconds))
+        .order_by(jobs.c.created_at.desc())
+        .limit(1)
+    )
+    return conn.execute(stmt).scalar_one_or_none()
 
 
 def dispatched_before(conn: Connection, grace_seconds: float) -> dict[str, list[uuid.UUID]]:
@@ -290,9 +377,14 @@ def orphaned_running(
 
 def claim(conn: Connection, job_id: uuid.UUID, worker_id: uuid.UUID | None) -> Claimed | None:
     """Start an attempt: the exactly-once gate. None when the message is stale or duplicate."""
+    paused = (
+        select(QueueControl.queue_name)
+        .where(QueueControl.queue_name == jobs.c.queue, QueueControl.paused.is_(True))
+        .exists()
+    )
     stmt = (
         update(jobs)
-        .where(jobs.c.id == job_id, _guarded(Transition.CLAIM))
+        .where(jobs.c.id == job_id, _guarded(Transition.CLAIM), ~paused)
         .values(
             status=S.RUNNING.value,
             attempt=jobs.c.attempt + 1,
@@ -368,6 +460,23 @@ def fail_attempt(
         .returning(jobs.c.status)
     )
     return conn.execute(stmt).scalar_one_or_none()
+
+
+def set_progress(
+    conn: Connection, job_id: uuid.UUID, attempt: int, fraction: float, message: str | None
+) -> bool:
+    """Store the handler's progress on its running attempt (fenced like every attempt write)."""
+    stmt = (
+        update(jobs)
+        .where(_fence(job_id, attempt))
+        .values(progress=fraction, progress_message=message, progress_at=db_now())
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def cancel_requested(conn: Connection, job_id: uuid.UUID) -> bool:
+    stmt = select(jobs.c.cancel_requested_at.is_not(None)).where(jobs.c.id == job_id)
+    return bool(conn.execute(stmt).scalar_one_or_none())
 
 
 def finish_cancelled(conn: Connection, job_id: uuid.UUID, attempt: int) -> bool:

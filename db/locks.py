@@ -17,3 +17,9 @@ def try_xact_lock(conn: Connection, name: str) -> bool:
     if conn.dialect.name != "postgresql":
         return True
     return bool(conn.execute(select(func.pg_try_advisory_xact_lock(lock_key(name)))).scalar())
+
+
+def xact_lock(conn: Connection, name: str) -> None:
+    """Wait for a transaction-scoped lock (serializes check-then-insert on one key)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(lock_key(name))))

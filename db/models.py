@@ -121,6 +121,13 @@ class Job(Base):
             sqlite_where=text("finished_at IS NOT NULL"),
         ),
         Index("ix_queue_jobs_type_created", "type", "created_at"),
+        Index("ix_queue_jobs_type_started", "type", "started_at"),  # rate limits
+        Index(
+            "ix_queue_jobs_active_type",  # per-type concurrency limits
+            "type",
+            postgresql_where=text("status IN ('dispatched', 'running')"),
+            sqlite_where=text("status IN ('dispatched', 'running')"),
+        ),
         Index("ix_queue_jobs_status_created", "status", "created_at"),
         Index("ix_queue_jobs_queue_created", "queue", "created_at"),
         Index(

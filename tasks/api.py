@@ -5,16 +5,19 @@ Every function validates first and writes after, so a call that raises wrote not
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from db import ledger, queries
+from db import controls, ledger, queries
 from db.engine import engine_for, read, transaction, write
+from db.locks import xact_lock
 from db.models import PRIORITY_MAX, PRIORITY_MIN
 from db.settings import get_settings
 from db.states import ALL_STATUSES
@@ -37,7 +40,10 @@ __all__ = [
     "cancel_job",
     "get_job",
     "get_jobs",
+    "get_queue_controls",
     "get_queue_stats",
+    "pause_queue",
+    "resume_queue",
     "retry_job",
     "schedule_job",
     "submit_job",
@@ -85,6 +91,12 @@ def _check_queue(queue: Any, default: str) -> str:
             f"queue name {queue!r} is invalid: 1-64 letters, digits or underscores"
         )
     return queue
+
+
+def _require_queue(queue: Any) -> str:
+    if queue is None:
+        raise InvalidArgument("a queue name is required")
+    return _check_queue(queue, "")
 
 
 def _check_key(key: Any) -> str | None:
@@ -151,17 +163,52 @@ def build_job(
     if not isinstance(type, str):
         raise InvalidArgument("type must be a string")
     job_type = registry.get(type)
+    stored = check_payload(data, job_type.schema)
     return ledger.NewJob(
         type=job_type.name,
         queue=_check_queue(queue, job_type.queue),
         priority=_check_priority(priority, job_type.priority),
-        data=check_payload(data, job_type.schema),
+        data=stored,
         max_attempts=_check_max_attempts(max_attempts, job_type.max_attempts),
         timeout_seconds=job_type.timeout,
         idempotency_key=_check_key(idempotency_key),
         scheduled_at=None if schedule is None else resolve_schedule(schedule),
         tick_key=tick_key,
+        unique_key=None if job_type.unique_for is None else unique_key(job_type.name, stored),
     )
+
+
+def unique_key(type_name: str, data: dict[str, Any]) -> str:
+    """The identity of a job for ``@job(unique_for=...)``: its type and canonical data."""
+    canonical = json.dumps([type_name, data], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _insert(conn: Connection, new_jobs: list[ledger.NewJob]) -> list[uuid.UUID]:
+    """Insert, answering a unique job (``unique_for``) with the job already in its window."""
+    out: list[uuid.UUID | None] = [None] * len(new_jobs)
+    fresh: list[tuple[int, ledger.NewJob]] = []
+    first_with_key: dict[str, int] = {}
+    same_as: dict[int, int] = {}
+    for i, new in enumerate(new_jobs):
+        window = registry.get(new.type).unique_for
+        if new.unique_key is not None and window is not None:
+            if new.unique_key in first_with_key:  # repeated inside this batch
+                same_as[i] = first_with_key[new.unique_key]
+                continue
+            xact_lock(conn, f"unique:{new.unique_key}")
+            existing = ledger.find_unique(conn, new.unique_key, window.total_seconds())
+            if existing is not None:
+                out[i] = existing
+                continue
+            first_with_key[new.unique_key] = i
+        fresh.append((i, new))
+    ids = ledger.insert_jobs(conn, [n for _, n in fresh])
+    for (i, _), job_id in zip(fresh, ids, strict=True):
+        out[i] = job_id
+    for i, first in same_as.items():
+        out[i] = out[first]
+    return [job_id for job_id in out if job_id is not None]
 
 
 def submit_job(
@@ -186,8 +233,13 @@ def submit_job(
         idempotency_key=idempotency_key,
         max_attempts=max_attempts,
     )
-    with write(engine()) as conn:
-        return ledger.insert_jobs(conn, [new])[0]
+    with _writer(new) as conn:
+        return _insert(conn, [new])[0]
+
+
+def _writer(new: ledger.NewJob) -> Any:
+    """One autocommit statement for a plain job; a transaction when a unique check comes first."""
+    return transaction(engine()) if new.unique_key is not None else write(engine())
 
 
 _BULK_KEYS = {"type", "data", "priority", "queue", "idempotency_key", "max_attempts", "schedule"}
@@ -215,7 +267,7 @@ def submit_jobs(items: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
     if not new_jobs:
         return []
     with transaction(engine()) as conn:
-        return ledger.insert_jobs(conn, new_jobs)
+        return _insert(conn, new_jobs)
 
 
 def schedule_job(
@@ -241,8 +293,8 @@ def schedule_job(
         max_attempts=max_attempts,
         schedule=schedule,
     )
-    with write(engine()) as conn:
-        return ledger.insert_jobs(conn, [new])[0]
+    with _writer(new) as conn:
+        return _insert(conn, [new])[0]
 
 
 def _job_id(job_id: Any) -> uuid.UUID:
@@ -344,3 +396,30 @@ def get_queue_stats() -> dict[str, dict[str, Any]]:
     """Per queue: ``counts`` by status, ``oldest_waiting_seconds``, ``live_workers``."""
     with read(engine()) as conn:
         return queries.queue_stats(conn, get_settings().queue_stale_seconds)
+
+
+def pause_queue(queue: str, *, by: str | None = None, reason: str | None = None) -> int:
+    """Stop dispatching ``queue``: its jobs stay ``queued`` (running jobs finish). Jobs
+    already handed to Redis are taken back. Survives restarts. Returns how many were taken
+    back."""
+    name = _require_queue(queue)
+    _check_text("by", by, 200)
+    _check_text("reason", reason, 500)
+    with transaction(engine()) as conn:
+        controls.set_paused(conn, name, True, by, reason)
+        return ledger.requeue_dispatched(conn, name)
+
+
+def resume_queue(queue: str, *, by: str | None = None) -> None:
+    """Dispatch ``queue`` again."""
+    name = _require_queue(queue)
+    _check_text("by", by, 200)
+    with transaction(engine()) as conn:
+        controls.set_paused(conn, name, False, by, None)
+
+
+def get_queue_controls() -> list[dict[str, Any]]:
+    """Every queue that was ever paused, with ``paused``, ``paused_at``, ``paused_by``,
+    ``reason``."""
+    with read(engine()) as conn:
+        return controls.list_controls(conn)

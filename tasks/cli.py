@@ -233,6 +233,29 @@ def retry(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
 
 
 @app.command()
+def pause(
+    queue: Annotated[str, typer.Argument(help="queue to stop dispatching")],
+    reason: Annotated[str | None, typer.Option(help="shown in the console")] = None,
+) -> None:
+    """Pause a queue: its jobs stay queued, running jobs finish. Survives restarts."""
+    import getpass
+
+    with _Guard():
+        taken_back = api.pause_queue(queue, by=f"cli:{getpass.getuser()}", reason=reason)
+    typer.echo(f"paused {queue} ({taken_back} dispatched job(s) taken back)")
+
+
+@app.command()
+def resume(queue: Annotated[str, typer.Argument(help="queue to dispatch again")]) -> None:
+    """Resume a paused queue."""
+    import getpass
+
+    with _Guard():
+        api.resume_queue(queue, by=f"cli:{getpass.getuser()}")
+    typer.echo(f"resumed {queue}")
+
+
+@app.command()
 def types() -> None:
     """List the registered job types."""
     from tasks import registry

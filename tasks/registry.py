@@ -26,7 +26,11 @@ DEFAULT_PRIORITY = 5
 BUILTIN_MODULES = ("tasks.builtin", "tasks.edurise")
 
 
-@dataclass(frozen=True)
+class JobCancelled(Exception):
+    """Raised by ``ctx.check_cancelled()`` when an admin cancelled the running job."""
+
+
+@dataclass
 class JobContext:
     """What a handler knows about the attempt it runs (use id + attempt to make side effects
     idempotent: the same attempt may run twice if a worker dies)."""
@@ -37,10 +41,35 @@ class JobContext:
     type: str
     queue: str
     worker_id: uuid.UUID | None = None
+    _cancel_probe: Callable[[], bool] | None = field(default=None, repr=False)
+    _progress_sink: Callable[[float, str | None], None] | None = field(default=None, repr=False)
 
     @property
     def log(self) -> logging.Logger:
         return logging.getLogger(f"job.{self.type}")
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once ``cancel_job`` was called on this running job (checked in the ledger at
+        most a few times per second, so it is cheap to poll in a loop)."""
+        return self._cancel_probe() if self._cancel_probe is not None else False
+
+    def check_cancelled(self) -> None:
+        """Raise ``JobCancelled`` if a cancel was requested: the job then ends ``cancelled``."""
+        if self.cancel_requested:
+            raise JobCancelled(f"job {self.job_id} was cancelled while running")
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report progress (0.0-1.0) and an optional message; stored on the job, throttled
+        (at most one write per second, the latest value always lands)."""
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+            raise InvalidArgument("progress fraction must be a number between 0 and 1")
+        if not 0.0 <= float(fraction) <= 1.0:
+            raise InvalidArgument("progress fraction must be between 0 and 1")
+        if message is not None and not isinstance(message, str):
+            raise InvalidArgument("progress message must be a string")
+        if self._progress_sink is not None:
+            self._progress_sink(float(fraction), None if message is None else message[:500])
 
 
 Handler = Callable[[Any, JobContext], Any]
@@ -100,6 +129,35 @@ class Schedule:
         return f"every {self.every.total_seconds():g} s"
 
 
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_PERIODS = {
+    **dict.fromkeys(("s", "sec", "second"), 1),
+    **dict.fromkeys(("m", "min", "minute"), 60),
+    **dict.fromkeys(("h", "hour"), 3600),
+}
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """``"100/m"``: at most ``count`` starts in any ``period_seconds`` window."""
+
+    count: int
+    period_seconds: float
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        match = _RATE.match(text) if isinstance(text, str) else None
+        if match is None or int(match.group(1)) < 1:
+            raise InvalidArgument(
+                f"rate_limit {text!r} must look like '100/s', '100/m' or '100/h' (count >= 1)"
+            )
+        return cls(int(match.group(1)), float(_PERIODS[match.group(2)]))
+
+    def describe(self) -> str:
+        unit = {1.0: "s", 60.0: "m", 3600.0: "h"}[self.period_seconds]
+        return f"{self.count}/{unit}"
+
+
 @dataclass(frozen=True)
 class JobType:
     name: str
@@ -114,6 +172,9 @@ class JobType:
     description: str = ""
     schedule: Schedule | None = None
     periodic_data: dict[str, Any] = field(default_factory=dict)
+    concurrency: int | None = None  # at most N running at once, across all workers
+    rate_limit: RateLimit | None = None  # at most N starts per period, across all workers
+    unique_for: timedelta | None = None  # same type+data within this window -> same job
 
     def retry_delay(self, attempt: int) -> float:
         """Exponential backoff with jitter: base * 2**(attempt-1), capped, then 50-100 %."""
@@ -162,8 +223,16 @@ def job(
     max_backoff: float = 600.0,
     timeout: float | None = None,
     schema: type[BaseModel] | None = None,
+    concurrency: int | None = None,
+    rate_limit: str | None = None,
+    unique_for: timedelta | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register ``func(data, ctx)`` as the handler of job type ``name``."""
+    if concurrency is not None and (isinstance(concurrency, bool) or concurrency < 1):
+        raise InvalidArgument("concurrency must be a positive integer")
+    limit = None if rate_limit is None else RateLimit.parse(rate_limit)
+    if unique_for is not None and unique_for.total_seconds() <= 0:
+        raise InvalidArgument("unique_for must be a positive timedelta")
 
     def decorate(func: Handler) -> Handler:
         register(
@@ -178,6 +247,9 @@ def job(
                 timeout=timeout,
                 schema=schema,
                 description=(func.__doc__ or "").strip().split("\n")[0],
+                concurrency=concurrency,
+                rate_limit=limit,
+                unique_for=unique_for,
             )
         )
         return func
@@ -232,6 +304,11 @@ def get(name: str) -> JobType:
 
 def all_types() -> list[JobType]:
     return sorted(_REGISTRY.values(), key=lambda t: t.name)
+
+
+def limited_types() -> list[JobType]:
+    """Types with a concurrency or rate limit (the dispatcher meters them)."""
+    return [t for t in all_types() if t.concurrency is not None or t.rate_limit is not None]
 
 
 def periodic_types() -> list[JobType]:

@@ -38,6 +38,47 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+PROGRESS_INTERVAL = 1.0  # seconds between progress writes of one job
+CANCEL_CHECK_INTERVAL = 0.25  # seconds between cancel look-ups of one job
+
+
+class AttemptChannel:
+    """The ledger side of one running attempt: throttled progress writes, cancel look-ups."""
+
+    def __init__(self, runtime: WorkerRuntime, claimed: ledger.Claimed) -> None:
+        self.runtime = runtime
+        self.claimed = claimed
+        self._last_write = 0.0
+        self._pending: tuple[float, str | None] | None = None
+        self._last_check = 0.0
+        self._cancelled = False
+
+    def progress(self, fraction: float, message: str | None) -> None:
+        self._pending = (fraction, message)
+        if time.monotonic() - self._last_write >= PROGRESS_INTERVAL:
+            try:
+                self.flush()
+            except DBAPIError as exc:  # best effort: the latest value is written at the end
+                self._pending = (fraction, message)
+                log.warning("job %s: progress not saved yet: %s", self.claimed.id, exc)
+
+    def flush(self) -> None:
+        if self._pending is None:
+            return
+        fraction, message = self._pending
+        self._pending = None
+        self._last_write = time.monotonic()
+        with write(self.runtime.engine) as conn:
+            ledger.set_progress(conn, self.claimed.id, self.claimed.attempt, fraction, message)
+
+    def cancel_requested(self) -> bool:
+        if not self._cancelled and time.monotonic() - self._last_check >= CANCEL_CHECK_INTERVAL:
+            self._last_check = time.monotonic()
+            with write(self.runtime.engine) as conn:
+                self._cancelled = ledger.cancel_requested(conn, self.claimed.id)
+        return self._cancelled
+
+
 class WorkerRuntime:
     """Runs one attempt of a job; shared by every worker thread of the process."""
 
@@ -82,6 +123,7 @@ class WorkerRuntime:
         if claimed is None:
             log.debug("job %s: nothing to claim (duplicate, stale or cancelled message)", job_id)
             return
+        channel = AttemptChannel(self, claimed)
         ctx = registry.JobContext(
             job_id=claimed.id,
             attempt=claimed.attempt,
@@ -89,6 +131,8 @@ class WorkerRuntime:
             type=claimed.type,
             queue=claimed.queue,
             worker_id=self.worker_id,
+            _cancel_probe=channel.cancel_requested,
+            _progress_sink=channel.progress,
         )
         try:
             job_type = registry.get(claimed.type)
@@ -96,11 +140,16 @@ class WorkerRuntime:
             if job_type.schema is not None:
                 data = job_type.schema.model_validate(claimed.data)
             result = job_type.func(data, ctx)
-        except BaseException as exc:
+        except BaseException as exc:  # every failure is recorded
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise  # hand-back at shutdown takes care of the job
-            self._record_failure(claimed, exc)
+            self._flush_progress(channel)
+            if isinstance(exc, registry.JobCancelled):
+                self._record_cancelled(claimed)
+            else:
+                self._record_failure(claimed, exc)
             return
+        self._flush_progress(channel)
         stored = cap_result(result)
 
         def do_complete() -> bool:
@@ -113,6 +162,21 @@ class WorkerRuntime:
                 claimed.id,
                 claimed.attempt,
             )
+        self._count(failed=False)
+
+    def _flush_progress(self, channel: AttemptChannel) -> None:
+        try:
+            channel.flush()
+        except DBAPIError as exc:  # progress is best effort; the outcome write is not
+            log.warning("job %s: progress not saved: %s", channel.claimed.id, exc)
+
+    def _record_cancelled(self, claimed: ledger.Claimed) -> None:
+        def do_cancel() -> bool:
+            with write(self.engine) as conn:
+                return ledger.finish_cancelled(conn, claimed.id, claimed.attempt)
+
+        if self._with_db_retry("cancel", do_cancel):
+            log.info("job %s attempt %d stopped on a cancel request", claimed.id, claimed.attempt)
         self._count(failed=False)
 
     def _record_failure(self, claimed: ledger.Claimed, exc: BaseException) -> None:

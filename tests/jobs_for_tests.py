@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 
 from pydantic import BaseModel, Field
 
@@ -29,3 +30,44 @@ def record(data: RecordData, ctx: JobContext) -> dict[str, str]:
         os.close(fd)
     time.sleep(data.seconds)
     return {"tag": data.tag}
+
+
+@job("test.limited", concurrency=2, schema=RecordData)
+def limited(data: RecordData, ctx: JobContext) -> None:
+    """At most two run at once."""
+    time.sleep(data.seconds)
+
+
+@job("test.rated", rate_limit="60/m", schema=RecordData)
+def rated(data: RecordData, ctx: JobContext) -> None:
+    """At most 60 start per minute."""
+
+
+@job("test.cooperative", max_attempts=1)
+def cooperative(data: dict, ctx: JobContext) -> str:
+    """Works in small steps, reporting progress and honouring cancel requests."""
+    for step in range(600):
+        ctx.check_cancelled()
+        ctx.progress(step / 600, f"step {step}")
+        time.sleep(0.05)
+    return "finished"
+
+
+@job("test.stubborn", max_attempts=1)
+def stubborn(data: dict, ctx: JobContext) -> str:
+    """Ignores cancel requests."""
+    time.sleep(1.0)
+    return "finished anyway"
+
+
+@job("test.progress", max_attempts=1)
+def progress(data: dict, ctx: JobContext) -> None:
+    """Reports progress in ten steps."""
+    for step in range(1, 11):
+        ctx.progress(step / 10, f"step {step}")
+        time.sleep(0.3)
+
+
+@job("test.unique", unique_for=timedelta(seconds=30))
+def unique(data: dict, ctx: JobContext) -> None:
+    """One per distinct payload every 30 s."""

@@ -1,16 +1,22 @@
 """Dispatcher: moves due ``queued`` jobs into Redis, best first, keeping at most a bounded
-window of messages per queue (so priority stays global and lost messages are detectable)."""
+window of messages per queue (so priority stays global and lost messages are detectable).
+
+Paused queues get nothing. Job types with a concurrency limit or a rate limit are metered
+here: each pass dispatches at most what their limit allows, counting the jobs already
+dispatched or running (concurrency) or started within the period (rate), across all workers.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
-from db import ledger
+from db import controls, ledger
 from db.engine import transaction
 from db.locks import try_xact_lock
+from tasks import registry
 from tasks.broker import QueueStorage, encode_job_message
 
 log = logging.getLogger(__name__)
@@ -32,19 +38,52 @@ class Dispatcher:
         self.interval = config.interval
         self.backlog = False  # True when the last pass left due jobs behind (window full)
 
+    def _allowances(self, conn: Connection) -> dict[str, int]:
+        """How many more jobs of each metered type may be dispatched now."""
+        metered = registry.limited_types()
+        active = ledger.active_counts(conn, [t.name for t in metered if t.concurrency])
+        allowed: dict[str, int] = {}
+        for t in metered:
+            room = []
+            if t.concurrency is not None:
+                room.append(t.concurrency - active.get(t.name, 0))
+            if t.rate_limit is not None:
+                used = ledger.starts_since(conn, t.name, t.rate_limit.period_seconds)
+                room.append(t.rate_limit.count - used)
+            allowed[t.name] = max(0, min(room))
+        return allowed
+
     def run_once(self) -> int:
         pushes: dict[str, list[tuple[bytes, int]]] = {}
         backlog = False
         with transaction(self.engine) as conn:
             if not try_xact_lock(conn, self.name):
                 return 0
-            for queue in ledger.queues_with_queued_jobs(conn):
+            queues = ledger.queues_with_queued_jobs(conn)
+            if not queues:
+                self.backlog = False
+                return 0
+            paused = controls.paused_queues(conn)
+            allowed = self._allowances(conn)
+            for queue in queues:
+                if queue in paused:
+                    continue
                 free = self.config.window - self.storage.size_of(queue)
                 if free <= 0:
                     backlog = True
                     continue
-                rows = ledger.dispatch(conn, queue, free)
-                backlog = backlog or len(rows) == free
+                rows = []
+                for type_name, room in allowed.items():
+                    if room > 0 and free > 0:
+                        picked = ledger.dispatch(conn, queue, min(room, free), only_type=type_name)
+                        allowed[type_name] -= len(picked)
+                        free -= len(picked)
+                        rows.extend(picked)
+                if free > 0:
+                    general = ledger.dispatch(conn, queue, free, exclude_types=list(allowed))
+                    backlog = backlog or len(general) == free
+                    rows.extend(general)
+                rows.sort(key=lambda r: (-r.priority, r.scheduled_at, r.id))
                 pushes[queue] = [
                     (encode_job_message(r.id, r.timeout_seconds), r.priority) for r in rows
                 ]
