@@ -408,6 +408,27 @@ def claim(conn: Connection, job_id: uuid.UUID, worker_id: uuid.UUID | None) -> C
     return Claimed(*row)
 
 
+def claimed_by(conn: Connection, job_id: uuid.UUID, worker_id: uuid.UUID) -> Claimed | None:
+    """The running attempt of ``job_id`` if ``worker_id`` holds it: after a claim whose reply
+    was lost (connection dropped after the commit), the worker picks its attempt up again."""
+    row = conn.execute(
+        select(
+            jobs.c.id,
+            jobs.c.type,
+            jobs.c.queue,
+            jobs.c.data,
+            jobs.c.attempt,
+            jobs.c.max_attempts,
+            jobs.c.timeout_seconds,
+        ).where(
+            jobs.c.id == job_id,
+            jobs.c.status == S.RUNNING.value,
+            jobs.c.worker_id == worker_id,
+        )
+    ).first()
+    return None if row is None else Claimed(*row)
+
+
 def _fence(job_id: uuid.UUID, attempt: int) -> Any:
     return and_(jobs.c.id == job_id, jobs.c.status == S.RUNNING.value, jobs.c.attempt == attempt)
 

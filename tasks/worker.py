@@ -115,9 +115,16 @@ class WorkerRuntime:
     def run(self, job_id_text: str) -> None:
         job_id = uuid.UUID(job_id_text)
 
+        tries = 0
+
         def do_claim() -> ledger.Claimed | None:
+            nonlocal tries
+            tries += 1
             with write(self.engine) as conn:
-                return ledger.claim(conn, job_id, self.worker_id)
+                claimed = ledger.claim(conn, job_id, self.worker_id)
+                if claimed is None and tries > 1:  # did the lost reply carry our claim?
+                    claimed = ledger.claimed_by(conn, job_id, self.worker_id)
+                return claimed
 
         claimed = self._with_db_retry("claim", do_claim)
         if claimed is None:

@@ -13,6 +13,7 @@ from db.engine import create_ledger_engine, engine_for
 from db.migrate import upgrade
 from db.settings import get_settings
 from tests import services
+from tests.processes import Processes
 
 FAST_TIMINGS = {
     "QUEUE_HEARTBEAT_SECONDS": "0.5",
@@ -51,7 +52,7 @@ def redis_url() -> Iterator[str]:
     client.flushdb()
 
 
-def _empty(engine: Engine) -> None:
+def empty_tables(engine: Engine) -> None:
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text(f"TRUNCATE {', '.join(TABLES)}"))
@@ -75,7 +76,7 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         upgrade(engine_for(url))
     else:
         url = request.getfixturevalue("pg_url")
-        _empty(engine_for(url))
+        empty_tables(engine_for(url))
     yield url
 
 
@@ -108,9 +109,42 @@ def pg_redis(
     pg_url: str, redis_url: str, settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, str]:
     """PostgreSQL + Redis, emptied, with the API and subprocess environment pointed at them."""
-    _empty(engine_for(pg_url))
+    empty_tables(engine_for(pg_url))
     for key, value in (("DATABASE_URL", pg_url), ("REDIS_URL", redis_url)):
         monkeypatch.setenv(key, value)
         settings_env[key] = value
     get_settings.cache_clear()
     return settings_env
+
+
+@pytest.fixture
+def processes(
+    pg_redis: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Processes]:
+    env = {**pg_redis, "QUEUE_JOB_MODULES": "tests.jobs_for_tests"}
+    monkeypatch.setenv("QUEUE_JOB_MODULES", "tests.jobs_for_tests")
+    get_settings.cache_clear()
+    procs = Processes(env, tmp_path)
+    try:
+        yield procs
+    finally:
+        procs.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def _show_process_logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    report = getattr(request.node, "rep_call", None)
+    funcargs = getattr(request.node, "funcargs", {})
+    if report is not None and report.failed:
+        for value in funcargs.values():
+            if isinstance(value, Processes):
+                print(value.logs())
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+    return report

@@ -71,3 +71,30 @@ def progress(data: dict, ctx: JobContext) -> None:
 @job("test.unique", unique_for=timedelta(seconds=30))
 def unique(data: dict, ctx: JobContext) -> None:
     """One per distinct payload every 30 s."""
+
+
+class WorkData(BaseModel):
+    ms: int = Field(ge=0, le=60_000)
+    fail_times: int = Field(default=0, ge=0)
+
+
+@job("test.work", max_attempts=3, backoff=0.1, max_backoff=0.5, schema=WorkData)
+def work(data: WorkData, ctx: JobContext) -> dict[str, int]:
+    """Sleeps `ms`, fails on its first `fail_times` attempts; logs every execution."""
+    path = get_settings().queue_data_dir / "work.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        os.write(fd, f"{ctx.job_id} {ctx.attempt}\n".encode())
+    finally:
+        os.close(fd)
+    time.sleep(data.ms / 1000)
+    if ctx.attempt <= data.fail_times:
+        raise RuntimeError(f"planned failure on attempt {ctx.attempt}")
+    return {"attempt": ctx.attempt}
+
+
+@job("test.hang", max_attempts=2, backoff=0.1, timeout=1.0)
+def hang(data: dict, ctx: JobContext) -> None:
+    """Never returns on its own (a stuck handler)."""
+    time.sleep(3600)
