@@ -310,10 +310,15 @@ def requeue_dispatched(conn: Connection, queue: str) -> int:
 
 
 def find_unique(conn: Connection, unique_key: str, window_seconds: float) -> uuid.UUID | None:
-    """The newest job with this unique key created within the window, if any."""
+    """The newest job with this unique key created within the window that did not fail and
+    was not cancelled (those do not block a new submit), if any."""
     stmt = (
         select(jobs.c.id)
-        .where(jobs.c.unique_key == unique_key, jobs.c.created_at >= db_now(-window_seconds))
+        .where(
+            jobs.c.unique_key == unique_key,
+            jobs.c.created_at >= db_now(-window_seconds),
+            jobs.c.status.not_in([S.FAILED.value, S.CANCELLED.value]),
+        )
         .order_by(jobs.c.created_at.desc())
         .limit(1)
     )
@@ -512,15 +517,18 @@ def finish_cancelled(conn: Connection, job_id: uuid.UUID, attempt: int) -> bool:
 
 def hand_back_all(conn: Connection, worker_id: uuid.UUID) -> int:
     """A worker shutting down returns the jobs it could not finish: they run again and the
-    interrupted attempt is not counted (its number is given back)."""
+    interrupted attempt is not counted (its number is given back). A job whose cancel was
+    requested ends ``cancelled`` instead."""
+    cancelled = jobs.c.cancel_requested_at.is_not(None)
     stmt = (
         update(jobs)
         .where(jobs.c.worker_id == worker_id, _guarded(Transition.HAND_BACK))
         .values(
-            status=S.QUEUED.value,
-            attempt=jobs.c.attempt - 1,
-            worker_id=None,
-            started_at=None,
+            status=case((cancelled, literal(S.CANCELLED.value)), else_=literal(S.QUEUED.value)),
+            finished_at=case((cancelled, db_now()), else_=None),
+            attempt=case((cancelled, jobs.c.attempt), else_=jobs.c.attempt - 1),
+            worker_id=case((cancelled, jobs.c.worker_id), else_=None),
+            started_at=case((cancelled, jobs.c.started_at), else_=None),
             dispatched_at=None,
             updated_at=db_now(),
         )

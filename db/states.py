@@ -37,7 +37,7 @@ class Transition(StrEnum):
     FINISH_CANCELLED = "finish_cancelled"  # running job whose cancel was requested stopped
     RETRY = "retry"  # admin re-runs a failed or cancelled job
     RESCUE = "rescue"  # running job of a dead worker (to retrying / failed / cancelled)
-    HAND_BACK = "hand_back"  # worker shutting down returns a job it could not finish
+    HAND_BACK = "hand_back"  # worker shutting down returns a job (cancelled if asked)
 
 
 #: transition -> (states it may start from, states it may end in)
@@ -59,7 +59,7 @@ TRANSITIONS: dict[Transition, tuple[frozenset[JobStatus], frozenset[JobStatus]]]
         frozenset({S.RUNNING}),
         frozenset({S.RETRYING, S.FAILED, S.CANCELLED}),
     ),
-    Transition.HAND_BACK: (frozenset({S.RUNNING}), frozenset({S.QUEUED})),
+    Transition.HAND_BACK: (frozenset({S.RUNNING}), frozenset({S.QUEUED, S.CANCELLED})),
 }
 
 

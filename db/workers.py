@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Connection, case, insert, select, update
+from sqlalchemy import Connection, case, insert, update
 
 from db.models import Worker
 from db.types import db_now
@@ -67,20 +67,6 @@ def set_status(conn: Connection, worker_id: uuid.UUID, status: str) -> None:
     if status == "stopped":
         values["stopped_at"] = db_now()
     conn.execute(update(workers).where(workers.c.id == worker_id).values(**values))
-
-
-def live_slots_by_queue(conn: Connection, stale_seconds: float) -> dict[str, int]:
-    """Worker slots with a fresh heartbeat, per queue (a worker on two queues counts in both)."""
-    rows = conn.execute(
-        select(workers.c.queues, workers.c.concurrency).where(
-            workers.c.status == "running", workers.c.last_heartbeat >= db_now(-stale_seconds)
-        )
-    )
-    slots: dict[str, int] = {}
-    for queues, concurrency in rows:
-        for q in queues or []:
-            slots[q] = slots.get(q, 0) + int(concurrency)
-    return slots
 
 
 def mark_dead(conn: Connection, stale_seconds: float) -> int:

@@ -410,12 +410,11 @@ def pause_queue(queue: str, *, by: str | None = None, reason: str | None = None)
         return ledger.requeue_dispatched(conn, name)
 
 
-def resume_queue(queue: str, *, by: str | None = None) -> None:
-    """Dispatch ``queue`` again."""
+def resume_queue(queue: str) -> None:
+    """Dispatch ``queue`` again (who resumed it is recorded by the console's audit log)."""
     name = _require_queue(queue)
-    _check_text("by", by, 200)
     with transaction(engine()) as conn:
-        controls.set_paused(conn, name, False, by, None)
+        controls.set_paused(conn, name, False, None, None)
 
 
 def get_queue_controls() -> list[dict[str, Any]]:

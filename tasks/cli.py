@@ -248,10 +248,8 @@ def pause(
 @app.command()
 def resume(queue: Annotated[str, typer.Argument(help="queue to dispatch again")]) -> None:
     """Resume a paused queue."""
-    import getpass
-
     with _Guard():
-        api.resume_queue(queue, by=f"cli:{getpass.getuser()}")
+        api.resume_queue(queue)
     typer.echo(f"resumed {queue}")
 
 

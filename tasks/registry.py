@@ -188,6 +188,15 @@ class JobType:
 _REGISTRY: dict[str, JobType] = {}
 
 
+def _validate_numbers(job_type: JobType) -> None:
+    if not 1 <= job_type.max_attempts <= 100:
+        raise InvalidArgument(f"{job_type.name}: max_attempts must be 1..100")
+    if job_type.timeout is not None and not job_type.timeout > 0:
+        raise InvalidArgument(f"{job_type.name}: timeout must be a positive number of seconds")
+    if not job_type.backoff >= 0 or not job_type.max_backoff >= 0:
+        raise InvalidArgument(f"{job_type.name}: backoff and max_backoff must be >= 0")
+
+
 def _validate_options(name: str, queue: str, priority: int, max_attempts: int) -> None:
     if not TYPE_NAME.match(name):
         raise InvalidArgument(f"job type name {name!r} must match {TYPE_NAME.pattern}")
@@ -201,6 +210,7 @@ def _validate_options(name: str, queue: str, priority: int, max_attempts: int) -
 
 def register(job_type: JobType) -> JobType:
     _validate_options(job_type.name, job_type.queue, job_type.priority, job_type.max_attempts)
+    _validate_numbers(job_type)
     existing = _REGISTRY.get(job_type.name)
     if existing is not None and existing.func is not job_type.func:
         same_place = (existing.func.__module__, existing.func.__qualname__) == (

@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from db import ledger
 from db import workers as worker_sql
-from db.engine import engine_for, write
+from db.engine import engine_for, read, write
 from db.settings import Settings
 from tasks import registry
 from tasks.broker import RUN_JOB_TASK, make_huey
@@ -74,8 +74,11 @@ class AttemptChannel:
     def cancel_requested(self) -> bool:
         if not self._cancelled and time.monotonic() - self._last_check >= CANCEL_CHECK_INTERVAL:
             self._last_check = time.monotonic()
-            with write(self.runtime.engine) as conn:
-                self._cancelled = ledger.cancel_requested(conn, self.claimed.id)
+            try:
+                with read(self.runtime.engine) as conn:
+                    self._cancelled = ledger.cancel_requested(conn, self.claimed.id)
+            except DBAPIError as exc:  # a database blip must not fail the attempt
+                log.warning("job %s: cancel check failed: %s", self.claimed.id, exc)
         return self._cancelled
 
 
@@ -99,7 +102,9 @@ class WorkerRuntime:
             try:
                 return fn()
             except DBAPIError as exc:
-                transient = isinstance(exc, OperationalError) or exc.connection_invalidated
+                transient = exc.connection_invalidated or (
+                    isinstance(exc, OperationalError) and "no such" not in str(exc.orig)
+                )  # SQLite reports a missing table/column (schema mismatch) as operational
                 if not transient or self.stopping.is_set():
                     raise
                 log.warning("%s: database unavailable (%s); retrying in %.1fs", what, exc, delay)
@@ -148,12 +153,10 @@ class WorkerRuntime:
                 data = job_type.schema.model_validate(claimed.data)
             result = job_type.func(data, ctx)
         except BaseException as exc:  # every failure is recorded
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                raise  # hand-back at shutdown takes care of the job
+            if isinstance(exc, KeyboardInterrupt):
+                raise  # the worker is being interrupted: hand-back takes care of the job
             self._flush_progress(channel)
-            if isinstance(exc, registry.JobCancelled):
-                self._record_cancelled(claimed)
-            else:
+            if not (isinstance(exc, registry.JobCancelled) and self._record_cancelled(claimed)):
                 self._record_failure(claimed, exc)
             return
         self._flush_progress(channel)
@@ -177,14 +180,16 @@ class WorkerRuntime:
         except DBAPIError as exc:  # progress is best effort; the outcome write is not
             log.warning("job %s: progress not saved: %s", channel.claimed.id, exc)
 
-    def _record_cancelled(self, claimed: ledger.Claimed) -> None:
+    def _record_cancelled(self, claimed: ledger.Claimed) -> bool:
         def do_cancel() -> bool:
             with write(self.engine) as conn:
                 return ledger.finish_cancelled(conn, claimed.id, claimed.attempt)
 
-        if self._with_db_retry("cancel", do_cancel):
-            log.info("job %s attempt %d stopped on a cancel request", claimed.id, claimed.attempt)
+        if not self._with_db_retry("cancel", do_cancel):
+            return False  # JobCancelled raised without a cancel request: a plain failure
+        log.info("job %s attempt %d stopped on a cancel request", claimed.id, claimed.attempt)
         self._count(failed=False)
+        return True
 
     def _record_failure(self, claimed: ledger.Claimed, exc: BaseException) -> None:
         try:
@@ -244,10 +249,14 @@ class Heartbeat(threading.Thread):
 
 
 class LedgerConsumer(Consumer):
-    """Huey's consumer with SIGTERM and SIGINT both graceful (finish, then hand back)."""
+    """Huey's consumer with SIGTERM, SIGINT and SIGHUP all graceful (finish, then hand back)."""
 
     def _set_signal_handlers(self) -> None:
-        self._signal_actions = {signal.SIGTERM: (False, True), signal.SIGINT: (False, True)}
+        self._signal_actions = {
+            signal.SIGTERM: (False, True),
+            signal.SIGINT: (False, True),
+            signal.SIGHUP: (False, True),
+        }
         super()._set_signal_handlers()
 
 

@@ -98,3 +98,11 @@ def work(data: WorkData, ctx: JobContext) -> dict[str, int]:
 def hang(data: dict, ctx: JobContext) -> None:
     """Never returns on its own (a stuck handler)."""
     time.sleep(3600)
+
+
+@job("test.raises_cancelled", max_attempts=1)
+def raises_cancelled(data: dict, ctx: JobContext) -> None:
+    """Raises JobCancelled although nobody cancelled it: that is a plain failure."""
+    from tasks.registry import JobCancelled
+
+    raise JobCancelled("not really")

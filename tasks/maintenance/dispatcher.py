@@ -69,8 +69,7 @@ class Dispatcher:
                 if queue in paused:
                     continue
                 free = self.config.window - self.storage.size_of(queue)
-                if free <= 0:
-                    backlog = True
+                if free <= 0:  # workers are busy or absent: wait for the next poll
                     continue
                 rows = []
                 for type_name, room in allowed.items():

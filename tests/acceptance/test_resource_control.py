@@ -41,7 +41,7 @@ def test_paused_queue_dispatches_nothing_until_resumed(processes: Processes) -> 
         time.sleep(0.2)
     controls = {c["queue_name"]: c for c in api.get_queue_controls()}
     assert controls["frozen"]["paused"] and controls["frozen"]["reason"] == "incident"
-    api.resume_queue("frozen", by="test")
+    api.resume_queue("frozen")
     wait_for(lambda: all(status_of(j) == "completed" for j in held), 20, "the resumed queue")
 
 
@@ -145,3 +145,11 @@ def test_unique_jobs_within_their_window(use_ledger: str, monkeypatch) -> None: 
         pass
     else:
         raise AssertionError("a bad queue name must be refused")
+
+
+def test_job_cancelled_raised_without_a_request_is_a_failure(processes: Processes) -> None:
+    processes.maintainer()
+    processes.worker("--concurrency", "1")
+    job_id = api.submit_job("test.raises_cancelled", {})
+    wait_for(lambda: status_of(job_id) == "failed", 20, "the job to fail")
+    assert "JobCancelled" in api.get_job(job_id)["last_error"]

@@ -182,3 +182,23 @@ def test_hand_back_gives_the_attempt_back(ledger_url: str) -> None:
         assert ledger.hand_back_all(conn, wid) == 1
         row = get_job(conn, job_id)
     assert row is not None and (row["status"], row["attempt"]) == ("queued", 0)
+
+
+def test_hand_back_of_a_job_asked_to_cancel_cancels_it(ledger_url: str) -> None:
+    wid = uuid.uuid4()
+    with write(engine_for(ledger_url)) as conn:
+        job_id = ledger.insert_jobs(conn, [new()])[0]
+        ledger.claim(conn, job_id, wid)
+        assert ledger.cancel(conn, job_id) == "cancel_requested"
+        assert ledger.hand_back_all(conn, wid) == 1
+        row = get_job(conn, job_id)
+    assert row is not None and (row["status"], row["attempt"]) == ("cancelled", 1)
+    assert row["finished_at"] is not None
+
+
+def test_unique_window_ignores_failed_and_cancelled(ledger_url: str) -> None:
+    with write(engine_for(ledger_url)) as conn:
+        job_id = ledger.insert_jobs(conn, [new(unique_key="u1")])[0]
+        assert ledger.find_unique(conn, "u1", 60) == job_id
+        ledger.cancel(conn, job_id)
+        assert ledger.find_unique(conn, "u1", 60) is None

@@ -47,3 +47,11 @@ def test_crontab_ticks_once_per_matching_minute() -> None:
 def test_bad_periodic_schedules(kwargs: dict) -> None:
     with pytest.raises(InvalidArgument):
         Schedule(**kwargs)
+
+
+def test_job_options_are_validated() -> None:
+    from tasks.registry import job
+
+    for bad in ({"max_attempts": 101}, {"timeout": 0}, {"backoff": -1}, {"rate_limit": "5/d"}):
+        with pytest.raises(InvalidArgument):
+            job("test.bad_options", **bad)(lambda data, ctx: None)  # type: ignore[arg-type]

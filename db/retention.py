@@ -1,0 +1,142 @@
+"""Retention: delete finished jobs once their minutes are rolled up, and old rollup rows.
+
+A finished job may be deleted only when every number it contributes to is final. All of a
+job's contributions (finish, start, busy time, error entries) fall in minutes up to its finish
+minute, and the rollup recomputes the last ``recompute_minutes`` minutes on every run. So a
+job is deleted only if
+
+- it finished before the retention cutoff of its status, and
+- its finish minute is older than the newest rolled-up minute minus the recompute window
+  (the rollup will not touch that minute again), and
+- a ``queue_metrics`` row exists for its queue and finish minute (the minute was rolled up
+  at least once after it ended; a gap left by a stopped rollup is never pruned), unless the
+  job never started (it contributes to no rollup number).
+
+Deletes go in batches of ``batch_size`` rows, one short statement each, so they never hold
+locks for long. Jobs finished before the oldest rollup row are skipped without a look (they
+can have no row; back-fill their minutes with ``metrics.rollup.rollup_range`` to prune them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, func, select, text
+
+from db.engine import is_sqlite, read, write
+from db.models import Metric
+from db.types import UTCDateTime
+
+BATCH_SIZE = 10_000
+MAX_BATCHES = 100  # per call: at most 1,000,000 rows, the next run continues
+
+queue_metrics = Metric.__table__
+
+_MINUTE_PG = "date_bin('1 minute', j.finished_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+# SQLite stores UTCDateTime as 'YYYY-MM-DD HH:MM:SS.ffffff': the minute is a prefix
+_MINUTE_SQLITE = "substr(j.finished_at, 1, 16) || ':00.000000'"
+
+_PRUNE_JOBS = """
+DELETE FROM queue_jobs WHERE {id_match} (
+    SELECT j.id FROM queue_jobs j
+    WHERE j.finished_at < :cutoff AND j.finished_at >= :oldest
+      AND j.status IN ({statuses})
+      AND (j.started_at IS NULL OR EXISTS (
+          SELECT 1 FROM queue_metrics m
+          WHERE m.queue_name = j.queue AND m.timestamp = {minute}))
+    LIMIT :batch
+){close}
+"""
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    deleted: int
+    cutoff: datetime | None  # the effective cutoff (None: nothing rolled up yet)
+
+
+def rollup_horizon(conn: Connection, recompute_minutes: int) -> tuple[datetime, datetime] | None:
+    """(oldest rolled-up minute, first minute that may still be recomputed), or None."""
+    oldest, newest = conn.execute(
+        select(func.min(queue_metrics.c.timestamp), func.max(queue_metrics.c.timestamp))
+    ).one()
+    if newest is None:
+        return None
+    return oldest, newest + timedelta(minutes=1) - timedelta(minutes=recompute_minutes)
+
+
+def _prune_statement(conn: Connection, statuses: tuple[str, ...]) -> Any:
+    listed = ", ".join(f"'{s}'" for s in statuses)
+    if is_sqlite(conn):
+        sql = _PRUNE_JOBS.format(id_match="id IN", statuses=listed, minute=_MINUTE_SQLITE, close="")
+    else:  # = ANY(ARRAY(...)) keeps the plan an index lookup (see notes/ledger.md)
+        sql = _PRUNE_JOBS.format(
+            id_match="id = ANY(ARRAY", statuses=listed, minute=_MINUTE_PG, close=")"
+        )
+    return text(sql).bindparams(
+        bindparam("cutoff", type_=UTCDateTime()), bindparam("oldest", type_=UTCDateTime())
+    )
+
+
+def prune_jobs(
+    engine: Engine,
+    *,
+    completed_before: datetime,
+    failed_before: datetime,
+    recompute_minutes: int = 5,
+    batch_size: int = BATCH_SIZE,
+    max_batches: int = MAX_BATCHES,
+) -> PruneResult:
+    """Delete completed and cancelled jobs finished before ``completed_before`` and failed
+    jobs finished before ``failed_before``, only where their minutes are rolled up for good."""
+    with read(engine) as conn:
+        horizon = rollup_horizon(conn, recompute_minutes)
+    if horizon is None:
+        return PruneResult(0, None)
+    oldest, final_before = horizon
+    deleted = 0
+    batches = 0
+    effective = min(completed_before, final_before)
+    passes = ((("cancelled", "completed"), completed_before), (("failed",), failed_before))
+    for statuses, before in passes:
+        cutoff = min(before, final_before)
+        while batches < max_batches:
+            with write(engine) as conn:
+                n = conn.execute(
+                    _prune_statement(conn, statuses),
+                    {"cutoff": cutoff, "oldest": oldest, "batch": batch_size},
+                ).rowcount
+            batches += 1
+            deleted += n
+            if n < batch_size:
+                break
+    return PruneResult(deleted, effective)
+
+
+def prune_metrics(
+    engine: Engine,
+    *,
+    before: datetime,
+    batch_size: int = BATCH_SIZE,
+    max_batches: int = MAX_BATCHES,
+) -> int:
+    """Delete rollup rows (both tables) of minutes before ``before``."""
+    deleted = 0
+    batches = 0
+    for table in ("queue_type_metrics", "queue_metrics"):
+        match = "id IN (" if is_sqlite(engine) else "id = ANY(ARRAY("
+        close = ")" if is_sqlite(engine) else "))"
+        stmt = text(
+            f"DELETE FROM {table} WHERE {match}"
+            f"SELECT id FROM {table} WHERE timestamp < :before LIMIT :batch{close}"
+        ).bindparams(bindparam("before", type_=UTCDateTime()))
+        while batches < max_batches:
+            with write(engine) as conn:
+                n = conn.execute(stmt, {"before": before, "batch": batch_size}).rowcount
+            batches += 1
+            deleted += n
+            if n < batch_size:
+                break
+    return deleted
