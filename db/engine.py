@@ -22,6 +22,8 @@ def create_ledger_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        for pg_only in ("pool_pre_ping", "pool_size", "max_overflow"):
+            kwargs.pop(pg_only, None)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         _make_sqlite_safe_for_many_processes(engine)
         return engine

@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from db import ledger
 from db import workers as worker_sql
-from db.engine import engine_for, read, write
+from db.engine import create_ledger_engine, read, write
 from db.settings import Settings
 from tasks import registry
 from tasks.broker import RUN_JOB_TASK, make_huey
@@ -269,7 +269,15 @@ def run_worker(
     """Run a worker until SIGTERM/SIGINT; then hand back whatever did not finish."""
     global _RUNTIME
     registry.load_job_modules(settings.job_modules)
-    engine = engine_for(settings.ledger_url)
+    # The hot path checks no connection out with a ping (one round trip per write saved):
+    # a connection cut by a database restart fails its statement as "invalidated", and
+    # every worker write is retried (WorkerRuntime._with_db_retry) on a fresh connection.
+    engine = create_ledger_engine(
+        settings.ledger_url,
+        pool_pre_ping=False,
+        pool_size=concurrency + 2,
+        max_overflow=concurrency,
+    )
     worker_id = uuid.uuid4()
     runtime = WorkerRuntime(settings, engine, worker_id)
     _RUNTIME = runtime

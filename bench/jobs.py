@@ -1,0 +1,24 @@
+"""Job types for the benchmarks (loaded with QUEUE_JOB_MODULES=bench.jobs)."""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel, Field
+
+from tasks.registry import JobContext, job
+
+
+class SleepMs(BaseModel):
+    ms: float = Field(default=10, ge=0, le=10_000)
+
+
+@job("bench.noop", max_attempts=1)
+def noop(data: dict, ctx: JobContext) -> None:
+    """Does nothing: measures the queue's own cost."""
+
+
+@job("bench.sleep", max_attempts=1, schema=SleepMs)
+def sleep_ms(data: SleepMs, ctx: JobContext) -> None:
+    """Sleeps `ms` milliseconds (a job that waits on I/O)."""
+    time.sleep(data.ms / 1000)
