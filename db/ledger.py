@@ -92,17 +92,9 @@ def _insert_for(conn: Connection) -> Any:
 _NON_TERMINAL = ~jobs.c.status.in_(sorted(s.value for s in TERMINAL))
 
 
-def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[uuid.UUID]:
-    """Insert jobs (``queued`` when due, else ``scheduled``), all in one statement.
-
-    A job whose ``idempotency_key`` matches a live (non-terminal) job is not inserted: the
-    live job's id is returned in its place. A periodic tick already present is skipped
-    the same way. Returns one id per input, in input order.
-    """
-    if not new_jobs:
-        return []
+def _insert_statement(conn: Connection) -> Any:
     sched = bindparam("b_scheduled_at", type_=UTCDateTime())
-    stmt = _insert_for(conn).values(
+    return _insert_for(conn).values(
         id=bindparam("b_id"),
         type=bindparam("b_type"),
         queue=bindparam("b_queue"),
@@ -120,27 +112,50 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[uuid.UUID]
         created_at=db_now(),
         updated_at=db_now(),
     )
-    stmt = stmt.on_conflict_do_nothing().returning(jobs.c.id)
-    params = [
-        {
-            "b_id": j.id,
-            "b_type": j.type,
-            "b_queue": j.queue,
-            "b_priority": j.priority,
-            "b_data": j.data,
-            "b_max_attempts": j.max_attempts,
-            "b_timeout": j.timeout_seconds,
-            "b_idem": j.idempotency_key,
-            "b_tick": j.tick_key,
-            "b_unique": j.unique_key,
-            "b_scheduled_at": j.scheduled_at,
-        }
-        for j in new_jobs
-    ]
-    if len(params) == 1:
-        inserted = {r[0] for r in conn.execute(stmt, params[0])}
-    else:
-        inserted = {r[0] for r in conn.execute(stmt, params)}
+
+
+def _params(j: NewJob) -> dict[str, Any]:
+    return {
+        "b_id": j.id,
+        "b_type": j.type,
+        "b_queue": j.queue,
+        "b_priority": j.priority,
+        "b_data": j.data,
+        "b_max_attempts": j.max_attempts,
+        "b_timeout": j.timeout_seconds,
+        "b_idem": j.idempotency_key,
+        "b_tick": j.tick_key,
+        "b_unique": j.unique_key,
+        "b_scheduled_at": j.scheduled_at,
+    }
+
+
+def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[uuid.UUID]:
+    """Insert jobs (``queued`` when due, else ``scheduled``). Returns one id per input, in
+    input order.
+
+    A job whose ``idempotency_key`` matches a live (non-terminal) job is not inserted: the
+    live job's id is returned in its place. A periodic tick already present is skipped the
+    same way. Jobs without such keys cannot conflict (their ids are fresh UUIDs) and go in
+    as a plain multi-row insert, with no RETURNING to read back.
+    """
+    if not new_jobs:
+        return []
+    keyed = [j for j in new_jobs if j.idempotency_key or j.tick_key]
+    plain = [j for j in new_jobs if not (j.idempotency_key or j.tick_key)]
+    if len(plain) > 1:
+        conn.execute(_insert_statement(conn), [_params(j) for j in plain])
+    elif plain and keyed:
+        conn.execute(_insert_statement(conn), _params(plain[0]))
+    elif plain:  # one job: ON CONFLICT makes a retried insert (lost reply) harmless
+        stmt = _insert_statement(conn).on_conflict_do_nothing()
+        conn.execute(stmt, _params(plain[0]))
+    if not keyed:
+        return [j.id for j in new_jobs]
+    stmt = _insert_statement(conn).on_conflict_do_nothing().returning(jobs.c.id)
+    params = [_params(j) for j in keyed]
+    rows = conn.execute(stmt, params[0]) if len(params) == 1 else conn.execute(stmt, params)
+    inserted = {r[0] for r in rows} | {j.id for j in plain}
     if len(inserted) == len(new_jobs):
         return [j.id for j in new_jobs]
     return _resolve_conflicts(conn, new_jobs, inserted)
@@ -149,6 +164,9 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[uuid.UUID]
 def _resolve_conflicts(
     conn: Connection, new_jobs: Sequence[NewJob], inserted: set[uuid.UUID]
 ) -> list[uuid.UUID]:
+    missing = [j.id for j in new_jobs if j.id not in inserted]
+    present = set(conn.execute(select(jobs.c.id).where(jobs.c.id.in_(missing))).scalars())
+    inserted = inserted | present  # same id already there: an insert retried after a lost reply
     keys = [j.idempotency_key for j in new_jobs if j.id not in inserted and j.idempotency_key]
     ticks = [j.tick_key for j in new_jobs if j.id not in inserted and j.tick_key]
     by_key: dict[str, uuid.UUID] = {}

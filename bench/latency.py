@@ -1,0 +1,105 @@
+"""Submit at a steady rate to idle workers; percentiles of submit->start and submit->complete.
+
+    python -m bench latency [--rate 100] [--jobs 1000] [--ms 10] [--workers 4]
+
+Ours: each job is a ``bench.sleep`` of ``--ms`` submitted with ``submit_job`` (one
+autocommit INSERT; the NOTIFY trigger wakes the dispatcher). Start and finish times are the
+ledger's (``created_at``, ``started_at``, ``finished_at``: all from PostgreSQL's clock).
+Plain Huey: ``sleep_ms.delay(ms, time.time())``; the task records its own start and finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import time
+import uuid
+
+from sqlalchemy import func, select
+
+from bench import harness
+from db.engine import create_ledger_engine, read
+from db.models import Job
+from db.settings import get_settings
+from tasks import api
+
+
+def _paced(rate: float, jobs: int, submit) -> None:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    for i in range(jobs):
+        target = start + i / rate
+        pause = target - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        submit()
+
+
+def run_ours(rate: float, jobs: int, ms: float, workers: int) -> dict[str, float]:
+    with harness.fresh_ledger() as url:
+        harness.flush_redis()
+        env = harness.ledger_env(url, f"bench{uuid.uuid4().hex[:6]}")
+        os.environ.update(env)
+        get_settings.cache_clear()
+        engine = create_ledger_engine(url)
+        with harness.Procs(env) as procs:
+            procs.queuectl("maintainer")
+            procs.queuectl("worker", "--concurrency", str(workers))
+            time.sleep(3)  # both processes up and idle before the first submit
+            _paced(rate, jobs, lambda: api.submit_job("bench.sleep", {"ms": ms}))
+
+            def remaining() -> int:
+                with read(engine) as conn:
+                    stmt = select(func.count()).where(Job.status != "completed")
+                    return int(conn.execute(stmt).scalar_one())
+
+            harness.drain_rate(remaining, jobs)
+        with read(engine) as conn:
+            rows = conn.execute(select(Job.created_at, Job.started_at, Job.finished_at)).all()
+        engine.dispose()
+    start = [(s - c).total_seconds() * 1000 for c, s, _ in rows]
+    done = [(f - c).total_seconds() * 1000 for c, _, f in rows]
+    return _percentiles(start, done)
+
+
+def run_plain(rate: float, jobs: int, ms: float, workers: int) -> dict[str, float]:
+    client = harness.flush_redis()
+    name = f"plain{uuid.uuid4().hex[:6]}"
+    os.environ.update(harness.plain_env(name))
+    plain = importlib.reload(importlib.import_module("bench.plain_app"))
+    with harness.Procs(harness.plain_env(name)) as procs:
+        harness.huey_consumer(procs, workers, "thread")
+        time.sleep(3)
+        _paced(rate, jobs, lambda: plain.sleep_ms(ms, time.time()))
+        key = f"{plain.huey.name}:timings"
+        deadline = time.monotonic() + 120
+        while client.llen(key) < jobs and time.monotonic() < deadline:
+            time.sleep(0.1)
+    rows = [tuple(map(float, r.split())) for r in client.lrange(key, 0, -1)]
+    start = [(s - c) * 1000 for c, s, _ in rows]
+    done = [(f - c) * 1000 for c, _, f in rows]
+    return _percentiles(start, done)
+
+
+def _percentiles(start: list[float], done: list[float]) -> dict[str, float]:
+    out = {}
+    for label, values in (("start", start), ("complete", done)):
+        for q in (0.5, 0.95, 0.99):
+            out[f"{label}_p{int(q * 100)}_ms"] = round(harness.percentile(values, q), 2)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench latency")
+    parser.add_argument("--rate", type=float, default=100)
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--ms", type=float, default=10)
+    parser.add_argument("--workers", type=int, default=4)
+    args = parser.parse_args(argv)
+    plain = run_plain(args.rate, args.jobs, args.ms, args.workers)
+    ours = run_ours(args.rate, args.jobs, args.ms, args.workers)
+    figures: dict[str, object] = {"benchmark": "latency", "rate": args.rate, "jobs": args.jobs}
+    figures.update({f"ours_{k}": v for k, v in ours.items()})
+    figures.update({f"plain_{k}": v for k, v in plain.items()})
+    harness.report(figures)
+    return 0
