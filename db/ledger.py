@@ -8,6 +8,7 @@ writes of a running attempt) make each call safe to race with any other process.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -470,6 +471,38 @@ def complete(conn: Connection, job_id: uuid.UUID, attempt: int, result: Any) -> 
         )
     )
     return conn.execute(stmt).rowcount == 1
+
+
+_COMPLETE_MANY_PG = text(
+    """
+    UPDATE queue_jobs AS j
+    SET status = 'completed', result = v.result, completed_at = now(), finished_at = now(),
+        updated_at = now()
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS integer[]), CAST(:results AS jsonb[]))
+         AS v(id, attempt, result)
+    WHERE j.id = ANY(CAST(:ids AS uuid[])) AND j.id = v.id
+      AND j.status = 'running' AND j.attempt = v.attempt
+    RETURNING j.id
+    """
+)
+
+
+def complete_many(conn: Connection, done: Sequence[tuple[uuid.UUID, int, Any]]) -> set[uuid.UUID]:
+    """Record the success of many attempts ``(job id, attempt, result)`` in one statement
+    (group commit). Returns the ids recorded; the others were fenced off."""
+    if not done:
+        return set()
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(
+            _COMPLETE_MANY_PG,
+            {
+                "ids": [d[0] for d in done],
+                "attempts": [d[1] for d in done],
+                "results": [json.dumps(d[2]) for d in done],
+            },
+        )
+        return set(rows.scalars())
+    return {job_id for job_id, attempt, result in done if complete(conn, job_id, attempt, result)}
 
 
 def fail_attempt(

@@ -31,6 +31,7 @@ from db.engine import create_ledger_engine, read, write
 from db.settings import Settings
 from tasks import registry
 from tasks.broker import RUN_JOB_TASK, make_huey
+from tasks.completions import CompletionWriter
 from tasks.errors import UnknownJobType
 from tasks.payload import cap_result
 
@@ -93,6 +94,7 @@ class WorkerRuntime:
         self._lock = threading.Lock()
         self.processed = 0
         self.failed = 0
+        self.completions: CompletionWriter | None = None
 
     def _with_db_retry(self, what: str, fn: Callable[[], T]) -> T:
         """Retry a ledger write through a database outage; give up only when stopping (the
@@ -161,6 +163,10 @@ class WorkerRuntime:
             return
         self._flush_progress(channel)
         stored = cap_result(result)
+        self._count(failed=False)
+        if self.completions is not None:  # thread workers: group commit
+            self.completions.submit(claimed.id, claimed.attempt, stored)
+            return
 
         def do_complete() -> bool:
             with write(self.engine) as conn:
@@ -172,7 +178,6 @@ class WorkerRuntime:
                 claimed.id,
                 claimed.attempt,
             )
-        self._count(failed=False)
 
     def _flush_progress(self, channel: AttemptChannel) -> None:
         try:
@@ -284,6 +289,10 @@ def run_worker(
     if kind == "process":
         os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
 
+    if kind == "thread":  # process workers commit each completion themselves
+        runtime.completions = CompletionWriter(engine)
+        runtime.completions.start()
+
     huey = make_huey(settings, queues)
     task = huey.task(name="run_job")(run_job)
     registered = huey._registry.task_to_string(task.task_class)
@@ -321,6 +330,8 @@ def run_worker(
     try:
         consumer.run()
     finally:
+        if runtime.completions is not None:
+            runtime.completions.close()  # before the hand-back: finished jobs stay finished
         runtime.stopping.set()
         heartbeat.stop_event.set()
         _shut_down(engine, worker_id)

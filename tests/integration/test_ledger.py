@@ -202,3 +202,14 @@ def test_unique_window_ignores_failed_and_cancelled(ledger_url: str) -> None:
         assert ledger.find_unique(conn, "u1", 60) == job_id
         ledger.cancel(conn, job_id)
         assert ledger.find_unique(conn, "u1", 60) is None
+
+
+def test_complete_many_is_fenced_per_attempt(ledger_url: str) -> None:
+    a = run_to_running(ledger_url)
+    b = run_to_running(ledger_url)
+    with write(engine_for(ledger_url)) as conn:
+        done = ledger.complete_many(conn, [(a.id, a.attempt, {"r": "a"}), (b.id, 99, {"r": "b"})])
+        assert done == {a.id}
+        row_a, row_b = get_job(conn, a.id), get_job(conn, b.id)
+    assert row_a is not None and row_a["status"] == "completed" and row_a["result"] == {"r": "a"}
+    assert row_b is not None and row_b["status"] == "running"
