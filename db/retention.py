@@ -36,7 +36,7 @@ queue_metrics = Metric.__table__
 
 _MINUTE_PG = "date_bin('1 minute', j.finished_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
 # SQLite stores UTCDateTime as 'YYYY-MM-DD HH:MM:SS.ffffff': the minute is a prefix
-_MINUTE_SQLITE = "substr(j.finished_at, 1, 16) || ':00.000000'"
+_MINUTE_SQLITE = "substr(j.finished_at, 1, 16) || '\\:00.000000'"  # \: is not a bind
 
 _PRUNE_JOBS = """
 DELETE FROM queue_jobs WHERE {id_match} (

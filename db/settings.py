@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     queue_poll_seconds: float = Field(default=0.5, gt=0)
     queue_shutdown_timeout: float = Field(default=25.0, ge=0)
     log_level: str = Field(default="INFO")
+    # retention and rollups (tasks/system_jobs.py, docs/metrics.md)
+    queue_retention_completed_hours: float = Field(default=24.0, gt=0)
+    queue_retention_failed_days: float = Field(default=7.0, gt=0)
+    queue_metrics_retention_days: float = Field(default=90.0, gt=0)
+    queue_metrics_recompute_minutes: int = Field(default=5, ge=1, le=60)
 
     @property
     def ledger_url(self) -> str:

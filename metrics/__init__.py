@@ -1,1 +1,2 @@
-"""Metrics rollups and read models for the console (see the metrics issue; not built yet)."""
+"""Metrics: per-minute rollups of the ledger, analytics read models, Prometheus export
+(docs/metrics.md). Imports ``db`` only."""

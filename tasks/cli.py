@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
+from console.commands import user_app
 from db.settings import get_settings
 from tasks import api
 from tasks.errors import QueueError
@@ -69,6 +70,45 @@ class _Guard:
             first = str(exc).splitlines()[0]
             raise _fail(f"database error: {first} (is the ledger migrated? `queuectl migrate`)")
         return False
+
+
+# `queuectl` is the composition root: it is the one place in tasks/ that reaches the console
+# (user management and starting Streamlit); nothing else in tasks/ imports console/.
+app.add_typer(user_app, name="user", help="Manage console users (admin / analyst).")
+
+
+@app.command()
+def console(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port")] = 8501,
+    address: Annotated[
+        str, typer.Option(help="interface to listen on; 0.0.0.0 for all (containers)")
+    ] = "127.0.0.1",
+) -> None:
+    """Run the Streamlit console (replaces this process)."""
+    from console.commands import ensure_admin, run_console
+    from db.engine import engine_for
+
+    _configure_logging()
+    with _Guard():
+        password = ensure_admin(engine_for(get_settings().ledger_url))
+    if password:
+        typer.echo(f"created console user 'admin' with password: {password}", err=True)
+    run_console(port, address)
+
+
+@app.command("metrics-server")
+def metrics_server(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port of /metrics")] = 9464,
+    host: Annotated[
+        str, typer.Option(help="address to listen on (0.0.0.0 in containers)")
+    ] = "127.0.0.1",
+) -> None:
+    """Serve Prometheus metrics on http://HOST:PORT/metrics until SIGTERM or Ctrl-C."""
+    from metrics.prometheus import serve
+
+    _configure_logging()
+    with _Guard():
+        serve(port, host=host)
 
 
 @app.command()

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 TYPE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 DEFAULT_PRIORITY = 5
-BUILTIN_MODULES = ("tasks.builtin", "tasks.edurise")
+BUILTIN_MODULES = ("tasks.builtin", "tasks.edurise", "tasks.system_jobs")
 
 
 class JobCancelled(Exception):

@@ -47,6 +47,16 @@ def children(settings: Settings, concurrency: int, with_console: bool) -> list[C
 
 def run_all(settings: Settings, *, concurrency: int, with_console: bool) -> None:
     upgrade(engine_for(settings.ledger_url))
+    if with_console:
+        from console.commands import ensure_admin
+
+        password = ensure_admin(engine_for(settings.ledger_url))
+        if password:
+            print(
+                f"Console user 'admin' created; password (shown once): {password}",
+                file=sys.stderr,
+                flush=True,
+            )
     mode = "embedded (SQLite)" if not settings.database_url else "PostgreSQL"
     log.info("ledger migrated; %s ledger at %s", mode, _safe_url(settings.ledger_url))
     procs = children(settings, concurrency, with_console)

@@ -8,40 +8,32 @@ idempotent upsert, and pruning deletes only what is final.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from db.engine import engine_for, read
+from db.models import Job
 from db.retention import prune_jobs, prune_metrics
-from db.settings import get_settings
-from metrics.rollup import db_clock, rollup
+from db.settings import Settings, get_settings
+from metrics.rollup import db_clock, oldest_finish, rollup, rollup_holes
 from tasks.registry import JobContext, periodic_job
 
 log = logging.getLogger(__name__)
 
 SYSTEM_QUEUE = "system"
 SYSTEM_PRIORITY = 9
-
-
-class MetricsSettings(BaseSettings):
-    """Retention and rollup knobs, from the environment."""
-
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
-
-    queue_retention_completed_hours: float = Field(default=24.0, gt=0)
-    queue_retention_failed_days: float = Field(default=7.0, gt=0)
-    queue_metrics_retention_days: float = Field(default=90.0, gt=0)
-    queue_metrics_recompute_minutes: int = Field(default=5, ge=1, le=60)
+ROLLUP = "system.metrics_rollup"
+jobs = Job.__table__
 
 
 @lru_cache(maxsize=1)
-def metrics_settings() -> MetricsSettings:
-    settings = MetricsSettings()
+def metrics_settings() -> Settings:
+    """The retention and rollup settings, checked once (re-read after ``cache_clear()``)."""
+    get_settings.cache_clear()
+    settings = get_settings()
     kept = timedelta(days=settings.queue_metrics_retention_days)
     if kept < max(
         timedelta(hours=settings.queue_retention_completed_hours),
@@ -58,8 +50,28 @@ def _engine() -> Engine:
     return engine_for(get_settings().ledger_url)
 
 
+#: minutes of never-rolled-up history a rollup run back-fills besides its recent window
+CATCH_UP_MINUTES = 30
+
+
+def _previous_coverage(engine: Engine) -> datetime | None:
+    """Everything before this minute was rolled up, says the newest finished rollup job."""
+    with read(engine) as conn:
+        result = conn.execute(
+            select(jobs.c.result)
+            .where(jobs.c.type == ROLLUP, jobs.c.status == "completed")
+            .order_by(jobs.c.created_at.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+    value = result.get("covered_to") if isinstance(result, dict) else None
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
 @periodic_job(
-    "system.metrics_rollup",
+    ROLLUP,
     every=timedelta(minutes=1),
     queue=SYSTEM_QUEUE,
     priority=SYSTEM_PRIORITY,
@@ -67,11 +79,20 @@ def _engine() -> Engine:
 )
 def metrics_rollup(data: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Every minute: roll the last minutes of every queue up into queue_metrics."""
+    engine = _engine()
+    stale = get_settings().queue_stale_seconds
     result = rollup(
-        _engine(),
-        minutes=metrics_settings().queue_metrics_recompute_minutes,
-        stale_seconds=get_settings().queue_stale_seconds,
+        engine, minutes=metrics_settings().queue_metrics_recompute_minutes, stale_seconds=stale
     )
+    # catch up, a chunk per run, on minutes never rolled up (maintainer down, first start)
+    covered_to = result.window_end
+    back_filled = 0
+    cursor = _previous_coverage(engine) or oldest_finish(engine)
+    if cursor is not None and cursor < result.window_start:
+        chunk_end = min(cursor + timedelta(minutes=CATCH_UP_MINUTES), result.window_start)
+        back_filled = rollup_holes(engine, start=cursor, end=chunk_end, stale_seconds=stale)
+        if chunk_end < result.window_start:
+            covered_to = chunk_end
     return {
         "window_start": result.window_start.isoformat(),
         "window_end": result.window_end.isoformat(),
@@ -79,6 +100,8 @@ def metrics_rollup(data: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         "type_rows": result.type_rows,
         "seconds": round(result.seconds, 3),
         "skipped": result.skipped,
+        "back_filled_minutes": back_filled,
+        "covered_to": covered_to.isoformat(),
     }
 
 

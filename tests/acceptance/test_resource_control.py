@@ -51,11 +51,11 @@ def test_pause_takes_back_dispatched_jobs(processes: Processes) -> None:
     wait_for(lambda: all(status_of(j) == "dispatched" for j in ids), 20, "dispatch")
     assert api.pause_queue("default") == 10
     processes.worker("--concurrency", "4")  # pops the stale messages: they claim nothing
-    wait_for(lambda: count(status="dispatched") == 0, 10, "no job dispatched")
+    wait_for(lambda: count(queue="default", status="dispatched") == 0, 10, "nothing dispatched")
     time.sleep(1.0)  # let the worker drain the stale messages; nothing may start
-    assert count(status="queued") == 10
+    assert count(queue="default", status="queued") == 10
     api.resume_queue("default")
-    wait_for(lambda: count(status="completed") == 10, 20, "the jobs to run after resume")
+    wait_for(lambda: count(queue="default", status="completed") == 10, 20, "jobs run on resume")
 
 
 def test_concurrency_limit_holds_across_slots(processes: Processes) -> None:
@@ -138,7 +138,7 @@ def test_unique_jobs_within_their_window(use_ledger: str, monkeypatch) -> None: 
     assert api.submit_job("test.unique", {"course": "c2"}) != first
     bulk = api.submit_jobs([{"type": "test.unique", "data": {"course": "c3"}}] * 3)
     assert len(set(bulk)) == 1
-    assert count() == 3
+    assert count(type="test.unique") == 3
     try:
         api.pause_queue("bad name")
     except InvalidArgument:

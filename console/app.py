@@ -1,0 +1,72 @@
+"""EduRise Queue console: ``streamlit run console/app.py`` (from any folder).
+
+The login form is the first thing a visitor sees. Admin-only pages are registered in
+``st.navigation`` only for admins, so analysts can neither see nor reach them; every write
+re-checks the role in the database as well (``console.actions``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # pages import console.*, tasks.*, db.*
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from console import auth, data, ui  # noqa: E402
+from console.actions import readable  # noqa: E402
+
+VIEWS = Path(__file__).resolve().parent / "views"
+
+st.set_page_config(page_title="EduRise Queue", page_icon=":material/inbox:", layout="wide")
+
+engine = None
+with ui.guard("The ledger is not reachable"):
+    engine = data.engine()
+if engine is None:
+    st.stop()
+
+user = auth.current_user()
+if user is not None:
+    # every run re-reads the role: a disabled or demoted user loses access at once
+    try:
+        user = auth.refresh_session(engine)
+    except Exception as exc:
+        st.error(f"Cannot check your account: {readable(exc)}")
+        st.stop()
+if user is None:
+    auth.login_form(engine)
+    st.stop()
+
+assert user is not None
+pages = [
+    st.Page(VIEWS / "overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page(VIEWS / "jobs.py", title="Jobs", icon=":material/list:"),
+]
+if user["role"] == "admin":
+    pages.append(st.Page(VIEWS / "submit.py", title="Submit", icon=":material/add_circle:"))
+pages += [
+    st.Page(VIEWS / "workers.py", title="Workers", icon=":material/engineering:"),
+    st.Page(VIEWS / "metrics.py", title="Metrics", icon=":material/monitoring:"),
+    st.Page(VIEWS / "periodic.py", title="Periodic", icon=":material/schedule:"),
+    st.Page(VIEWS / "errors.py", title="Errors", icon=":material/error:"),
+    st.Page(VIEWS / "capacity.py", title="Capacity", icon=":material/speed:"),
+]
+if user["role"] == "admin":
+    pages.append(st.Page(VIEWS / "audit.py", title="Audit", icon=":material/policy:"))
+
+navigation = st.navigation(pages)
+with st.sidebar:
+    st.caption(f"Signed in as **{user['name']}** ({user['role']})")
+    if st.button("Log out", key="logout"):
+        auth.logout()
+        st.rerun()
+try:
+    navigation.run()
+except Exception as exc:  # a readable line, never a traceback (st.stop/st.rerun pass through)
+    logging.getLogger("console").exception("page %s failed", navigation.title)
+    st.error(f"This page failed: {readable(exc)}")

@@ -1,0 +1,115 @@
+"""Small helpers shared by the console pages."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from console.actions import readable
+
+#: label -> how far back (None: no lower bound)
+TIME_RANGES: dict[str, timedelta | None] = {
+    "Last 15 minutes": timedelta(minutes=15),
+    "Last hour": timedelta(hours=1),
+    "Last 6 hours": timedelta(hours=6),
+    "Last 24 hours": timedelta(hours=24),
+    "Last 7 days": timedelta(days=7),
+    "Last 30 days": timedelta(days=30),
+    "All time": None,
+}
+
+
+@contextmanager
+def guard(what: str = "") -> Iterator[None]:
+    """Show any error inside as one readable line (st.error), never a traceback.
+
+    Streamlit's own control flow (st.stop, st.rerun) is a BaseException and passes through.
+    """
+    try:
+        yield
+    except Exception as exc:
+        prefix = f"{what}: " if what else ""
+        st.error(f"{prefix}{readable(exc)}")
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def fmt_time(value: datetime | None) -> str:
+    if value is None:
+        return "—"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def fmt_ms(ms: float | None) -> str:
+    return "—" if ms is None else fmt_seconds(ms / 1000)
+
+
+def fmt_pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f} %"
+
+
+def fmt_rate(per_second: float | None) -> str:
+    if per_second is None:
+        return "—"
+    if per_second >= 1 or per_second == 0:
+        return f"{per_second:.2f}/s"
+    return f"{per_second * 60:.1f}/min"
+
+
+def frame(rows: list[dict[str, Any]], columns: list[str] | None = None) -> pd.DataFrame:
+    """A DataFrame of rows; UUIDs and JSON become text so Arrow can show them."""
+    df = pd.DataFrame(rows, columns=columns) if columns else pd.DataFrame(rows)
+    for col in df.columns:
+        if df[col].dtype == object:
+            df[col] = df[col].map(
+                lambda v: (
+                    str(v)
+                    if isinstance(v, uuid.UUID)
+                    else json.dumps(jsonable(v))
+                    if isinstance(v, dict | list)
+                    else v
+                )
+            )
+    return df
+
+
+def since_of(label: str, now: datetime | None = None) -> datetime | None:
+    span = TIME_RANGES[label]
+    if span is None:
+        return None
+    return (now or datetime.now(UTC)) - span
+
+
+def page_header(title: str, caption: str | None = None) -> None:
+    st.title(title)
+    if caption:
+        st.caption(caption)

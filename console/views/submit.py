@@ -1,0 +1,150 @@
+"""Submit (admins): a job type from the registry, JSON data checked before sending, priority,
+queue, and when: now, at a UTC date-time, or after a delay. Shows the new job's live status."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import streamlit as st
+
+from console import actions, auth, data, ui
+from tasks import registry
+
+WHEN = ("Now", "At a date and time (UTC)", "After a delay")
+TERMINAL = ("completed", "failed", "cancelled")
+
+auth.require_admin()
+ss = st.session_state
+ui.page_header("Submit", "Create a job through the job API. Every submission is audited.")
+
+
+def example_data(schema: dict[str, Any] | None) -> str:
+    """A skeleton of the data: defaults where the schema has them, empty values otherwise."""
+    if not schema:
+        return "{}"
+    blank = {"string": "", "integer": 0, "number": 0, "boolean": False, "array": [], "object": {}}
+    out: dict[str, Any] = {}
+    props = schema.get("properties", {})
+    for name in schema.get("required", list(props)):
+        spec = props.get(name, {})
+        if "default" in spec:
+            out[name] = spec["default"]
+        elif spec.get("examples"):
+            out[name] = spec["examples"][0]
+        else:
+            out[name] = blank.get(spec.get("type", "string"))
+    return json.dumps(out, indent=2)
+
+
+def _apply_type_defaults() -> None:
+    jt = registry.get(ss["submit_type"])
+    ss["submit_priority"] = jt.priority
+    ss["submit_queue"] = jt.queue
+    ss["submit_data"] = example_data(jt.json_schema())
+
+
+types: list[registry.JobType] = []
+with ui.guard("Job types"):
+    types = data.job_types()
+if not types:
+    st.warning("No job types are registered (check QUEUE_JOB_MODULES).")
+    st.stop()
+
+names = [t.name for t in types]
+if ss.get("submit_type") not in names:
+    ss["submit_type"] = names[0]
+    _apply_type_defaults()
+later = datetime.now(UTC) + timedelta(minutes=5)
+ss.setdefault("submit_date", later.date())
+ss.setdefault("submit_time", later.time().replace(second=0, microsecond=0))
+
+type_name = st.selectbox("Job type", names, key="submit_type", on_change=_apply_type_defaults)
+jt = registry.get(type_name)
+st.caption(
+    f"{jt.description or 'No description.'}  \n"
+    f"Default queue **{jt.queue}**, priority **{jt.priority}**, "
+    f"{jt.max_attempts} attempt(s), timeout {ui.fmt_seconds(jt.timeout)}"
+    + (f", periodic ({jt.schedule.describe()})" if jt.schedule else "")
+)
+with st.expander("JSON schema of the data", expanded=False):
+    schema = jt.json_schema()
+    if schema is None:
+        st.caption("No schema: any JSON object is accepted.")
+    else:
+        st.json(schema)
+
+with st.form("submit_job"):
+    payload_text = st.text_area("Data (JSON object)", key="submit_data", height=180)
+    c1, c2 = st.columns(2)
+    priority = c1.number_input(
+        "Priority (0-9, higher runs first)", min_value=0, max_value=9, step=1, key="submit_priority"
+    )
+    queue = c2.text_input("Queue", key="submit_queue")
+    when = st.radio("When", WHEN, key="submit_when", horizontal=True)
+    d1, d2, d3 = st.columns(3)
+    day = d1.date_input("Date (UTC)", key="submit_date")
+    clock = d2.time_input("Time (UTC)", key="submit_time", step=60)
+    delay = d3.number_input(
+        "Delay (seconds)", min_value=0.0, value=60.0, step=1.0, key="submit_delay"
+    )
+    submitted = st.form_submit_button("Submit job", type="primary")
+
+
+def _schedule() -> Any:
+    if when == WHEN[1]:
+        return datetime.combine(day, clock, tzinfo=UTC)
+    if when == WHEN[2]:
+        return float(delay)
+    return None
+
+
+if submitted:
+    try:
+        payload = json.loads(payload_text or "")
+    except json.JSONDecodeError as exc:
+        st.error(f"Invalid JSON: {exc}")
+    else:
+        try:
+            job_id = actions.submit(
+                type_name,
+                payload,
+                priority=int(priority),
+                queue=(queue or "").strip() or None,
+                schedule=_schedule(),
+            )
+        except actions.ActionError as exc:
+            st.error(str(exc))
+        else:
+            ss["submit_last_job"] = job_id
+            ss["submit_last_status"] = None
+            st.success(f"Submitted job {job_id}")
+
+last = ss.get("submit_last_job")
+if last:
+    done = ss.get("submit_last_status") in TERMINAL
+
+    @st.fragment(run_every=None if done else 1)
+    def live_status() -> None:
+        try:
+            job = data.job(data.ledger_url(), last)
+        except Exception as exc:
+            st.error(actions.readable(exc))
+            return
+        status = job["status"]
+        ss["submit_last_status"] = status
+        st.subheader("Last submitted job")
+        st.markdown(f"Job `{last}` · type `{job['type']}` · queue `{job['queue']}`")
+        st.metric("Status", status)
+        if job.get("progress") is not None and status == "running":
+            fraction = float(job["progress"])
+            st.progress(min(1.0, max(0.0, fraction if fraction <= 1 else fraction / 100)))
+        if status == "scheduled":
+            st.caption(f"Due {ui.fmt_time(job['scheduled_at'])}")
+        if job.get("last_error"):
+            st.caption(f"Last error: {job['last_error']}")
+        if status in TERMINAL:
+            st.caption(f"Finished {ui.fmt_time(job.get('finished_at'))}")
+
+    live_status()

@@ -1,0 +1,967 @@
+"""Read models for the console and analysts: time series, error groups, capacity, periodic
+health, success criteria and overview KPIs.
+
+Charts read only the rollup tables (``queue_metrics``, ``queue_type_metrics``); hours and days
+are resampled from minute rows, their percentiles from the merged histograms. ``error_groups``
+reads failed and in-flight jobs (bounded by indexes and a LIMIT); the KPIs that describe the
+present (waiting, running, live workers) are small indexed counts. Definitions of every field:
+docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any, Protocol
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    and_,
+    case,
+    func,
+    literal_column,
+    or_,
+    select,
+    type_coerce,
+)
+
+from db.engine import read
+from db.models import Job, Metric, TypeMetric, Worker
+from db.types import UTCDateTime
+from metrics import hist
+from metrics.queueing import erlang_c, servers_needed, wait_percentile
+from metrics.rollup import MINUTE, current_depth, db_clock, floor_minute, live_workers
+
+__all__ = [
+    "capacity",
+    "erlang_c",
+    "error_groups",
+    "overview_kpis",
+    "periodic_health",
+    "success_criteria",
+    "time_series",
+    "wait_percentile",
+]
+
+jobs = Job.__table__
+workers = Worker.__table__
+queue_metrics = Metric.__table__
+type_metrics = TypeMetric.__table__
+
+RESOLUTIONS = {"minute": MINUTE, "hour": timedelta(hours=1), "day": timedelta(days=1)}
+WAITING_STATUSES = ("dispatched", "queued", "retrying", "scheduled")
+IN_FLIGHT = ("dispatched", "queued", "retrying", "running")
+
+
+def _stale_seconds() -> float:
+    try:
+        return float(os.environ.get("QUEUE_STALE_SECONDS", "10"))
+    except ValueError:
+        return 10.0
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("give an aware datetime (UTC)")
+    return value.astimezone(UTC)
+
+
+def error_rate(error_count: int, job_count: int, retries: int) -> float | None:
+    """Share of the attempts that ended in the period which ended in an error:
+    ``error_count / (job_count + retries)`` (finished jobs plus retried attempts), at most 1;
+    None when nothing ended."""
+    attempts = job_count + retries
+    if attempts <= 0:
+        return None if error_count == 0 else 1.0
+    return min(1.0, error_count / attempts)
+
+
+def _fast_reads(conn: Connection) -> None:
+    """PostgreSQL: no JIT for these short analytic reads (compiling costs more than it saves)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL jit = off")
+
+
+def _clamp01(value: float | None) -> float | None:
+    return None if value is None else max(0.0, min(1.0, value))
+
+
+# --- time series ---------------------------------------------------------------------------
+
+
+_SERIES_COLUMNS = (
+    "job_count",
+    "completed_count",
+    "failed_count",
+    "error_count",
+    "retries",
+    "processing_time",
+    "processing_p50",
+    "processing_p95",
+    "processing_p99",
+    "wait_p50",
+    "wait_p95",
+    "wait_p99",
+    "busy_seconds",
+)
+
+
+def _floor(ts: datetime, step: timedelta) -> datetime:
+    if step == MINUTE:
+        return floor_minute(ts)
+    if step == RESOLUTIONS["hour"]:
+        return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return ts.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def series_statement(
+    *,
+    start: datetime,
+    end: datetime,
+    resolution: str = "minute",
+    by: str = "queue",
+    queue: str | None = None,
+    job_type: str | None = None,
+) -> Select[Any]:
+    """The one query behind :func:`time_series`: rollup rows only, by index range."""
+    table = queue_metrics if by == "queue" else type_metrics
+    columns = [table.c.timestamp, table.c.queue_name, *(table.c[c] for c in _SERIES_COLUMNS)]
+    if by == "queue":  # positions _EXTRA.._EXTRA + 3
+        columns += [table.c.depth, table.c.worker_count, table.c.worker_slots, table.c.utilization]
+    else:
+        columns.append(table.c.job_type)
+    if resolution != "minute":  # always the last two
+        columns += [table.c.processing_hist, table.c.wait_hist]
+    stmt = select(*columns).where(table.c.timestamp >= start, table.c.timestamp < end)
+    if queue is not None:
+        stmt = stmt.where(table.c.queue_name == queue)
+    if by == "type" and job_type is not None:
+        stmt = stmt.where(table.c.job_type == job_type)
+    order = [table.c.queue_name, table.c.timestamp] if queue is None else [table.c.timestamp]
+    return stmt.order_by(*order)
+
+
+def time_series(
+    engine: Engine,
+    *,
+    start: datetime,
+    end: datetime,
+    resolution: str = "minute",
+    by: str = "queue",
+    queue: str | None = None,
+    job_type: str | None = None,
+) -> list[dict[str, Any]]:
+    """Rollup rows in [start, end), resampled to ``resolution`` (UTC buckets), per queue
+    (``by="queue"``) or per queue and job type (``by="type"``), ordered by bucket, queue, type.
+
+    Reads only ``queue_metrics`` / ``queue_type_metrics``. ``job_type`` filters only
+    ``by="type"``. Minute rows carry the exact stored percentiles; hour and day percentiles
+    come from the merged log histograms (within 5 %).
+    """
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"resolution must be one of {', '.join(RESOLUTIONS)}")
+    if by not in ("queue", "type"):
+        raise ValueError("by must be 'queue' or 'type'")
+    start, end = _utc(start), _utc(end)
+    with read(engine) as conn:
+        _fast_reads(conn)
+        if resolution == "minute":
+            stmt = series_statement(start=start, end=end, by=by, queue=queue, job_type=job_type)
+            out = [_minute_row(r, by) for r in conn.execute(stmt).all()]
+        else:
+            out = _resampled(conn, start, end, RESOLUTIONS[resolution], by, queue, job_type)
+    out.sort(key=lambda d: (d["bucket"], d["queue_name"], d["job_type"] or ""))
+    return out
+
+
+# column positions in the rows of series_statement()
+_TS, _QUEUE, _JOBS, _DONE, _FAILED, _ERRORS, _RETRIES, _PMEAN = range(8)
+_P50, _P95, _P99, _W50, _W95, _W99, _BUSY, _EXTRA = range(8, 16)  # _EXTRA: depth or job_type
+
+
+def _minute_row(r: Sequence[Any], by: str) -> dict[str, Any]:
+    by_queue = by == "queue"
+    jobs_n, errors, retries = r[_JOBS], r[_ERRORS], r[_RETRIES]
+    return {
+        "bucket": r[_TS],
+        "queue_name": r[_QUEUE],
+        "job_type": None if by_queue else r[_EXTRA],
+        "job_count": jobs_n,
+        "completed_count": r[_DONE],
+        "failed_count": r[_FAILED],
+        "error_count": errors,
+        "retries": retries,
+        "throughput": jobs_n / 60.0,
+        "processing_mean_ms": r[_PMEAN],
+        "processing_p50": r[_P50],
+        "processing_p95": r[_P95],
+        "processing_p99": r[_P99],
+        "wait_p50": r[_W50],
+        "wait_p95": r[_W95],
+        "wait_p99": r[_W99],
+        "depth": r[_EXTRA] if by_queue else None,
+        "utilization": _clamp01(r[_EXTRA + 3]) if by_queue else None,
+        "worker_count": r[_EXTRA + 1] if by_queue else None,
+        "error_rate": error_rate(errors, jobs_n, retries),
+    }
+
+
+HOUR = timedelta(hours=1)
+_ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
+
+
+def _hour_of(conn: Connection, column: Any) -> Any:
+    """The UTC hour of a minute column, in SQL."""
+    if conn.dialect.name == "postgresql":
+        expr = func.date_bin(literal_column("interval '1 hour'"), column, literal_column(_ORIGIN))
+    else:  # the stored text 'YYYY-MM-DD HH:MM:SS.ffffff'
+        expr = func.substr(column, 1, 13).op("||")(literal_column("':00:00.000000'"))
+    return type_coerce(expr, UTCDateTime())
+
+
+def _is_last_minute(conn: Connection, column: Any) -> Any:
+    if conn.dialect.name == "postgresql":
+        return func.date_part("minute", func.timezone("UTC", column)) == 59
+    return func.substr(column, 15, 2) == "59"
+
+
+def _series_filter(
+    table: Any, start: datetime, end: datetime, by: str, queue: str | None, job_type: str | None
+) -> list[Any]:
+    where = [table.c.timestamp >= start, table.c.timestamp < end]
+    if queue is not None:
+        where.append(table.c.queue_name == queue)
+    if by == "type" and job_type is not None:
+        where.append(table.c.job_type == job_type)
+    return where
+
+
+def hourly_statements(
+    conn: Connection,
+    *,
+    start: datetime,
+    end: datetime,
+    by: str = "queue",
+    queue: str | None = None,
+    job_type: str | None = None,
+) -> tuple[Any, Any]:
+    """The two queries behind hour and day buckets: sums per hour (with the depth of the
+    hour's last row) and the hour histograms ``"h"`` of the :59 rows."""
+    by_queue = by == "queue"
+    table = queue_metrics if by_queue else type_metrics
+    keys = [table.c.queue_name] if by_queue else [table.c.queue_name, table.c.job_type]
+    where = _series_filter(table, start, end, by, queue, job_type)
+    ts = table.c.timestamp
+    measured = table.c.processing_time.is_not(None)
+    cols: list[Any] = [
+        _hour_of(conn, ts).label("hour"),
+        *keys,
+        func.sum(table.c.job_count).label("job_count"),
+        func.sum(table.c.completed_count).label("completed_count"),
+        func.sum(table.c.failed_count).label("failed_count"),
+        func.sum(table.c.error_count).label("error_count"),
+        func.sum(table.c.retries).label("retries"),
+        func.sum(case((measured, table.c.processing_time * table.c.job_count), else_=0.0)).label(
+            "weighted"
+        ),
+        func.sum(case((measured, table.c.job_count), else_=0)).label("weight"),
+        (func.count(table.c.processing_p50) + func.count(table.c.wait_p50)).label("measured"),
+        func.max(ts).label("last_ts"),
+    ]
+    if by_queue:
+        has_slots = table.c.worker_slots > 0
+        cols += [
+            func.sum(case((has_slots, table.c.busy_seconds), else_=0.0)).label("busy"),
+            func.sum(table.c.worker_slots * 60.0).label("slot_seconds"),
+            func.max(table.c.worker_count).label("workers"),
+        ]
+    hourly = select(*cols).where(*where).group_by(*cols[: len(keys) + 1]).subquery()
+    if by_queue:  # the depth of each hour's last row: one index probe per hour
+        last = table.alias("last_row")
+        depth = (
+            select(last.c.depth)
+            .where(last.c.queue_name == hourly.c.queue_name, last.c.timestamp == hourly.c.last_ts)
+            .scalar_subquery()
+            .label("depth")
+        )
+        stmt: Any = select(hourly, depth)
+    else:
+        stmt = select(hourly)
+    last_minutes = select(ts, *keys, table.c.processing_hist["h"], table.c.wait_hist["h"]).where(
+        *where, _is_last_minute(conn, ts)
+    )
+    return stmt, last_minutes
+
+
+@dataclass
+class _Hour:
+    """The aggregates of one (hour, queue[, type]) from the hourly GROUP BY."""
+
+    hour: datetime
+    key: tuple[Any, ...]
+    job_count: int
+    completed_count: int
+    failed_count: int
+    error_count: int
+    retries: int
+    processing_weighted: float
+    processing_weight: int
+    measured_minutes: int
+    last_ts: datetime
+    busy_for_slots: float = 0.0
+    slot_seconds: float = 0.0
+    worker_count: int = 0
+    depth: int | None = None
+
+
+def _resampled(
+    conn: Connection,
+    start: datetime,
+    end: datetime,
+    step: timedelta,
+    by: str,
+    queue: str | None,
+    job_type: str | None,
+) -> list[dict[str, Any]]:
+    """Hour and day buckets: SQL sums per hour, then one histogram per hour (the ``"h"`` of
+    its :59 row; minutes only for partial hours at the range's edges or hours without one)."""
+    by_queue = by == "queue"
+    table = queue_metrics if by_queue else type_metrics
+    keys = [table.c.queue_name] if by_queue else [table.c.queue_name, table.c.job_type]
+    ts = table.c.timestamp
+    where = _series_filter(table, start, end, by, queue, job_type)
+    stmt, last_minutes = hourly_statements(
+        conn, start=start, end=end, by=by, queue=queue, job_type=job_type
+    )
+    hours: list[_Hour] = []
+    for r in conn.execute(stmt).all():
+        m = r._mapping
+        h = _Hour(
+            hour=m["hour"],
+            key=(m["queue_name"],) if by_queue else (m["queue_name"], m["job_type"]),
+            job_count=int(m["job_count"] or 0),
+            completed_count=int(m["completed_count"] or 0),
+            failed_count=int(m["failed_count"] or 0),
+            error_count=int(m["error_count"] or 0),
+            retries=int(m["retries"] or 0),
+            processing_weighted=float(m["weighted"] or 0.0),
+            processing_weight=int(m["weight"] or 0),
+            measured_minutes=int(m["measured"] or 0),
+            last_ts=m["last_ts"],
+        )
+        if by_queue:
+            h.busy_for_slots = float(m["busy"] or 0.0)
+            h.slot_seconds = float(m["slot_seconds"] or 0.0)
+            h.worker_count = int(m["workers"] or 0)
+            h.depth = int(m["depth"])
+        hours.append(h)
+
+    # one histogram per hour: the "h" of its :59 row when the whole hour is in the range
+    per_hour: dict[tuple[datetime, tuple[Any, ...]], tuple[dict[str, int], dict[str, int]]] = {}
+    last_rows = conn.execute(last_minutes).all()
+    for r in last_rows:
+        hour = r[0] - timedelta(minutes=59)
+        if hour >= start and hour + HOUR <= end and (r[-2] is not None or r[-1] is not None):
+            per_hour[(hour, tuple(r[1:-2]))] = (dict(r[-2] or {}), dict(r[-1] or {}))
+    missing = sorted(
+        {h.hour for h in hours if h.measured_minutes and (h.hour, h.key) not in per_hour}
+    )
+    if missing:
+        if len(missing) > 48:
+            ranges = [and_(ts >= start, ts < end)]
+        else:
+            ranges = [and_(ts >= max(h, start), ts < min(h + HOUR, end)) for h in missing]
+        need = {(h.hour, h.key) for h in hours if (h.hour, h.key) not in per_hour}
+        minute_rows = conn.execute(
+            select(ts, *keys, table.c.processing_hist, table.c.wait_hist).where(
+                *where, or_(*ranges)
+            )
+        ).all()
+        for r in minute_rows:
+            hk = (_floor(r[0], HOUR), tuple(r[1:-2]))
+            if hk in need:
+                p_acc, w_acc = per_hour.setdefault(hk, ({}, {}))
+                hist.merge_raw(p_acc, r[-2])
+                hist.merge_raw(w_acc, r[-1])
+
+    # roll the hours up into the buckets
+    buckets: dict[tuple[datetime, tuple[Any, ...]], dict[str, Any]] = {}
+    newest = max((h.last_ts for h in hours), default=None)
+    for h in hours:
+        bkey = (_floor(h.hour, step), h.key)
+        b = buckets.get(bkey)
+        if b is None:
+            b = buckets[bkey] = {
+                "hours": [],
+                "p": {},
+                "w": {},
+            }
+        b["hours"].append(h)
+        p, w = per_hour.get((h.hour, h.key), ({}, {}))
+        for acc, src in ((b["p"], p), (b["w"], w)):
+            get = acc.get
+            for k, v in src.items():
+                acc[k] = get(k, 0) + v
+    covered_end = min(end, newest + MINUTE) if newest is not None else end
+    out = []
+    for (bucket, key), b in buckets.items():
+        group: list[_Hour] = b["hours"]
+        job_count = sum(h.job_count for h in group)
+        error_count = sum(h.error_count for h in group)
+        retries = sum(h.retries for h in group)
+        weight = sum(h.processing_weight for h in group)
+        slot_seconds = sum(h.slot_seconds for h in group)
+        seconds = (min(bucket + step, covered_end) - max(bucket, start)).total_seconds()
+        pc, wc = hist.int_keys(b["p"]), hist.int_keys(b["w"])
+        last = max(group, key=lambda h: h.last_ts)
+        out.append(
+            {
+                "bucket": bucket,
+                "queue_name": key[0],
+                "job_type": None if by_queue else key[1],
+                "job_count": job_count,
+                "completed_count": sum(h.completed_count for h in group),
+                "failed_count": sum(h.failed_count for h in group),
+                "error_count": error_count,
+                "retries": retries,
+                "throughput": job_count / seconds if seconds > 0 else None,
+                "processing_mean_ms": (
+                    sum(h.processing_weighted for h in group) / weight if weight else None
+                ),
+                "processing_p50": hist.quantile(pc, 0.5),
+                "processing_p95": hist.quantile(pc, 0.95),
+                "processing_p99": hist.quantile(pc, 0.99),
+                "wait_p50": hist.quantile(wc, 0.5),
+                "wait_p95": hist.quantile(wc, 0.95),
+                "wait_p99": hist.quantile(wc, 0.99),
+                "depth": last.depth if by_queue else None,
+                "utilization": (
+                    _clamp01(sum(h.busy_for_slots for h in group) / slot_seconds)
+                    if by_queue and slot_seconds
+                    else None
+                ),
+                "worker_count": max(h.worker_count for h in group) if by_queue else None,
+                "error_rate": error_rate(error_count, job_count, retries),
+            }
+        )
+    return out
+
+
+# --- window totals from the rollups -----------------------------------------------------------
+
+
+@dataclass
+class _Totals:
+    minutes: int = 0
+    first: datetime | None = None
+    job_count: int = 0
+    completed_count: int = 0
+    failed_count: int = 0
+    error_count: int = 0
+    retries: int = 0
+    processing_weighted: float = 0.0
+    processing_weight: int = 0
+    busy_for_slots: float = 0.0
+    slot_seconds: float = 0.0
+    depth_first: int | None = None
+    depth_last: int | None = None
+    processing_counts: dict[int, int] = field(default_factory=dict)
+    wait_counts: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def processing_mean_ms(self) -> float | None:
+        return self.processing_weighted / self.processing_weight if self.processing_weight else None
+
+    @property
+    def utilization(self) -> float | None:
+        return self.busy_for_slots / self.slot_seconds if self.slot_seconds else None
+
+
+def _totals(
+    conn: Connection, since: datetime, until: datetime, queue: str | None = None, hists: bool = True
+) -> _Totals:
+    cols = [
+        queue_metrics.c.timestamp,
+        queue_metrics.c.job_count,
+        queue_metrics.c.completed_count,
+        queue_metrics.c.failed_count,
+        queue_metrics.c.error_count,
+        queue_metrics.c.retries,
+        queue_metrics.c.processing_time,
+        queue_metrics.c.busy_seconds,
+        queue_metrics.c.worker_slots,
+        queue_metrics.c.depth,
+    ]
+    if hists:
+        cols += [queue_metrics.c.processing_hist, queue_metrics.c.wait_hist]
+    stmt = select(*cols).where(
+        queue_metrics.c.timestamp >= since, queue_metrics.c.timestamp < until
+    )
+    if queue is not None:
+        stmt = stmt.where(queue_metrics.c.queue_name == queue)
+    stmt = stmt.order_by(queue_metrics.c.timestamp)
+    t = _Totals()
+    seen: set[datetime] = set()
+    depth_by_minute: dict[datetime, int] = {}
+    processing_acc: dict[str, int] = {}
+    wait_acc: dict[str, int] = {}
+    _fast_reads(conn)
+    for r in conn.execute(stmt).all():
+        (ts, jobs_n, done, failed, errors, retries, mean, busy, slots, depth) = r[:10]
+        seen.add(ts)
+        t.first = ts if t.first is None else t.first
+        t.job_count += jobs_n
+        t.completed_count += done
+        t.failed_count += failed
+        t.error_count += errors
+        t.retries += retries
+        if mean is not None and jobs_n:
+            t.processing_weighted += mean * jobs_n
+            t.processing_weight += jobs_n
+        if slots:
+            t.busy_for_slots += busy
+            t.slot_seconds += slots * 60.0
+        depth_by_minute[ts] = depth_by_minute.get(ts, 0) + depth
+        if hists:
+            hist.merge_raw(processing_acc, r[10])
+            hist.merge_raw(wait_acc, r[11])
+    t.processing_counts = hist.int_keys(processing_acc)
+    t.wait_counts = hist.int_keys(wait_acc)
+    t.minutes = len(seen)
+    if depth_by_minute:
+        ordered = sorted(depth_by_minute)
+        t.depth_first, t.depth_last = depth_by_minute[ordered[0]], depth_by_minute[ordered[-1]]
+    return t
+
+
+# --- capacity ----------------------------------------------------------------------------------
+
+
+def capacity(
+    engine: Engine,
+    *,
+    queue: str,
+    window_minutes: int = 60,
+    target_p95_wait_seconds: float = 5.0,
+    load_factor: float = 1.0,
+) -> dict[str, Any]:
+    """Erlang C (M/M/c) view of one queue over the last ``window_minutes`` rolled-up minutes.
+
+    ``arrival_rate`` = (finished jobs + retried attempts + growth of the depth) / seconds since
+    the window's first row; ``mean_service_seconds`` = mean processing time; ``live_slots`` =
+    slots of live workers now. ``utilization`` = arrival * service * load_factor / slots;
+    ``p95_wait_seconds`` = the M/M/c 95th percentile wait with the live slots at the scaled
+    load (None when unstable or unknown); ``workers_needed`` = the fewest slots meeting
+    ``target_p95_wait_seconds`` at the scaled load (in slots, i.e. worker concurrency).
+    """
+    if window_minutes < 1:
+        raise ValueError("window_minutes must be at least 1")
+    if load_factor < 0:
+        raise ValueError("load_factor must be >= 0")
+    with read(engine) as conn:
+        now = db_clock(conn)
+        until = floor_minute(now)
+        t = _totals(conn, until - window_minutes * MINUTE, until, queue, hists=False)
+        slots = live_workers(conn, now, _stale_seconds()).get(queue, (0, 0))[1]
+    seconds = (until - t.first).total_seconds() if t.first is not None else 0.0
+    growth = max(0, (t.depth_last or 0) - (t.depth_first or 0))
+    arrival = (t.job_count + t.retries + growth) / seconds if seconds > 0 else 0.0
+    mean_ms = t.processing_mean_ms
+    service = mean_ms / 1000.0 if mean_ms is not None else None
+    scaled = arrival * load_factor
+    offered = scaled * service if service is not None else None
+    p95 = None
+    needed: int | None = None
+    if service is not None and service > 0:
+        rate = 1.0 / service
+        if slots > 0:
+            w = wait_percentile(slots, scaled, rate, 0.95)
+            p95 = None if math.isinf(w) else w
+        needed = servers_needed(scaled, rate, 0.95, target_p95_wait_seconds)
+    elif scaled == 0:
+        needed = 0
+    return {
+        "queue": queue,
+        "arrival_rate": arrival,
+        "mean_service_seconds": service,
+        "live_slots": slots,
+        "utilization": (offered / slots) if (offered is not None and slots) else None,
+        "p95_wait_seconds": p95,
+        "workers_needed": needed,
+        "load_factor": load_factor,
+    }
+
+
+# --- success criteria and KPIs -------------------------------------------------------------------
+
+
+def success_criteria(engine: Engine, *, window_minutes: int = 60) -> list[dict[str, Any]]:
+    """The seed's success criteria over the last ``window_minutes`` rolled-up minutes of all
+    queues, each against its threshold. Rates and utilization are in percent."""
+    with read(engine) as conn:
+        until = floor_minute(db_clock(conn))
+        t = _totals(conn, until - window_minutes * MINUTE, until)
+    finished = t.completed_count + t.failed_count
+    completion = 100.0 * t.completed_count / finished if finished else None
+    rate = error_rate(t.error_count, t.job_count, t.retries)
+    utilization = t.utilization
+    criteria = [
+        ("completion_rate", "Completion rate", completion, "%", 99.9, ">="),
+        ("error_rate", "Error rate", None if rate is None else 100.0 * rate, "%", 1.0, "<="),
+        ("p95_wait", "p95 queue latency", hist.quantile(t.wait_counts, 0.95), "ms", 5000.0, "<="),
+        (
+            "p95_processing",
+            "p95 processing time",
+            hist.quantile(t.processing_counts, 0.95),
+            "ms",
+            30000.0,
+            "<=",
+        ),
+        (
+            "utilization",
+            "Worker utilization",
+            None if utilization is None else 100.0 * min(1.0, utilization),
+            "%",
+            85.0,
+            "<=",
+        ),
+    ]
+    out = []
+    for key, label, value, unit, threshold, comparison in criteria:
+        ok = None
+        if value is not None:
+            ok = value >= threshold if comparison == ">=" else value <= threshold
+        out.append(
+            {
+                "key": key,
+                "label": label,
+                "value": value,
+                "unit": unit,
+                "threshold": threshold,
+                "comparison": comparison,
+                "ok": ok,
+            }
+        )
+    return out
+
+
+def overview_kpis(engine: Engine) -> dict[str, Any]:
+    """Headline numbers: waiting/running/live workers now (indexed counts), the rest from the
+    rollups (throughput: last 5 minutes; p95 wait: last 15; failures and error rate: last 60)."""
+    with read(engine) as conn:
+        now = db_clock(conn)
+        until = floor_minute(now)
+        waiting = sum(current_depth(conn, now).values())
+        running = conn.execute(
+            select(func.count()).select_from(jobs).where(jobs.c.status == "running")
+        ).scalar_one()
+        live = conn.execute(
+            select(func.count())
+            .select_from(workers)
+            .where(
+                workers.c.status == "running",
+                workers.c.last_heartbeat >= now - timedelta(seconds=_stale_seconds()),
+            )
+        ).scalar_one()
+        hour = _totals(conn, until - 60 * MINUTE, until, hists=False)
+        recent = _totals(conn, until - 5 * MINUTE, until, hists=False)
+        quarter = _totals(conn, until - 15 * MINUTE, until)
+    return {
+        "waiting": int(waiting),
+        "running": int(running),
+        "failed_last_hour": hour.failed_count,
+        "throughput_per_s": recent.job_count / 300.0 if recent.minutes else None,
+        "p95_wait_ms": hist.quantile(quarter.wait_counts, 0.95),
+        "error_rate": error_rate(hour.error_count, hour.job_count, hour.retries),
+        "live_workers": int(live),
+    }
+
+
+# --- error groups --------------------------------------------------------------------------------
+
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+?)\s*$')
+_EXC_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?::\s?(?P<msg>.*))?$")
+_FRAMEWORK = re.compile(
+    r"(site-packages|dist-packages|/lib/python\d+(\.\d+)?/|<frozen |/huey/|tasks/worker\.py$)"
+)
+MAX_GROUP_JOB_IDS = 1000
+MAX_CANDIDATE_JOBS = 20_000
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    fingerprint: str
+    exception_type: str
+    location: str | None
+
+
+@lru_cache(maxsize=4096)
+def _top_frame(frames_text: str) -> tuple[str, str, str] | None:
+    """The handler's frame in the frame lines of a traceback (cached: one code path fails
+    the same way many times)."""
+    frames = [m for m in map(_FRAME.match, frames_text.splitlines()) if m]
+    own = [f for f in frames if not _FRAMEWORK.search(f["file"])]
+    chosen = own[-1] if own else (frames[-1] if frames else None)
+    return None if chosen is None else (chosen["file"], chosen["line"], chosen["func"])
+
+
+def fingerprint(entry: dict[str, Any]) -> Fingerprint:
+    """Exception type + the handler's top frame (the last frame outside the standard library,
+    site-packages, Huey and the worker runtime); line numbers are not part of the hash, so a
+    group survives edits above the failing line."""
+    error = str(entry.get("error") or "")
+    tb = entry.get("traceback")
+    if entry.get("kind") == "rescued" or (not tb and error.startswith("Rescued:")):
+        reason = error.removeprefix("Rescued:").strip() or "rescued"
+        digest = hashlib.sha1(f"Rescued|{reason}".encode()).hexdigest()[:16]
+        return Fingerprint(digest, "Rescued", f"rescuer: {reason}")
+    exc_type = None
+    frame = None
+    if isinstance(tb, str) and tb:
+        lines = tb.rstrip().splitlines()
+        # the exception line(s) come after the last frame; they carry the varying message
+        last_frame = max((i for i, line in enumerate(lines) if _FRAME.match(line)), default=-1)
+        frame = _top_frame("\n".join(lines[: last_frame + 1]))
+        for line in reversed(lines[last_frame + 1 :]):
+            if line and not line[0].isspace():
+                m = _EXC_LINE.match(line.strip())
+                if m:
+                    exc_type = m["type"]
+                    break
+    if exc_type is None:
+        m = _EXC_LINE.match(error.split("\n", 1)[0])
+        exc_type = m["type"] if m and m["msg"] is not None else "Error"
+    location = f"{frame[0]}:{frame[1]} in {frame[2]}" if frame else None
+    key = f"{exc_type}|{frame[0]}|{frame[2]}" if frame else f"{exc_type}|"
+    return Fingerprint(hashlib.sha1(key.encode()).hexdigest()[:16], exc_type, location)
+
+
+def _entry_at(entry: dict[str, Any]) -> datetime | None:
+    at = entry.get("at")
+    if not isinstance(at, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(at)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def error_groups(
+    engine: Engine,
+    *,
+    since: datetime,
+    queue: str | None = None,
+    job_type: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Error entries since ``since`` grouped by fingerprint, most frequent first.
+
+    Reads the jobs that failed since ``since`` and the jobs in flight that carry errors (at
+    most 20,000 jobs, newest first); entries of jobs that later completed are not included
+    (they are counted in the rollups' ``error_count``). ``job_ids`` are the jobs currently
+    ``failed`` whose last error is in the group (at most 1,000), for a bulk retry.
+    """
+    since = _utc(since)
+    nonempty = (
+        func.jsonb_array_length(jobs.c.errors) > 0
+        if engine.dialect.name == "postgresql"
+        else func.json_array_length(jobs.c.errors) > 0
+    )
+    stmt = (
+        select(jobs.c.id, jobs.c.status, jobs.c.errors)
+        .where(
+            or_(
+                and_(jobs.c.status == "failed", jobs.c.finished_at >= since),
+                and_(jobs.c.status.in_(IN_FLIGHT), jobs.c.updated_at >= since),
+            ),
+            nonempty,
+        )
+        .order_by(jobs.c.updated_at.desc())
+        .limit(MAX_CANDIDATE_JOBS)
+    )
+    if queue is not None:
+        stmt = stmt.where(jobs.c.queue == queue)
+    if job_type is not None:
+        stmt = stmt.where(jobs.c.type == job_type)
+    with read(engine) as conn:
+        _fast_reads(conn)
+        rows = conn.execute(stmt).all()
+    groups: dict[str, dict[str, Any]] = {}
+    for job_id, status, errors in rows:
+        last_group = None
+        for entry in errors or []:
+            if not isinstance(entry, dict) or entry.get("kind") not in (None, "error", "rescued"):
+                continue
+            fp = fingerprint(entry)
+            last_group = fp.fingerprint
+            at = _entry_at(entry)
+            if at is None or at < since:
+                continue
+            g = groups.get(fp.fingerprint)
+            if g is None:
+                g = groups[fp.fingerprint] = {
+                    "fingerprint": fp.fingerprint,
+                    "exception_type": fp.exception_type,
+                    "location": fp.location,
+                    "message_sample": str(entry.get("error") or "")[:500],
+                    "count": 0,
+                    "first_seen": at,
+                    "last_seen": at,
+                    "example_job_id": job_id,
+                    "job_ids": [],
+                }
+            g["count"] += 1
+            g["first_seen"] = min(g["first_seen"], at)
+            if at > g["last_seen"]:  # the newest occurrence is the sample
+                g["last_seen"] = at
+                g["message_sample"] = str(entry.get("error") or "")[:500]
+                g["example_job_id"] = job_id
+                g["location"] = fp.location
+        if status == "failed" and last_group in groups:
+            ids = groups[last_group]["job_ids"]
+            if len(ids) < MAX_GROUP_JOB_IDS:
+                ids.append(job_id)
+    ordered = sorted(groups.values(), key=lambda g: (-g["count"], -g["last_seen"].timestamp()))
+    return ordered[: max(0, limit)]
+
+
+# --- periodic health -----------------------------------------------------------------------------
+
+
+class ScheduleLike(Protocol):
+    def latest_tick(self, now: datetime) -> datetime | None: ...
+
+    def next_tick(self, now: datetime) -> datetime: ...
+
+    def describe(self) -> str: ...
+
+
+LOOKBACK = timedelta(hours=24)
+MAX_TICKS = 200_000
+
+
+def _tick_of(tick_key: str) -> datetime | None:
+    _, _, when = tick_key.rpartition("@")
+    try:
+        parsed = datetime.fromisoformat(when)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _expected_ticks(schedule: ScheduleLike, start: datetime, end: datetime) -> list[datetime]:
+    """Ticks in [start, end]."""
+    every = getattr(schedule, "every", None)
+    if isinstance(every, timedelta) and every.total_seconds() > 0:
+        step = every.total_seconds()
+        first = math.ceil(start.timestamp() / step) * step
+        count = int((end.timestamp() - first) // step) + 1
+        count = max(0, min(count, MAX_TICKS))
+        return [datetime.fromtimestamp(first + i * step, tz=UTC) for i in range(count)]
+    ticks: list[datetime] = []
+    latest = schedule.latest_tick(start)
+    tick = latest if latest is not None and latest >= start else schedule.next_tick(start)
+    while tick <= end and len(ticks) < MAX_TICKS:
+        ticks.append(tick)
+        tick = schedule.next_tick(tick)
+    return ticks
+
+
+def _interval_seconds(schedule: ScheduleLike, ticks: Sequence[datetime], now: datetime) -> float:
+    every = getattr(schedule, "every", None)
+    if isinstance(every, timedelta):
+        return every.total_seconds()
+    if len(ticks) >= 2:
+        return min((b - a).total_seconds() for a, b in itertools.pairwise(ticks))
+    nxt = schedule.next_tick(now)
+    return max(60.0, (schedule.next_tick(nxt) - nxt).total_seconds())
+
+
+def periodic_health(
+    engine: Engine,
+    *,
+    now: datetime | None = None,
+    schedules: Iterable[tuple[str, ScheduleLike, str]] | None = None,
+) -> list[dict[str, Any]]:
+    """For each periodic job ``(name, schedule, queue)``: its newest tick row, the ticks of the
+    last 24 h (or since its first row) that have no row, and whether it is late.
+
+    A tick is *late* when the newest expected tick older than the grace period (2 minutes, or
+    2 intervals when the interval is shorter) has no row, or its job is still waiting. A job
+    with no row at all is reported with ``last_tick`` None, 0 missed ticks and not late.
+    """
+    entries = list(schedules or [])
+    if not entries:
+        return []
+    names = sorted({name for name, _, _ in entries})
+    with read(engine) as conn:
+        clock = _utc(now) if now is not None else db_clock(conn)
+        window_rows = conn.execute(
+            select(
+                jobs.c.type,
+                jobs.c.tick_key,
+                jobs.c.status,
+                jobs.c.finished_at,
+                jobs.c.created_at,
+            ).where(
+                jobs.c.type.in_(names),
+                jobs.c.tick_key.is_not(None),
+                jobs.c.created_at >= clock - LOOKBACK - timedelta(hours=1),
+            )
+        )
+        by_type: dict[str, dict[datetime, Any]] = {n: {} for n in names}
+        for r in window_rows:
+            tick = _tick_of(r.tick_key)
+            if tick is not None:
+                by_type[r.type][tick] = r
+        for name in names:
+            if by_type[name]:
+                continue
+            newest = conn.execute(
+                select(jobs.c.type, jobs.c.tick_key, jobs.c.status, jobs.c.finished_at)
+                .where(jobs.c.type == name, jobs.c.tick_key.is_not(None))
+                .order_by(jobs.c.created_at.desc())
+                .limit(1)
+            ).first()
+            if newest is not None and (tick := _tick_of(newest.tick_key)) is not None:
+                by_type[name][tick] = newest
+    out = []
+    for name, schedule, queue in entries:
+        rows = by_type.get(name, {})
+        last_tick = max(rows) if rows else None
+        last = rows[last_tick] if last_tick is not None else None
+        missed = 0
+        late = False
+        if rows:
+            window_start = max(clock - LOOKBACK, min(rows))
+            ticks = _expected_ticks(schedule, window_start, clock)
+            grace = timedelta(seconds=min(120.0, 2 * _interval_seconds(schedule, ticks, clock)))
+            due = [t for t in ticks if t <= clock - grace]
+            missed = sum(1 for t in due if t not in rows)
+            if due:
+                newest_due = rows.get(due[-1])
+                late = newest_due is None or newest_due.status in WAITING_STATUSES
+        out.append(
+            {
+                "name": name,
+                "schedule": schedule.describe(),
+                "queue": queue,
+                "last_tick": last_tick,
+                "last_status": last.status if last is not None else None,
+                "last_finished_at": last.finished_at if last is not None else None,
+                "next_tick": schedule.next_tick(clock),
+                "missed_ticks": missed,
+                "late": late,
+            }
+        )
+    return out

@@ -1,0 +1,859 @@
+"""The metrics rollup: one ``queue_metrics`` row per queue per minute and one
+``queue_type_metrics`` row per queue, job type and minute, recomputed idempotently.
+
+Every run recomputes the last ``minutes`` complete minutes (default 5) from ``queue_jobs`` and
+writes them with ``INSERT … ON CONFLICT DO UPDATE``: running it twice changes nothing, and a
+job whose finish commits late still lands in its minute on the next run. The current,
+unfinished minute is never written. Definitions (docs/metrics.md has the full text):
+
+- ``job_count`` jobs whose ``finished_at`` is in the minute with status completed or failed
+  (``completed_count`` + ``failed_count``); ``throughput`` = ``job_count / 60``.
+- ``processing_time`` / ``processing_p50|p95|p99``: mean and percentiles in ms of
+  ``finished_at - started_at`` (the last attempt) of those jobs.
+- ``wait_p50|p95|p99``: ms of ``started_at - scheduled_at`` of the jobs *started* in the
+  minute whose attempt is running or ended the job (an attempt that failed and awaits a
+  retry has lost its due time: the retry moved ``scheduled_at``).
+- ``error_count``: entries of ``queue_jobs.errors`` (kind error or rescued) whose ``at`` is in
+  the minute; ``retries``: those of them after which the job ran again or waits to (a later
+  attempt exists, or the job is not finished).
+- ``busy_seconds``: the overlap of ``[started_at, finished_at or now]`` with the minute, summed
+  over the latest attempt of every job (running ones included).
+- ``depth``, ``worker_count``, ``worker_slots``: state, not history. They are measured when the
+  rollup runs and written to the last complete minute; older minutes keep what was stored
+  (a new row for a minute of the last ten gets the current value, older ones 0).
+  ``utilization`` = ``busy_seconds / (worker_slots * 60)``, None without slots.
+
+PostgreSQL aggregates in SQL (``percentile_cont``); SQLite fetches the rows and computes the
+same numbers in Python (:func:`compute_python`, which runs on PostgreSQL too, for tests).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+
+from db.engine import read, transaction
+from db.locks import try_xact_lock
+from db.models import Job, Metric, TypeMetric, Worker
+from db.types import UTCDateTime
+from metrics import hist
+
+log = logging.getLogger(__name__)
+
+jobs = Job.__table__
+workers = Worker.__table__
+queue_metrics = Metric.__table__
+type_metrics = TypeMetric.__table__
+
+MINUTE = timedelta(minutes=1)
+QUANTILES = (0.5, 0.95, 0.99)
+FINISHED = ("completed", "failed")
+TERMINAL = ("cancelled", "completed", "failed")
+IN_FLIGHT = ("dispatched", "queued", "retrying", "running")
+ERROR_KINDS = ("error", "rescued")
+#: error entries carry the worker's clock; candidates are looked up this much earlier
+CLOCK_SKEW = timedelta(seconds=60)
+#: a new row for a minute this recent gets the current depth and workers (older ones get 0)
+LIVE_STATE_MINUTES = 10
+DEFAULT_MINUTES = 5
+DEFAULT_STALE_SECONDS = 10.0
+LOCK_NAME = "metrics_rollup"
+
+Key = tuple[str, str | None, datetime]  # (queue, job type or None for the queue row, minute)
+
+
+def floor_minute(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+@dataclass
+class Agg:
+    """The recomputable numbers of one (queue[, type], minute)."""
+
+    job_count: int = 0
+    completed_count: int = 0
+    failed_count: int = 0
+    processing_time: float | None = None
+    processing: tuple[float | None, ...] = (None, None, None)
+    wait: tuple[float | None, ...] = (None, None, None)
+    error_count: int = 0
+    retries: int = 0
+    busy_seconds: float = 0.0
+    processing_hist: dict[str, Any] | None = None
+    wait_hist: dict[str, Any] | None = None
+
+
+@dataclass
+class RollupResult:
+    window_start: datetime
+    window_end: datetime
+    queue_rows: int = 0
+    type_rows: int = 0
+    seconds: float = 0.0
+    skipped: bool = False  # another rollup held the lock
+    queues: list[str] = field(default_factory=list)
+
+
+# --- shared helpers -----------------------------------------------------------------------
+
+_AT = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+_INT = re.compile(r"^[0-9]+$")
+
+
+def _entry_time(entry: Any) -> datetime | None:
+    at = entry.get("at") if isinstance(entry, dict) else None
+    if not isinstance(at, str) or not _AT.match(at):
+        return None
+    try:
+        parsed = datetime.fromisoformat(at)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _entry_attempt(entry: dict[str, Any]) -> int | None:
+    raw = entry.get("attempt")
+    if raw is None or isinstance(raw, bool):
+        return None
+    text_value = str(raw)
+    return int(text_value) if _INT.match(text_value) else None
+
+
+def _is_error_entry(entry: Any) -> bool:
+    return isinstance(entry, dict) and entry.get("kind") in (None, *ERROR_KINDS)
+
+
+def _ms(later: datetime, earlier: datetime) -> float:
+    return max(0.0, (later - earlier).total_seconds() * 1000.0)
+
+
+def _minutes_between(start: datetime, end: datetime) -> list[datetime]:
+    out = []
+    m = floor_minute(start)
+    while m < end:
+        out.append(m)
+        m += MINUTE
+    return out
+
+
+def _keys(queue: str, job_type: str, minute: datetime) -> tuple[Key, Key]:
+    return (queue, None, minute), (queue, job_type, minute)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# --- the computation in Python (SQLite, and the reference for the SQL) ----------------------
+
+
+def _errors_nonempty(conn: Connection) -> Any:
+    if conn.dialect.name == "postgresql":
+        return func.jsonb_array_length(jobs.c.errors) > 0
+    return func.json_array_length(jobs.c.errors) > 0
+
+
+def _started_population(ws: datetime, we: datetime) -> Any:
+    """Jobs whose latest attempt started in [ws, we) and is running or ended the job; bounded
+    by the finished-time index and the running partial index."""
+    return and_(
+        jobs.c.started_at >= ws,
+        jobs.c.started_at < we,
+        or_(
+            and_(jobs.c.finished_at >= ws, jobs.c.status.in_(TERMINAL)),
+            jobs.c.status == "running",
+        ),
+    )
+
+
+def _busy_population(ws: datetime, we: datetime) -> Any:
+    return and_(
+        jobs.c.started_at.is_not(None),
+        jobs.c.started_at < we,
+        or_(
+            and_(jobs.c.finished_at >= ws, jobs.c.status.in_(TERMINAL)),
+            jobs.c.status == "running",
+        ),
+    )
+
+
+def _error_population(conn: Connection, ws: datetime) -> Any:
+    since = ws - CLOCK_SKEW
+    return and_(
+        _errors_nonempty(conn),
+        jobs.c.updated_at >= since,
+        or_(jobs.c.finished_at >= since, jobs.c.status.in_(IN_FLIGHT)),
+    )
+
+
+def compute_python(conn: Connection, ws: datetime, we: datetime, now: datetime) -> dict[Key, Agg]:
+    """Every recomputable number of the minutes in [ws, we), computed in Python."""
+    aggs: dict[Key, Agg] = defaultdict(Agg)
+    processing: dict[Key, list[float]] = defaultdict(list)
+    waits: dict[Key, list[float]] = defaultdict(list)
+
+    finished = conn.execute(
+        select(
+            jobs.c.queue, jobs.c.type, jobs.c.status, jobs.c.started_at, jobs.c.finished_at
+        ).where(jobs.c.finished_at >= ws, jobs.c.finished_at < we, jobs.c.status.in_(FINISHED))
+    )
+    for queue, job_type, status, started, finished_at in finished:
+        for key in _keys(queue, job_type, floor_minute(finished_at)):
+            agg = aggs[key]
+            agg.job_count += 1
+            if status == "completed":
+                agg.completed_count += 1
+            else:
+                agg.failed_count += 1
+            if started is not None:
+                processing[key].append(_ms(finished_at, started))
+
+    started_rows = conn.execute(
+        select(jobs.c.queue, jobs.c.type, jobs.c.started_at, jobs.c.scheduled_at).where(
+            _started_population(ws, we)
+        )
+    )
+    for queue, job_type, started, scheduled in started_rows:
+        for key in _keys(queue, job_type, floor_minute(started)):
+            waits[key].append(_ms(started, scheduled))
+
+    candidates = conn.execute(
+        select(jobs.c.queue, jobs.c.type, jobs.c.status, jobs.c.attempt, jobs.c.errors).where(
+            _error_population(conn, ws)
+        )
+    )
+    for queue, job_type, status, attempt, errors in candidates:
+        for entry in errors or []:
+            if not _is_error_entry(entry):
+                continue
+            at = _entry_time(entry)
+            if at is None or not ws <= at < we:
+                continue
+            entry_attempt = _entry_attempt(entry)
+            retried = (entry_attempt is not None and entry_attempt < attempt) or (
+                status not in TERMINAL
+            )
+            for key in _keys(queue, job_type, floor_minute(at)):
+                aggs[key].error_count += 1
+                if retried:
+                    aggs[key].retries += 1
+
+    busy_rows = conn.execute(
+        select(jobs.c.queue, jobs.c.type, jobs.c.started_at, jobs.c.finished_at).where(
+            _busy_population(ws, we)
+        )
+    )
+    for queue, job_type, started, finished_at in busy_rows:
+        end = finished_at if finished_at is not None else now
+        for minute in _minutes_between(max(started, ws), min(end, we)):
+            overlap = (min(end, minute + MINUTE) - max(started, minute)).total_seconds()
+            if overlap <= 0:
+                continue
+            for key in _keys(queue, job_type, minute):
+                aggs[key].busy_seconds += overlap
+
+    for key, values in processing.items():
+        agg = aggs[key]
+        agg.processing_time = math.fsum(values) / len(values)
+        agg.processing = tuple(hist.percentile_cont(values, q) for q in QUANTILES)
+        agg.processing_hist = hist.from_values(values)
+    for key, values in waits.items():
+        agg = aggs[key]
+        agg.wait = tuple(hist.percentile_cont(values, q) for q in QUANTILES)
+        agg.wait_hist = hist.from_values(values)
+    return dict(aggs)
+
+
+# --- the computation in SQL (PostgreSQL) -----------------------------------------------------
+
+_MINUTE_OF = "date_bin('1 minute', {col}, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+_TERMINAL_SQL = "('cancelled', 'completed', 'failed')"
+_IN_FLIGHT_SQL = "('dispatched', 'queued', 'retrying', 'running')"
+
+
+def _percentile_query(population: str, extra_columns: str, extra_aggregates: str) -> str:
+    """Aggregates per (queue, minute) and (queue, type, minute) of a population of ``ms``
+    values, with exact percentiles and the log-bucket histogram of each group."""
+    bucket = hist.SQL_BUCKET.format(v="ms")
+    return f"""
+WITH pop AS MATERIALIZED ({population}),
+agg AS (
+    SELECT queue, type, GROUPING(type) AS by_queue, m{extra_aggregates},
+           percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ms) AS p
+    FROM pop GROUP BY GROUPING SETS ((queue, m), (queue, type, m))
+),
+hb AS (
+    SELECT queue, type, m, {bucket} AS b, count(*) AS n
+    FROM pop WHERE ms IS NOT NULL GROUP BY queue, type, m, b
+),
+ht AS (
+    SELECT queue, type, m, jsonb_object_agg(b::text, n ORDER BY b) AS h
+    FROM hb GROUP BY queue, type, m
+),
+hq AS (
+    SELECT queue, m, jsonb_object_agg(b::text, n ORDER BY b) AS h
+    FROM (SELECT queue, m, b, sum(n)::bigint AS n FROM hb GROUP BY queue, m, b) s
+    GROUP BY queue, m
+)
+SELECT agg.queue, agg.type, agg.m{extra_columns}, agg.p,
+       CASE WHEN agg.by_queue = 1 THEN hq.h ELSE ht.h END AS h
+FROM agg
+LEFT JOIN ht ON agg.by_queue = 0 AND ht.queue = agg.queue AND ht.type = agg.type AND ht.m = agg.m
+LEFT JOIN hq ON agg.by_queue = 1 AND hq.queue = agg.queue AND hq.m = agg.m
+"""
+
+
+_FINISHED_POP = f"""
+    SELECT queue, type, status, {_MINUTE_OF.format(col="finished_at")} AS m,
+           CASE WHEN started_at IS NULL THEN NULL
+                ELSE greatest(0, extract(epoch FROM finished_at - started_at) * 1000)::float8
+           END AS ms
+    FROM queue_jobs
+    WHERE finished_at >= :ws AND finished_at < :we AND status IN ('completed', 'failed')"""
+
+_STARTED_POP = f"""
+    SELECT queue, type, {_MINUTE_OF.format(col="started_at")} AS m,
+           greatest(0, extract(epoch FROM started_at - scheduled_at) * 1000)::float8 AS ms
+    FROM queue_jobs
+    WHERE started_at >= :ws AND started_at < :we
+      AND ((finished_at >= :ws AND status IN {_TERMINAL_SQL}) OR status = 'running')"""
+
+SQL_FINISHED = _percentile_query(
+    _FINISHED_POP,
+    ", agg.n, agg.completed, agg.failed, agg.mean_ms",
+    """, count(*) AS n,
+           count(*) FILTER (WHERE status = 'completed') AS completed,
+           count(*) FILTER (WHERE status = 'failed') AS failed,
+           avg(ms) AS mean_ms""",
+)
+SQL_STARTED = _percentile_query(_STARTED_POP, "", "")
+
+SQL_ERRORS = f"""
+WITH e AS (
+    SELECT j.queue, j.type, j.status, j.attempt,
+           CASE WHEN x.entry->>'at' ~ '^\\d{{4}}-\\d{{2}}-\\d{{2}}[T ]\\d{{2}}:\\d{{2}}'
+                THEN (x.entry->>'at')::timestamptz END AS at,
+           CASE WHEN x.entry->>'attempt' ~ '^[0-9]+$'
+                THEN (x.entry->>'attempt')::int END AS entry_attempt
+    FROM queue_jobs j CROSS JOIN LATERAL jsonb_array_elements(j.errors) AS x(entry)
+    WHERE jsonb_array_length(j.errors) > 0
+      AND j.updated_at >= :since
+      AND (j.finished_at >= :since OR j.status IN {_IN_FLIGHT_SQL})
+      AND jsonb_typeof(x.entry) = 'object'
+      AND coalesce(x.entry->>'kind', 'error') IN ('error', 'rescued')
+)
+SELECT queue, type, {_MINUTE_OF.format(col="at")} AS m, count(*) AS errors,
+       count(*) FILTER (WHERE entry_attempt < attempt OR status NOT IN {_TERMINAL_SQL})
+           AS retries
+FROM e WHERE at >= :ws AND at < :we
+GROUP BY GROUPING SETS ((queue, m), (queue, type, m))
+"""
+
+SQL_BUSY = f"""
+SELECT j.queue, j.type, s.m,
+       sum(greatest(0, extract(epoch FROM
+           least(coalesce(j.finished_at, :now), s.m + interval '1 minute')
+           - greatest(j.started_at, s.m)))::float8) AS busy
+FROM queue_jobs j
+CROSS JOIN LATERAL generate_series(
+    {_MINUTE_OF.format(col="greatest(j.started_at, :ws)")},
+    least(coalesce(j.finished_at, :now), :we) - interval '1 microsecond',
+    interval '1 minute') AS s(m)
+WHERE j.started_at IS NOT NULL AND j.started_at < :we
+  AND ((j.finished_at >= :ws AND j.status IN {_TERMINAL_SQL}) OR j.status = 'running')
+GROUP BY GROUPING SETS ((j.queue, s.m), (j.queue, j.type, s.m))
+"""
+
+
+def _sql(statement: str, *names: str) -> Any:
+    return text(statement).bindparams(*(bindparam(n, type_=UTCDateTime()) for n in names))
+
+
+_Q_FINISHED = _sql(SQL_FINISHED, "ws", "we")
+_Q_STARTED = _sql(SQL_STARTED, "ws", "we")
+_Q_ERRORS = _sql(SQL_ERRORS, "ws", "we", "since")
+_Q_BUSY = _sql(SQL_BUSY, "ws", "we", "now")
+
+
+def _hist_from_sql(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    counts = json.loads(value) if isinstance(value, str) else value
+    return hist.from_counts({int(k): int(v) for k, v in counts.items()})
+
+
+def _percentiles(p: Sequence[float] | None) -> tuple[float | None, ...]:
+    if p is None:
+        return (None, None, None)
+    return tuple(None if v is None else float(v) for v in p)
+
+
+def compute_postgresql(
+    conn: Connection, ws: datetime, we: datetime, now: datetime
+) -> dict[Key, Agg]:
+    """The same numbers as :func:`compute_python`, aggregated by PostgreSQL."""
+    aggs: dict[Key, Agg] = defaultdict(Agg)
+    window = {"ws": ws, "we": we}
+    for r in conn.execute(_Q_FINISHED, window):
+        agg = aggs[(r.queue, r.type, _utc(r.m))]
+        agg.job_count = int(r.n)
+        agg.completed_count = int(r.completed)
+        agg.failed_count = int(r.failed)
+        agg.processing_time = None if r.mean_ms is None else float(r.mean_ms)
+        agg.processing = _percentiles(r.p)
+        agg.processing_hist = _hist_from_sql(r.h)
+    for r in conn.execute(_Q_STARTED, window):
+        agg = aggs[(r.queue, r.type, _utc(r.m))]
+        agg.wait = _percentiles(r.p)
+        agg.wait_hist = _hist_from_sql(r.h)
+    for r in conn.execute(_Q_ERRORS, {**window, "since": ws - CLOCK_SKEW}):
+        agg = aggs[(r.queue, r.type, _utc(r.m))]
+        agg.error_count = int(r.errors)
+        agg.retries = int(r.retries)
+    for r in conn.execute(_Q_BUSY, {**window, "now": now}):
+        busy = float(r.busy or 0.0)
+        if busy > 0:
+            aggs[(r.queue, r.type, _utc(r.m))].busy_seconds = busy
+    return dict(aggs)
+
+
+# --- state measured at rollup time ------------------------------------------------------------
+
+
+def current_depth(conn: Connection, now: datetime) -> dict[str, int]:
+    """Jobs waiting per queue: queued or dispatched, or scheduled/retrying and due."""
+    waiting = or_(
+        jobs.c.status.in_(("dispatched", "queued")),
+        and_(jobs.c.status.in_(("retrying", "scheduled")), jobs.c.scheduled_at <= now),
+    )
+    rows = conn.execute(select(jobs.c.queue, func.count()).where(waiting).group_by(jobs.c.queue))
+    return {q: int(n) for q, n in rows}
+
+
+def live_workers(
+    conn: Connection, now: datetime, stale_seconds: float
+) -> dict[str, tuple[int, int]]:
+    """Per queue: (live workers, their slots). A worker on two queues counts in both."""
+    rows = conn.execute(
+        select(workers.c.queues, workers.c.concurrency).where(
+            workers.c.status == "running",
+            workers.c.last_heartbeat >= now - timedelta(seconds=stale_seconds),
+        )
+    )
+    out: dict[str, tuple[int, int]] = {}
+    for queues, concurrency in rows:
+        for q in queues or []:
+            count, slots = out.get(q, (0, 0))
+            out[q] = (count + 1, slots + int(concurrency))
+    return out
+
+
+def db_clock(conn: Connection) -> datetime:
+    if conn.dialect.name == "postgresql":
+        value = conn.execute(text("SELECT now()")).scalar_one()
+        return _utc(value)
+    value = conn.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def _insert(conn: Connection, table: Any) -> Any:
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+_QUEUE_UPDATED = (
+    "job_count",
+    "worker_count",
+    "processing_time",
+    "error_count",
+    "throughput",
+    "processing_p50",
+    "processing_p95",
+    "processing_p99",
+    "wait_p50",
+    "wait_p95",
+    "wait_p99",
+    "depth",
+    "utilization",
+    "retries",
+    "completed_count",
+    "failed_count",
+    "busy_seconds",
+    "worker_slots",
+    "processing_hist",
+    "wait_hist",
+)
+_TYPE_UPDATED = (
+    "job_count",
+    "completed_count",
+    "failed_count",
+    "error_count",
+    "retries",
+    "processing_time",
+    "processing_p50",
+    "processing_p95",
+    "processing_p99",
+    "wait_p50",
+    "wait_p95",
+    "wait_p99",
+    "busy_seconds",
+    "processing_hist",
+    "wait_hist",
+)
+
+
+def _upsert(
+    conn: Connection,
+    table: Any,
+    rows: list[dict[str, Any]],
+    keys: Sequence[str],
+    cols: Sequence[str],
+) -> None:
+    if not rows:
+        return
+    stmt = _insert(conn, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(keys), set_={c: stmt.excluded[c] for c in cols}
+    )
+    conn.execute(stmt, rows)
+
+
+def _common(agg: Agg) -> dict[str, Any]:
+    return {
+        "job_count": agg.job_count,
+        "completed_count": agg.completed_count,
+        "failed_count": agg.failed_count,
+        "error_count": agg.error_count,
+        "retries": agg.retries,
+        "processing_time": agg.processing_time,
+        "processing_p50": agg.processing[0],
+        "processing_p95": agg.processing[1],
+        "processing_p99": agg.processing[2],
+        "wait_p50": agg.wait[0],
+        "wait_p95": agg.wait[1],
+        "wait_p99": agg.wait[2],
+        "busy_seconds": round(agg.busy_seconds, 6),
+        "processing_hist": agg.processing_hist,
+        "wait_hist": agg.wait_hist,
+    }
+
+
+def rollup(
+    engine: Engine,
+    *,
+    now: datetime | None = None,
+    minutes: int = DEFAULT_MINUTES,
+    stale_seconds: float = DEFAULT_STALE_SECONDS,
+) -> RollupResult:
+    """Recompute the last ``minutes`` complete minutes (before ``now``, default the database
+    clock) of every queue and job type."""
+    if minutes < 1:
+        raise ValueError("minutes must be at least 1")
+    return rollup_range(
+        engine, start=None, end=None, now=now, minutes=minutes, stale_seconds=stale_seconds
+    )
+
+
+def rollup_range(
+    engine: Engine,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    now: datetime | None = None,
+    minutes: int = DEFAULT_MINUTES,
+    stale_seconds: float = DEFAULT_STALE_SECONDS,
+) -> RollupResult:
+    """Recompute the minutes in [start, end) (both rounded down to the minute; default: the
+    last ``minutes`` complete minutes before ``now``). Exact only while the jobs of those
+    minutes are still in ``queue_jobs``: retention deletes them once their minutes are rolled
+    up (``db.retention``), so back-fill old ranges with :func:`rollup_holes`, which computes
+    only the minutes that were never rolled up."""
+    t0 = time.perf_counter()
+    with transaction(engine) as conn:
+        clock = _utc(now) if now is not None else db_clock(conn)
+        current = floor_minute(clock)
+        we = min(floor_minute(end), current) if end is not None else current
+        ws = floor_minute(start) if start is not None else we - minutes * MINUTE
+        result = RollupResult(window_start=ws, window_end=we)
+        if ws >= we:
+            return result
+        if not try_xact_lock(conn, LOCK_NAME):
+            result.skipped = True
+            return result
+        if conn.dialect.name == "postgresql":  # JIT compiling costs more than it saves here
+            conn.exec_driver_sql("SET LOCAL jit = off")
+        compute = compute_postgresql if conn.dialect.name == "postgresql" else compute_python
+        aggs = compute(conn, ws, we, clock)
+        depth = current_depth(conn, clock)
+        live = live_workers(conn, clock, stale_seconds)
+        queue_count, type_count, queues = _write(conn, aggs, depth, live, ws, we, clock)
+    result.queue_rows, result.type_rows, result.queues = queue_count, type_count, queues
+    result.seconds = time.perf_counter() - t0
+    log.debug(
+        "rolled up %s..%s: %d queue rows, %d type rows in %.3fs",
+        ws.isoformat(),
+        we.isoformat(),
+        queue_count,
+        type_count,
+        result.seconds,
+    )
+    return result
+
+
+def _write(
+    conn: Connection,
+    aggs: dict[Key, Agg],
+    depth: dict[str, int],
+    live: dict[str, tuple[int, int]],
+    ws: datetime,
+    we: datetime,
+    clock: datetime,
+) -> tuple[int, int, list[str]]:
+    stored = {
+        (r.queue_name, _utc(r.timestamp)): r
+        for r in conn.execute(
+            select(
+                queue_metrics.c.queue_name,
+                queue_metrics.c.timestamp,
+                queue_metrics.c.depth,
+                queue_metrics.c.worker_count,
+                queue_metrics.c.worker_slots,
+            ).where(queue_metrics.c.timestamp >= ws, queue_metrics.c.timestamp < we)
+        )
+    }
+    stored_types = {
+        (r.queue_name, r.job_type, _utc(r.timestamp))
+        for r in conn.execute(
+            select(
+                type_metrics.c.queue_name, type_metrics.c.job_type, type_metrics.c.timestamp
+            ).where(type_metrics.c.timestamp >= ws, type_metrics.c.timestamp < we)
+        )
+    }
+    minutes = _minutes_between(ws, we)
+    live_minute = floor_minute(clock) - MINUTE  # the minute that just ended
+    recent = floor_minute(clock) - LIVE_STATE_MINUTES * MINUTE
+
+    def queue_row(key: tuple[str, ...], minute: datetime) -> dict[str, Any]:
+        (queue,) = key
+        agg = aggs.get((queue, None, minute)) or Agg()
+        before = stored.get((queue, minute))
+        if minute == live_minute or (before is None and minute >= recent):
+            workers_now, slots = live.get(queue, (0, 0))
+            state = (depth.get(queue, 0), workers_now, slots)
+        elif before is not None:
+            state = (before.depth, before.worker_count, before.worker_slots)
+        else:
+            state = (0, 0, 0)
+        slots = state[2]
+        return {
+            **_common(agg),
+            "queue_name": queue,
+            "timestamp": minute,
+            "created_at": clock,
+            "throughput": agg.job_count / 60.0,
+            "depth": state[0],
+            "worker_count": state[1],
+            "worker_slots": slots,
+            "utilization": (agg.busy_seconds / (slots * 60.0)) if slots else None,
+        }
+
+    def type_row(key: tuple[str, ...], minute: datetime) -> dict[str, Any]:
+        queue, job_type = key
+        return {
+            **_common(aggs.get((queue, job_type, minute)) or Agg()),
+            "queue_name": queue,
+            "job_type": job_type,
+            "timestamp": minute,
+            "created_at": clock,
+        }
+
+    queues = sorted(
+        {k[0] for k in aggs}
+        | {q for q, _ in stored}
+        | {q for q, n in depth.items() if n}
+        | set(live)
+    )
+    queue_rows = {(q, m): queue_row((q,), m) for q in queues for m in minutes}
+    type_keys = {(q, t, m) for q, t, m in aggs if t is not None} | stored_types
+    type_rows = {(q, t, m): type_row((q, t), m) for q, t, m in sorted(type_keys)}
+    queue_updates = _hour_hists(conn, queue_metrics, ("queue_name",), queue_rows, queue_row, ws, we)
+    type_updates = _hour_hists(
+        conn, type_metrics, ("queue_name", "job_type"), type_rows, type_row, ws, we
+    )
+    _upsert(
+        conn, queue_metrics, list(queue_rows.values()), ("queue_name", "timestamp"), _QUEUE_UPDATED
+    )
+    _upsert(
+        conn,
+        type_metrics,
+        list(type_rows.values()),
+        ("queue_name", "job_type", "timestamp"),
+        _TYPE_UPDATED,
+    )
+    _update_hists(conn, queue_metrics, ("queue_name",), queue_updates)
+    _update_hists(conn, type_metrics, ("queue_name", "job_type"), type_updates)
+    return len(queue_rows), len(type_rows), queues
+
+
+HOUR = timedelta(hours=1)
+LAST_MINUTE = timedelta(minutes=59)
+
+
+def floor_hour(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _with_hour(minute_hist: dict[str, Any] | None, hour: dict[str, int]) -> dict[str, Any] | None:
+    """A minute histogram carrying its hour's merged counts under ``"h"`` (minute :59 only)."""
+    out: dict[str, Any] = {"g": hist.GAMMA, "b": dict((minute_hist or {}).get("b") or {})}
+    if hour:
+        out["h"] = {k: hour[k] for k in sorted(hour, key=int)}
+    elif not out["b"]:
+        return None
+    return out
+
+
+def _hour_hists(
+    conn: Connection,
+    table: Any,
+    key_names: tuple[str, ...],
+    rows: dict[tuple[Any, ...], dict[str, Any]],
+    make_row: Any,
+    ws: datetime,
+    we: datetime,
+) -> list[dict[str, Any]]:
+    """Give the :59 row of every hour the window touches the merged histograms of the whole
+    hour (``"h"``), so that hours and days read 1 histogram per hour instead of 60.
+
+    ``rows`` (the window's rows, keyed ``(*key, minute)``) are completed in place, with a zero
+    row at :59 when a key was active in the hour but has none; returns the updates of stored
+    :59 rows outside the window (a back-fill of an earlier part of their hour).
+    """
+    n = len(key_names)
+    first = floor_hour(ws)
+    last = floor_hour(we - MINUTE) + HOUR
+    cols = [table.c[k] for k in key_names]
+    stored = conn.execute(
+        select(*cols, table.c.timestamp, table.c.processing_hist, table.c.wait_hist).where(
+            table.c.timestamp >= first,
+            table.c.timestamp < last,
+            or_(table.c.timestamp < ws, table.c.timestamp >= we),
+        )
+    ).all()
+    acc: dict[tuple[datetime, tuple[Any, ...]], tuple[dict[str, int], dict[str, int]]] = {}
+    stored_last: dict[tuple[datetime, tuple[Any, ...]], tuple[Any, Any]] = {}
+
+    def add(hour: datetime, key: tuple[Any, ...], p: Any, w: Any) -> None:
+        p_acc, w_acc = acc.setdefault((hour, key), ({}, {}))
+        hist.merge_raw(p_acc, p)
+        hist.merge_raw(w_acc, w)
+
+    for r in stored:
+        key, ts = tuple(r[:n]), _utc(r[n])
+        hour = floor_hour(ts)
+        add(hour, key, r[n + 1], r[n + 2])
+        if ts == hour + LAST_MINUTE:
+            stored_last[(hour, key)] = (r[n + 1], r[n + 2])
+    for full_key, row in rows.items():
+        minute = full_key[-1]
+        add(floor_hour(minute), tuple(full_key[:-1]), row["processing_hist"], row["wait_hist"])
+    updates = []
+    for (hour, key), (p_acc, w_acc) in acc.items():
+        at59 = hour + LAST_MINUTE
+        if at59 < we:  # the hour's last minute is in this window
+            row = rows.get((*key, at59))
+            if row is None:
+                if not p_acc and not w_acc:
+                    continue
+                row = rows[(*key, at59)] = make_row(key, at59)
+            row["processing_hist"] = _with_hour(row["processing_hist"], p_acc)
+            row["wait_hist"] = _with_hour(row["wait_hist"], w_acc)
+        elif (hour, key) in stored_last:
+            p, w = stored_last[(hour, key)]
+            updates.append(
+                {
+                    **{f"k_{name}": value for name, value in zip(key_names, key, strict=True)},
+                    "k_timestamp": at59,
+                    "b_processing_hist": _with_hour(p, p_acc),
+                    "b_wait_hist": _with_hour(w, w_acc),
+                }
+            )
+    return updates
+
+
+def _update_hists(
+    conn: Connection, table: Any, key_names: tuple[str, ...], updates: list[dict[str, Any]]
+) -> None:
+    if not updates:
+        return
+    where = [table.c[k] == bindparam(f"k_{k}") for k in (*key_names, "timestamp")]
+    stmt = (
+        table.update()
+        .where(*where)
+        .values(
+            processing_hist=bindparam("b_processing_hist", type_=table.c.processing_hist.type),
+            wait_hist=bindparam("b_wait_hist", type_=table.c.wait_hist.type),
+        )
+    )
+    conn.execute(stmt, updates)
+
+
+def unrolled_minutes(conn: Connection, start: datetime, end: datetime) -> list[datetime]:
+    """Minutes in [start, end) without any ``queue_metrics`` row: never rolled up (or idle)."""
+    start, end = floor_minute(start), floor_minute(end)
+    done = {
+        _utc(ts)
+        for ts in conn.execute(
+            select(queue_metrics.c.timestamp)
+            .where(queue_metrics.c.timestamp >= start, queue_metrics.c.timestamp < end)
+            .distinct()
+        ).scalars()
+    }
+    return [m for m in _minutes_between(start, end) if m not in done]
+
+
+def rollup_holes(
+    engine: Engine,
+    *,
+    start: datetime,
+    end: datetime,
+    now: datetime | None = None,
+    stale_seconds: float = DEFAULT_STALE_SECONDS,
+) -> int:
+    """Roll up only the minutes of [start, end) that have no row yet; returns how many.
+
+    The safe back-fill: a minute without rows lost no job to retention (jobs are pruned only
+    where their minute has a row), so computing it gives exact numbers, while recomputing an
+    old minute whose jobs were pruned would undercount it.
+    """
+    with read(engine) as conn:
+        holes = unrolled_minutes(conn, start, end)
+    runs: list[tuple[datetime, datetime]] = []
+    for minute in holes:
+        if runs and runs[-1][1] == minute:
+            runs[-1] = (runs[-1][0], minute + MINUTE)
+        else:
+            runs.append((minute, minute + MINUTE))
+    for run_start, run_end in runs:
+        rollup_range(engine, start=run_start, end=run_end, now=now, stale_seconds=stale_seconds)
+    return len(holes)
+
+
+def oldest_finish(engine: Engine) -> datetime | None:
+    """The earliest ``finished_at`` in the ledger (an index lookup)."""
+    with read(engine) as conn:
+        value = conn.execute(select(func.min(jobs.c.finished_at))).scalar_one()
+    return None if value is None else floor_minute(value)

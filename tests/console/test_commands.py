@@ -1,0 +1,93 @@
+"""``queuectl user ...``, ``ensure_admin`` and the console's command line."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from console import commands, passwords
+from db.engine import engine_for, read
+from db.users import get_user, list_users
+
+
+@pytest.fixture
+def empty_ledger(
+    sqlite_url: str, settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> str:
+    from db.settings import get_settings
+
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    monkeypatch.setenv(passwords.FAST_ENV, "1")
+    monkeypatch.delenv(commands.ADMIN_PASSWORD_ENV, raising=False)
+    get_settings.cache_clear()
+    return sqlite_url
+
+
+def test_ensure_admin_creates_admin_once_with_a_generated_password(empty_ledger: str) -> None:
+    engine = engine_for(empty_ledger)
+    password = commands.ensure_admin(engine)
+    assert password and len(password) >= 16
+    assert passwords.authenticate(engine, "admin", password) == {"name": "admin", "role": "admin"}
+    assert commands.ensure_admin(engine) is None
+    with read(engine) as conn:
+        assert [u["username"] for u in list_users(conn)] == ["admin"]
+
+
+def test_ensure_admin_takes_the_password_from_the_environment(
+    empty_ledger: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(commands.ADMIN_PASSWORD_ENV, "from-the-env")
+    engine = engine_for(empty_ledger)
+    assert commands.ensure_admin(engine) is None  # nothing to print
+    assert passwords.authenticate(engine, "admin", "from-the-env") is not None
+
+
+def test_user_add_list_disable(empty_ledger: str) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        commands.user_app, ["add", "carol", "--role", "analyst", "--password-stdin"], input="pw1\n"
+    )
+    assert result.exit_code == 0, result.output
+    engine = engine_for(empty_ledger)
+    assert passwords.authenticate(engine, "carol", "pw1") == {"name": "carol", "role": "analyst"}
+    again = runner.invoke(
+        commands.user_app, ["add", "carol", "--role", "admin", "--password-stdin"], input="x\n"
+    )
+    assert again.exit_code == 2 and "already exists" in again.output
+    bad = runner.invoke(
+        commands.user_app, ["add", "dave", "--role", "root", "--password-stdin"], input="x\n"
+    )
+    assert bad.exit_code == 2 and "--role must be one of admin, analyst" in bad.output
+    prompted = runner.invoke(
+        commands.user_app, ["add", "erin", "--role", "admin"], input="s3cret\ns3cret\n"
+    )
+    assert prompted.exit_code == 0, prompted.output
+    assert passwords.authenticate(engine, "erin", "s3cret") is not None
+    assert runner.invoke(commands.user_app, ["disable", "carol"]).exit_code == 0
+    assert passwords.authenticate(engine, "carol", "pw1") is None
+    with read(engine) as conn:
+        assert get_user(conn, "carol")["disabled"] is True
+    listing = runner.invoke(commands.user_app, ["list"])
+    assert "carol" in listing.output and "disabled" in listing.output
+
+
+def test_run_console_execs_streamlit(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(commands.os, "execv", lambda exe, argv: calls.append((exe, argv)))
+    commands.run_console(8601, "0.0.0.0")
+    [(exe, argv)] = calls
+    assert exe == sys.executable
+    assert argv[:4] == [sys.executable, "-m", "streamlit", "run"]
+    assert argv[4].endswith("console/app.py")
+    assert argv[5:] == [
+        "--server.headless",
+        "true",
+        "--server.port",
+        "8601",
+        "--server.address",
+        "0.0.0.0",
+        "--browser.gatherUsageStats",
+        "false",
+    ]

@@ -1,0 +1,136 @@
+"""The Submit page writes jobs through the job API and audits every submission."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from streamlit.testing.v1 import AppTest
+
+from db.engine import engine_for
+from tests.console.conftest import audit_rows, job_rows
+
+SUBMIT = "FormSubmitter:submit_job-Submit job"
+
+
+def submit_page(make_app: Callable[..., AppTest]) -> AppTest:
+    at = make_app("admin").run()
+    at.switch_page("views/submit.py").run()
+    assert not at.exception
+    return at
+
+
+def fill(at: AppTest, type: str, data: str, *, priority: int = 5, queue: str = "") -> None:
+    at.selectbox(key="submit_type").select(type).run()
+    at.text_area(key="submit_data").input(data)
+    at.number_input(key="submit_priority").set_value(priority)
+    if queue:
+        at.text_input(key="submit_queue").input(queue)
+
+
+def test_submit_creates_the_job_row_and_an_audit_entry(
+    console_db: str, make_app: Callable[..., AppTest]
+) -> None:
+    at = submit_page(make_app)
+    fill(at, "demo.echo", '{"x": 1}', priority=7, queue="urgent")
+    at.button(key=SUBMIT).click().run()
+    assert not at.exception
+    assert not at.error
+    [job] = job_rows(engine_for(console_db))
+    assert (job["type"], job["data"], job["priority"], job["queue"]) == (
+        "demo.echo",
+        {"x": 1},
+        7,
+        "urgent",
+    )
+    assert job["status"] == "queued"
+    assert at.success[0].value == f"Submitted job {job['id']}"
+    assert at.session_state["submit_last_job"] == str(job["id"])
+    assert at.metric[0].value == "queued"  # the live status fragment
+    [entry] = audit_rows(engine_for(console_db))
+    assert (entry["username"], entry["role"], entry["action"], entry["outcome"]) == (
+        "alice",
+        "admin",
+        "submit",
+        "ok",
+    )
+    assert entry["job_ids"] == [str(job["id"])]
+    assert entry["target"] == "demo.echo"
+
+
+def test_the_type_sets_defaults_and_shows_its_schema(
+    console_db: str, make_app: Callable[..., AppTest]
+) -> None:
+    at = submit_page(make_app)
+    at.selectbox(key="submit_type").select("edurise.course_progress_report").run()
+    assert at.text_input(key="submit_queue").value == "reports"
+    skeleton = json.loads(at.text_area(key="submit_data").value)
+    assert set(skeleton) == {"course_id", "total_lessons", "students"}
+    schema = json.loads(at.json[0].value)
+    assert schema["title"] == "CourseReportData"
+
+
+def test_schedule_at_a_utc_date_time(console_db: str, make_app: Callable[..., AppTest]) -> None:
+    at = submit_page(make_app)
+    due = (datetime.now(UTC) + timedelta(days=1)).replace(second=0, microsecond=0)
+    fill(at, "demo.echo", "{}")
+    at.radio(key="submit_when").set_value("At a date and time (UTC)")
+    at.date_input(key="submit_date").set_value(due.date())
+    at.time_input(key="submit_time").set_value(due.time())
+    at.button(key=SUBMIT).click().run()
+    assert not at.error, [e.value for e in at.error]
+    [job] = job_rows(engine_for(console_db))
+    assert job["status"] == "scheduled"
+    assert job["scheduled_at"] == due
+    assert audit_rows(engine_for(console_db))[0]["action"] == "schedule"
+
+
+def test_schedule_after_a_delay(console_db: str, make_app: Callable[..., AppTest]) -> None:
+    at = submit_page(make_app)
+    fill(at, "demo.echo", "{}")
+    at.radio(key="submit_when").set_value("After a delay")
+    at.number_input(key="submit_delay").set_value(3600.0)
+    before = datetime.now(UTC)
+    at.button(key=SUBMIT).click().run()
+    [job] = job_rows(engine_for(console_db))
+    assert job["status"] == "scheduled"
+    delta = (job["scheduled_at"] - before).total_seconds()
+    assert 3595 < delta < 3700
+
+
+def test_invalid_json_shows_a_message_and_writes_nothing(
+    console_db: str, make_app: Callable[..., AppTest]
+) -> None:
+    at = submit_page(make_app)
+    fill(at, "demo.echo", '{"x": ')
+    at.button(key=SUBMIT).click().run()
+    assert not at.exception
+    assert at.error[0].value.startswith("Invalid JSON: ")
+    assert job_rows(engine_for(console_db)) == []
+    assert audit_rows(engine_for(console_db)) == []
+
+
+def test_schema_errors_show_the_api_message_and_write_no_job(
+    console_db: str, make_app: Callable[..., AppTest]
+) -> None:
+    at = submit_page(make_app)
+    fill(at, "demo.sleep", '{"seconds": -1}')
+    at.button(key=SUBMIT).click().run()
+    assert not at.exception
+    message = at.error[0].value
+    assert "seconds" in message and "Traceback" not in message
+    assert job_rows(engine_for(console_db)) == []
+    [entry] = audit_rows(engine_for(console_db))  # the attempt is audited as an error
+    assert (entry["action"], entry["outcome"], entry["error"]) == ("submit", "error", message)
+
+
+def test_a_bad_queue_name_is_refused(console_db: str, make_app: Callable[..., AppTest]) -> None:
+    at = submit_page(make_app)
+    fill(at, "demo.echo", "[1, 2]")
+    at.button(key=SUBMIT).click().run()
+    assert at.error and "object" in at.error[0].value
+    fill(at, "demo.echo", "{}", queue="no spaces allowed")
+    at.button(key=SUBMIT).click().run()
+    assert "queue name" in at.error[0].value
+    assert job_rows(engine_for(console_db)) == []

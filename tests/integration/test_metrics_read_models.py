@@ -1,0 +1,550 @@
+"""The metrics read models on SQLite and PostgreSQL: documented keys, sensible values."""
+
+from __future__ import annotations
+
+import math
+import traceback
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select
+
+from db.engine import engine_for, read, transaction
+from db.models import Job, Metric, Worker
+from metrics import hist, read_models
+from metrics.queueing import servers_needed, wait_percentile
+from metrics.rollup import db_clock, floor_minute, rollup, rollup_range
+from tasks.registry import Schedule
+from tests.integration.test_metrics_rollup import (
+    M0,
+    M2,
+    NOW,
+    T,
+    job_row,
+    load_scenario,
+    worker_row,
+)
+
+SERIES_KEYS = {
+    "bucket",
+    "queue_name",
+    "job_type",
+    "job_count",
+    "completed_count",
+    "failed_count",
+    "error_count",
+    "retries",
+    "throughput",
+    "processing_mean_ms",
+    "processing_p50",
+    "processing_p95",
+    "processing_p99",
+    "wait_p50",
+    "wait_p95",
+    "wait_p99",
+    "depth",
+    "utilization",
+    "worker_count",
+    "error_rate",
+}
+
+
+def by_queue(rows: list[dict[str, Any]], queue: str) -> list[dict[str, Any]]:
+    return [r for r in rows if r["queue_name"] == queue]
+
+
+# --- time series ---------------------------------------------------------------------------
+
+
+def test_time_series_minutes_are_the_stored_rows(ledger_url: str) -> None:
+    load_scenario(ledger_url)
+    engine = engine_for(ledger_url)
+    rollup(engine, now=NOW, minutes=3)
+    rows = read_models.time_series(engine, start=T, end=T + timedelta(minutes=3))
+    assert len(rows) == 6 and all(set(r) == SERIES_KEYS for r in rows)
+    assert [r["bucket"] for r in rows] == sorted(r["bucket"] for r in rows)
+    q1 = by_queue(rows, "q1")
+    m0 = q1[0]
+    assert m0["bucket"] == M0 and m0["job_type"] is None
+    assert (m0["job_count"], m0["completed_count"], m0["failed_count"]) == (3, 2, 1)
+    assert m0["throughput"] == pytest.approx(3 / 60)
+    assert m0["processing_mean_ms"] == pytest.approx(32000 / 3)
+    assert m0["processing_p95"] == pytest.approx(19700)
+    assert m0["wait_p50"] == pytest.approx(3000)
+    assert (m0["depth"], m0["worker_count"]) == (2, 2)
+    assert m0["utilization"] == pytest.approx(42 / 360)
+    assert m0["error_rate"] == pytest.approx(2 / (3 + 1))  # errors / (finished + retried)
+    assert q1[2]["error_rate"] is None  # nothing ended in M2
+
+    types = read_models.time_series(
+        engine, start=T, end=T + timedelta(minutes=3), by="type", queue="q1", job_type="a"
+    )
+    assert [(r["bucket"], r["job_type"], r["job_count"]) for r in types] == [
+        (M0, "a", 2),
+        (M0 + timedelta(minutes=1), "a", 1),
+        (M2, "a", 0),
+    ]
+    assert all(r["depth"] is None and r["utilization"] is None for r in types)
+    assert all(r["worker_count"] is None for r in types)
+
+
+def test_time_series_hours_and_days_resample_the_minutes(ledger_url: str) -> None:
+    load_scenario(ledger_url)
+    engine = engine_for(ledger_url)
+    rollup(engine, now=NOW, minutes=3)
+    for resolution, step in (("hour", timedelta(hours=1)), ("day", timedelta(days=1))):
+        start = T if resolution == "hour" else T.replace(hour=0)
+        rows = read_models.time_series(
+            engine, start=start, end=start + step, resolution=resolution, queue="q1"
+        )
+        assert len(rows) == 1, resolution
+        b = rows[0]
+        assert set(b) == SERIES_KEYS
+        assert b["bucket"] == start
+        assert (b["job_count"], b["completed_count"], b["failed_count"]) == (4, 3, 1)
+        assert (b["error_count"], b["retries"]) == (3, 2)
+        assert b["error_rate"] == pytest.approx(3 / 6)
+        # rolled-up data ends at 12:03: the rate is over the covered part of the bucket
+        covered = (T + timedelta(minutes=3) - start).total_seconds()
+        assert b["throughput"] == pytest.approx(4 / covered)
+        assert b["processing_mean_ms"] == pytest.approx((32000 + 30000) / 4)
+        # percentiles from the merged histograms: within a bucket's 9.1 %
+        assert b["processing_p50"] == pytest.approx((8000 + 21000) / 2, rel=0.1)
+        assert b["wait_p50"] == pytest.approx(4000, rel=0.1)  # [1000, 2000, 4000, 10000, 30000]
+        assert (b["depth"], b["worker_count"]) == (2, 2)
+        assert b["utilization"] == pytest.approx((42 + 20 + 30) / (3 * 360))
+
+
+def test_hour_buckets_use_the_hour_histograms(ledger_url: str) -> None:
+    """Full hours read the :59 row's hour histogram; partial hours merge their minutes: both
+    give the same percentiles."""
+    engine = engine_for(ledger_url)
+    rows = []
+    for i in range(0, 3600, 20):  # a job finishing every 20 s, 100 ms .. 18 s
+        start = T + timedelta(seconds=i)
+        end = start + timedelta(milliseconds=100 * (1 + i // 20))
+        rows.append(job_row(scheduled_at=start, started_at=start, finished_at=end))
+    with transaction(engine) as conn:
+        conn.execute(insert(Job), rows)
+    rollup_range(engine, start=T, end=T + timedelta(hours=1), now=T + timedelta(hours=2))
+    with read(engine) as conn:
+        last = conn.execute(
+            select(Metric.processing_hist).where(Metric.timestamp == T + timedelta(minutes=59))
+        ).scalar_one()
+    assert sum(last["h"].values()) == 180
+    full = read_models.time_series(engine, start=T, end=T + timedelta(hours=1), resolution="hour")[
+        0
+    ]
+    partial = read_models.time_series(  # ends 1 µs early: no hour histogram, minutes merged
+        engine, start=T, end=T + timedelta(hours=1, microseconds=-1), resolution="hour"
+    )[0]
+    for key in ("processing_p50", "processing_p95", "processing_p99", "wait_p95"):
+        assert full[key] == pytest.approx(partial[key]), key
+    exact = [100.0 * (1 + k) for k in range(180)]
+    assert full["processing_p95"] == pytest.approx(hist.percentile_cont(exact, 0.95), rel=0.1)
+    assert full["job_count"] == 180
+
+
+def test_time_series_rejects_bad_arguments(ledger_url: str) -> None:
+    engine = engine_for(ledger_url)
+    with pytest.raises(ValueError):
+        read_models.time_series(engine, start=T, end=NOW, resolution="week")
+    with pytest.raises(ValueError):
+        read_models.time_series(engine, start=T, end=NOW, by="worker")
+    with pytest.raises(ValueError):
+        read_models.time_series(engine, start=T.replace(tzinfo=None), end=NOW)
+    assert read_models.time_series(engine, start=T, end=NOW) == []
+
+
+# --- error groups --------------------------------------------------------------------------
+
+
+def raise_in_handler(message: str) -> str:
+    try:
+        parse_payload(message)
+    except ValueError as exc:
+        return "".join(traceback.format_exception(exc))
+    raise AssertionError("unreachable")
+
+
+def parse_payload(message: str) -> None:
+    raise ValueError(message)
+
+
+FRAMEWORK_TB = (
+    "Traceback (most recent call last):\n"
+    '  File "/app/.venv/lib/python3.11/site-packages/huey/api.py", line 10, in _execute\n'
+    "    task.execute()\n"
+    '  File "/app/tasks/worker.py", line 97, in run\n    result = job_type.func(data, ctx)\n'
+    '  File "/app/jobs/reports.py", line {line}, in build_report\n    rows = fetch(course)\n'
+    '  File "/usr/lib/python3.11/json/__init__.py", line 346, in loads\n'
+    "    return _default_decoder.decode(s)\n"
+    "json.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)\n"
+)
+
+
+def entry(at: datetime, attempt: int, error: str, tb: str | None, kind: str = "error") -> dict:
+    return {
+        "at": at.isoformat(),
+        "attempt": attempt,
+        "error": error,
+        "traceback": tb,
+        "worker": None,
+        "kind": kind,
+    }
+
+
+def test_error_groups_by_fingerprint(ledger_url: str) -> None:
+    engine = engine_for(ledger_url)
+    now = datetime.now(UTC)
+    since = now - timedelta(hours=1)
+    json_error = "JSONDecodeError: Expecting value: line 1 column 1 (char 0)"
+    a1 = entry(now - timedelta(minutes=30), 1, json_error, FRAMEWORK_TB.format(line=41))
+    a2 = entry(now - timedelta(minutes=20), 2, json_error, FRAMEWORK_TB.format(line=45))
+    b = entry(now - timedelta(minutes=10), 1, "ValueError: bad 7", raise_in_handler("bad 7"))
+    rescued = entry(now - timedelta(minutes=5), 1, "Rescued: worker lost", None, "rescued")
+    old = entry(now - timedelta(hours=3), 1, json_error, FRAMEWORK_TB.format(line=41))
+    f1, f2, f3, f4, f6, r1, c1, f5 = (uuid.uuid4() for _ in range(8))
+    finished = now - timedelta(minutes=1)
+
+    def failed(job_id: uuid.UUID, errors: list[dict], at: datetime = finished, **kw: Any) -> dict:
+        return job_row(
+            id=job_id,
+            status="failed",
+            errors=errors,
+            started_at=at,
+            finished_at=at,
+            scheduled_at=at,
+            **kw,
+        )
+
+    with transaction(engine) as conn:
+        conn.execute(
+            insert(Job),
+            [
+                failed(f1, [a1, a2], type="reports.build"),  # two attempts, same place
+                failed(f2, [a2]),  # another line of the same function: same group
+                failed(f3, [b]),
+                failed(f4, [rescued], queue="q2"),
+                failed(f6, [old, b]),  # only its recent entry counts; its last error is B
+                job_row(id=r1, status="retrying", errors=[a1], updated_at=now),  # in flight
+                job_row(id=c1, errors=[a1], started_at=finished, finished_at=finished),
+                failed(f5, [old], at=now - timedelta(hours=2)),  # failed before `since`
+            ],
+        )
+    groups = read_models.error_groups(engine, since=since)
+    assert [g["count"] for g in groups] == [4, 2, 1]
+    keys = {
+        "fingerprint",
+        "exception_type",
+        "location",
+        "message_sample",
+        "count",
+        "first_seen",
+        "last_seen",
+        "example_job_id",
+        "job_ids",
+    }
+    assert all(set(g) == keys for g in groups)
+    json_group, value_group, rescued_group = groups
+    assert json_group["exception_type"] == "json.decoder.JSONDecodeError"
+    assert json_group["location"].startswith("/app/jobs/reports.py:")
+    assert json_group["location"].endswith(" in build_report")
+    assert sorted(json_group["job_ids"]) == sorted([f1, f2])  # failed ones only, not r1
+    assert json_group["first_seen"] == datetime.fromisoformat(a1["at"])
+    assert json_group["last_seen"] == datetime.fromisoformat(a2["at"])
+    assert json_group["message_sample"] == json_error
+    assert value_group["exception_type"] == "ValueError"
+    assert value_group["location"].endswith(" in parse_payload")  # the top handler frame
+    assert "test_metrics_read_models.py" in value_group["location"]
+    assert sorted(value_group["job_ids"]) == sorted([f3, f6])
+    assert rescued_group["exception_type"] == "Rescued"
+    assert rescued_group["job_ids"] == [f4]
+
+    assert [g["count"] for g in read_models.error_groups(engine, since=since, queue="q2")] == [1]
+    only_type = read_models.error_groups(engine, since=since, job_type="reports.build")
+    assert [(g["count"], g["job_ids"]) for g in only_type] == [(2, [f1])]
+    assert len(read_models.error_groups(engine, since=since, limit=1)) == 1
+
+
+def test_fingerprint_ignores_line_numbers_and_messages() -> None:
+    one = read_models.fingerprint(entry(T, 1, "x: 1", FRAMEWORK_TB.format(line=41)))
+    two = read_models.fingerprint(entry(T, 1, "x: 2", FRAMEWORK_TB.format(line=99)))
+    assert one.fingerprint == two.fingerprint and one.location != two.location
+    plain = read_models.fingerprint(entry(T, 1, "KeyError: 'x'", None))
+    assert (plain.exception_type, plain.location) == ("KeyError", None)
+
+
+# --- capacity, success criteria, KPIs ------------------------------------------------------------
+
+
+def metric_row(queue: str, ts: datetime, **kw: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "queue_name": queue,
+        "timestamp": ts,
+        "created_at": ts,
+        "job_count": 0,
+        "completed_count": 0,
+        "failed_count": 0,
+        "worker_count": 1,
+        "worker_slots": 4,
+        "processing_time": None,
+        "error_count": 0,
+        "retries": 0,
+        "throughput": 0.0,
+        "processing_p50": None,
+        "processing_p95": None,
+        "processing_p99": None,
+        "wait_p50": None,
+        "wait_p95": None,
+        "wait_p99": None,
+        "depth": 0,
+        "utilization": None,
+        "busy_seconds": 0.0,
+        "processing_hist": None,
+        "wait_hist": None,
+    }
+    row.update(kw)
+    return row
+
+
+def minutes_around_now(engine: Any, back: int, ahead: int = 3) -> list[datetime]:
+    """Minute starts from ``back`` minutes ago to a few ahead (a test crossing a minute
+    boundary still finds full windows)."""
+    with read(engine) as conn:
+        current = floor_minute(db_clock(conn))
+    return [current + timedelta(minutes=k) for k in range(-back, ahead)]
+
+
+def test_capacity_is_erlang_c_over_the_rollups(ledger_url: str) -> None:
+    engine = engine_for(ledger_url)
+    minutes = minutes_around_now(engine, 120)
+    with transaction(engine) as conn:
+        conn.execute(
+            insert(Metric),
+            [
+                metric_row(
+                    "cap", m, job_count=600, completed_count=600, processing_time=200.0
+                )  # 10 jobs/s of 0.2 s
+                for m in minutes
+            ],
+        )
+        live = datetime.now(UTC)
+        conn.execute(
+            insert(Worker),
+            [worker_row(queues=["cap"], concurrency=4, last_heartbeat=live, started_at=live)],
+        )
+    out = read_models.capacity(engine, queue="cap", window_minutes=60)
+    assert set(out) == {
+        "queue",
+        "arrival_rate",
+        "mean_service_seconds",
+        "live_slots",
+        "utilization",
+        "p95_wait_seconds",
+        "workers_needed",
+        "load_factor",
+    }
+    assert out["arrival_rate"] == pytest.approx(10.0)
+    assert out["mean_service_seconds"] == pytest.approx(0.2)
+    assert out["live_slots"] == 4
+    assert out["utilization"] == pytest.approx(0.5)  # 2 erlangs on 4 slots
+    assert out["p95_wait_seconds"] == pytest.approx(wait_percentile(4, 10.0, 5.0, 0.95))
+    assert out["workers_needed"] == servers_needed(10.0, 5.0, 0.95, 5.0) == 3
+
+    tripled = read_models.capacity(engine, queue="cap", load_factor=3.0)
+    assert tripled["utilization"] == pytest.approx(1.5)
+    assert tripled["p95_wait_seconds"] is None  # 6 erlangs on 4 slots: unstable
+    assert tripled["workers_needed"] == servers_needed(30.0, 5.0, 0.95, 5.0)
+    assert tripled["workers_needed"] >= 7
+
+    strict = read_models.capacity(engine, queue="cap", target_p95_wait_seconds=0.01)
+    assert strict["workers_needed"] > out["workers_needed"]
+    empty = read_models.capacity(engine, queue="nothing")
+    assert (empty["arrival_rate"], empty["workers_needed"], empty["utilization"]) == (0.0, 0, None)
+
+
+def test_success_criteria_against_thresholds(ledger_url: str) -> None:
+    engine = engine_for(ledger_url)
+    assert [r["ok"] for r in read_models.success_criteria(engine)] == [None] * 5
+    fast = hist.from_values([100.0] * 10)
+    slow = hist.from_values([40_000.0] * 10)
+    with transaction(engine) as conn:
+        conn.execute(
+            insert(Metric),
+            [
+                metric_row(
+                    "q",
+                    m,
+                    job_count=1000,
+                    completed_count=999,
+                    failed_count=1,
+                    error_count=5,
+                    retries=4,
+                    worker_slots=1,
+                    busy_seconds=54.0,
+                    processing_time=40_000.0,
+                    wait_hist=fast,
+                    processing_hist=slow,
+                )
+                for m in minutes_around_now(engine, 90)
+            ],
+        )
+    rows = {r["key"]: r for r in read_models.success_criteria(engine, window_minutes=60)}
+    assert list(rows) == [
+        "completion_rate",
+        "error_rate",
+        "p95_wait",
+        "p95_processing",
+        "utilization",
+    ]
+    for r in rows.values():
+        assert set(r) == {"key", "label", "value", "unit", "threshold", "comparison", "ok"}
+    assert rows["completion_rate"]["value"] == pytest.approx(99.9)
+    assert rows["completion_rate"]["ok"] is True
+    assert (rows["completion_rate"]["comparison"], rows["completion_rate"]["unit"]) == (">=", "%")
+    assert rows["error_rate"]["value"] == pytest.approx(100 * 5 / 1004)
+    assert rows["error_rate"]["ok"] is True
+    assert rows["p95_wait"]["value"] == pytest.approx(100, rel=0.1)
+    assert rows["p95_wait"]["ok"] is True
+    assert rows["p95_processing"]["value"] == pytest.approx(40_000, rel=0.1)
+    assert rows["p95_processing"]["ok"] is False
+    assert rows["utilization"]["value"] == pytest.approx(90.0)
+    assert rows["utilization"]["ok"] is False
+
+
+def test_overview_kpis(ledger_url: str) -> None:
+    engine = engine_for(ledger_url)
+    now = datetime.now(UTC)
+    with transaction(engine) as conn:
+        conn.execute(
+            insert(Job),
+            [
+                job_row(status="queued", scheduled_at=now - timedelta(seconds=5)),
+                job_row(status="dispatched", scheduled_at=now - timedelta(seconds=5)),
+                job_row(status="retrying", scheduled_at=now - timedelta(seconds=1)),
+                job_row(status="scheduled", scheduled_at=now + timedelta(hours=1)),
+                job_row(status="running", started_at=now),
+                job_row(status="running", started_at=now),
+            ],
+        )
+        conn.execute(
+            insert(Worker),
+            [
+                worker_row(last_heartbeat=now, started_at=now),
+                worker_row(last_heartbeat=now - timedelta(minutes=5), started_at=now),
+            ],
+        )
+        conn.execute(
+            insert(Metric),
+            [
+                metric_row(
+                    "q",
+                    m,
+                    job_count=60,
+                    completed_count=59,
+                    failed_count=1,
+                    error_count=2,
+                    retries=1,
+                    wait_hist=hist.from_values([250.0] * 20),
+                )
+                for m in minutes_around_now(engine, 120)
+            ],
+        )
+    kpis = read_models.overview_kpis(engine)
+    assert set(kpis) == {
+        "waiting",
+        "running",
+        "failed_last_hour",
+        "throughput_per_s",
+        "p95_wait_ms",
+        "error_rate",
+        "live_workers",
+    }
+    assert (kpis["waiting"], kpis["running"], kpis["live_workers"]) == (3, 2, 1)
+    assert kpis["failed_last_hour"] == 60
+    assert kpis["throughput_per_s"] == pytest.approx(1.0)
+    assert kpis["p95_wait_ms"] == pytest.approx(250, rel=0.1)
+    assert kpis["error_rate"] == pytest.approx(2 / 61)
+
+
+# --- periodic health -------------------------------------------------------------------------
+
+
+def tick_row(name: str, tick: datetime, status: str = "completed") -> dict[str, Any]:
+    finished = tick + timedelta(seconds=1) if status in ("completed", "failed") else None
+    return job_row(
+        type=name,
+        status=status,
+        tick_key=f"{name}@{tick.isoformat()}",
+        scheduled_at=tick,
+        created_at=tick,
+        started_at=tick if finished else None,
+        finished_at=finished,
+    )
+
+
+def test_periodic_health(ledger_url: str) -> None:
+    engine = engine_for(ledger_url)
+    now = T + timedelta(minutes=10, seconds=30)  # 12:10:30
+    minutely = [T + timedelta(minutes=k) for k in range(8) if k != 3]  # 12:00..12:07, no 12:03
+    with transaction(engine) as conn:
+        conn.execute(
+            insert(Job),
+            [tick_row("p.minutely", t) for t in minutely]
+            + [tick_row("p.five", T), tick_row("p.five", T + timedelta(minutes=5))]
+            + [tick_row("p.five", T + timedelta(minutes=10), "queued")]
+            + [tick_row("p.stuck", T), tick_row("p.stuck", T + timedelta(minutes=5), "queued")]
+            + [tick_row("p.old", T - timedelta(days=3))],
+        )
+    schedules = [
+        ("p.minutely", Schedule(every=timedelta(minutes=1)), "default"),
+        ("p.five", Schedule(cron="*/5 * * * *"), "default"),
+        ("p.stuck", Schedule(cron="*/5 * * * *"), "system"),
+        ("p.never", Schedule(cron="0 * * * *"), "default"),
+        ("p.old", Schedule(every=timedelta(hours=6)), "default"),
+    ]
+    health = {
+        h["name"]: h for h in read_models.periodic_health(engine, now=now, schedules=schedules)
+    }
+    assert all(
+        set(h)
+        == {
+            "name",
+            "schedule",
+            "queue",
+            "last_tick",
+            "last_status",
+            "last_finished_at",
+            "next_tick",
+            "missed_ticks",
+            "late",
+        }
+        for h in health.values()
+    )
+    m = health["p.minutely"]
+    assert m["last_tick"] == T + timedelta(minutes=7)
+    assert m["last_status"] == "completed"
+    assert m["last_finished_at"] == T + timedelta(minutes=7, seconds=1)
+    assert m["next_tick"] == T + timedelta(minutes=11)
+    assert m["schedule"] == "every 60 s"
+    # due (older than 2 minutes): 12:00..12:08; missing 12:03 and 12:08
+    assert (m["missed_ticks"], m["late"]) == (2, True)
+    five = health["p.five"]
+    assert (five["missed_ticks"], five["late"], five["last_status"]) == (0, False, "queued")
+    assert five["queue"] == "default"
+    stuck = health["p.stuck"]  # the 12:05 job is still waiting 5 minutes later
+    assert (stuck["missed_ticks"], stuck["late"]) == (0, True)
+    never = health["p.never"]
+    assert (never["last_tick"], never["missed_ticks"], never["late"]) == (None, 0, False)
+    old = health["p.old"]  # stopped 3 days ago: every tick of the last 24 h is missing
+    assert old["last_tick"] == T - timedelta(days=3)
+    assert (old["missed_ticks"], old["late"]) == (4, True)
+    assert read_models.periodic_health(engine, now=now, schedules=[]) == []
+
+
+def test_erlang_helpers_are_exported() -> None:
+    assert read_models.erlang_c(2, 1.0) == pytest.approx(1 / 3)
+    assert math.isinf(read_models.wait_percentile(1, 2.0, 1.0, 0.95))
