@@ -399,34 +399,60 @@ def orphaned_running(
 # --- worker transitions -----------------------------------------------------------------
 
 
-def claim(conn: Connection, job_id: uuid.UUID, worker_id: uuid.UUID | None) -> Claimed | None:
-    """Start an attempt: the exactly-once gate. None when the message is stale or duplicate."""
-    paused = (
-        select(QueueControl.queue_name)
+class _HotStatement:
+    """A statement on the per-job hot path, built once. On PostgreSQL it is also compiled
+    once and sent with ``exec_driver_sql``: building, cache-keying and compiling a SQLAlchemy
+    statement costs more CPU than the round trip itself (measured with py-spy)."""
+
+    def __init__(self, stmt: Any) -> None:
+        self.stmt = stmt
+        self._compiled: tuple[Any, str, dict[str, Any]] | None = None
+
+    def execute(self, conn: Connection, params: dict[str, Any]) -> Any:
+        if conn.dialect.name != "postgresql":
+            return conn.execute(self.stmt, params)
+        if self._compiled is None or self._compiled[0] is not conn.dialect:
+            compiled = self.stmt.compile(
+                dialect=conn.dialect, compile_kwargs={"render_postcompile": True}
+            )
+            constants = compiled.construct_params()
+            self._compiled = (conn.dialect, str(compiled), constants)
+        _, sql, constants = self._compiled
+        return conn.exec_driver_sql(sql, {**constants, **params})
+
+
+_CLAIM = _HotStatement(
+    update(jobs)
+    .where(
+        jobs.c.id == bindparam("job_id", None, type_=jobs.c.id.type),
+        _guarded(Transition.CLAIM),
+        ~select(QueueControl.queue_name)
         .where(QueueControl.queue_name == jobs.c.queue, QueueControl.paused.is_(True))
-        .exists()
+        .exists(),
     )
-    stmt = (
-        update(jobs)
-        .where(jobs.c.id == job_id, _guarded(Transition.CLAIM), ~paused)
-        .values(
-            status=S.RUNNING.value,
-            attempt=jobs.c.attempt + 1,
-            started_at=db_now(),
-            worker_id=worker_id,
-            updated_at=db_now(),
-        )
-        .returning(
-            jobs.c.id,
-            jobs.c.type,
-            jobs.c.queue,
-            jobs.c.data,
-            jobs.c.attempt,
-            jobs.c.max_attempts,
-            jobs.c.timeout_seconds,
-        )
+    .values(
+        status=S.RUNNING.value,
+        attempt=jobs.c.attempt + 1,
+        started_at=db_now(),
+        worker_id=bindparam("worker_id", None, type_=jobs.c.worker_id.type),
+        updated_at=db_now(),
     )
-    row = conn.execute(stmt).first()
+    .returning(
+        jobs.c.id,
+        jobs.c.type,
+        jobs.c.queue,
+        jobs.c.data,
+        jobs.c.attempt,
+        jobs.c.max_attempts,
+        jobs.c.timeout_seconds,
+    )
+)
+
+
+def claim(conn: Connection, job_id: uuid.UUID, worker_id: uuid.UUID | None) -> Claimed | None:
+    """Start an attempt: the exactly-once gate. None when the message is stale or duplicate,
+    the job was cancelled, or its queue is paused."""
+    row = _CLAIM.execute(conn, {"job_id": job_id, "worker_id": worker_id}).first()
     if row is None:
         return None
     return Claimed(*row)
