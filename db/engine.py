@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -10,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 
 
 def is_sqlite(engine: Engine | Connection) -> bool:
@@ -27,10 +29,40 @@ def create_ledger_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         _make_sqlite_safe_for_many_processes(engine)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 10)
-    return create_engine(url, **kwargs)
+    ping = kwargs.pop("pool_pre_ping", True)
+    engine = create_engine(url, **kwargs)
+    if ping:
+        _ping_connections_that_sat_idle(engine)
+    return engine
+
+
+IDLE_BEFORE_PING = 1.0  # seconds
+
+
+def _ping_connections_that_sat_idle(engine: Engine) -> None:
+    """``pool_pre_ping``, but only for a connection idle for more than a second.
+
+    A ping is a full round trip: on a busy path (submits, claims) it doubled the cost of each
+    statement. A connection returned to the pool a moment ago is almost surely alive; one that
+    sat idle (where a database restart is noticed) is checked, and replaced if dead.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("idle_since", 0.0) < IDLE_BEFORE_PING:
+            return
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            dbapi_conn.rollback()
+        except Exception as exc:  # the pool retries with a fresh connection
+            raise DisconnectionError(f"stale connection: {exc}") from exc
 
 
 def _make_sqlite_safe_for_many_processes(engine: Engine) -> None:
