@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -16,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from console import auth, data
 from console.errors import ConsoleError
 from db import audit
-from db.engine import write
+from db.engine import transaction, write
 from tasks import api
 from tasks.errors import QueueError
 
@@ -304,3 +305,32 @@ def run_periodic_now(name: str, payload: dict[str, Any]) -> str:
         result_job_ids=lambda jid: [jid],
     )
     return str(job_id)
+
+
+def silence_rule(rule: str, minutes: float, reason: str | None = None) -> datetime:
+    """Silence an alert rule for ``minutes`` (0 lifts a silence): its alerts still fire and
+    resolve, but no webhook is sent and no outbox row is published. Returns the end time."""
+    from db import alerts
+
+    if not rule:
+        raise ActionFailed("choose a rule to silence")
+    if not 0 <= minutes <= 7 * 24 * 60:
+        raise ActionFailed("a silence lasts between 0 minutes and 7 days")
+
+    def do() -> datetime:
+        now = datetime.now(UTC)
+        until = now + timedelta(minutes=minutes)
+        username = auth.current_user()["name"]  # type: ignore[index]
+        with transaction(data.engine()) as conn:
+            alerts.silence(conn, rule, until, by=username, reason=reason, now=now)
+        return until
+
+    try:
+        return perform(
+            "alert_silence",
+            do,
+            target=rule,
+            details={"rule": rule, "minutes": minutes, "reason": reason or None},
+        )
+    finally:
+        data.clear_alert_caches()

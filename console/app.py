@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +66,32 @@ with st.sidebar:
     if st.button("Log out", key="logout"):
         auth.logout()
         st.rerun()
+
+
+def alert_banner() -> None:
+    """Active alerts on top of every page (details and history on Overview)."""
+    try:
+        url = data.ledger_url()
+        active = data.active_alerts(url)
+        now = datetime.now(UTC)
+        silenced = {s["rule"] for s in data.alert_silences(url) if s["silenced_until"] > now}
+    except Exception as exc:  # the banner never takes a page down
+        logging.getLogger("console").warning("alert banner unavailable: %s", exc)
+        return
+    if not active:
+        return
+    lines = [
+        f"- **{a['rule']}**: {a['message']}" + (" *(silenced)*" if a["rule"] in silenced else "")
+        for a in active[:5]
+    ]
+    more = f"\n\n…and {len(active) - 5} more" if len(active) > 5 else ""
+    st.warning(
+        f"**{len(active)} active alert(s)** (see Overview → Alerts)\n\n" + "\n".join(lines) + more,
+        icon=":material/notifications_active:",
+    )
+
+
+alert_banner()
 try:
     navigation.run()
 except Exception as exc:  # a readable line, never a traceback (st.stop/st.rerun pass through)

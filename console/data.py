@@ -311,3 +311,47 @@ def clear_job_caches() -> None:
         fn.clear()
     for fn in (overview_kpis, error_groups, periodic_health):
         fn.clear()
+
+
+# --- alerts (db/alerts.py, docs/operations.md#alerts) --------------------------------------
+
+
+@st.cache_data(ttl=METRICS_TTL, show_spinner=False, max_entries=20)
+def active_alerts(url: str) -> list[dict[str, Any]]:
+    from db import alerts
+
+    with read(get_engine(url)) as conn:
+        return alerts.active_alerts(conn)
+
+
+@st.cache_data(ttl=METRICS_TTL, show_spinner=False, max_entries=20)
+def alert_history(url: str, limit: int = 200) -> list[dict[str, Any]]:
+    from db import alerts
+
+    with read(get_engine(url)) as conn:
+        return alerts.history(conn, limit)
+
+
+@st.cache_data(ttl=METRICS_TTL, show_spinner=False, max_entries=20)
+def alert_silences(url: str) -> list[dict[str, Any]]:
+    from db import alerts
+
+    with read(get_engine(url)) as conn:
+        return alerts.all_silences(conn)
+
+
+def alert_rule_names() -> list[str]:
+    """The rules the maintainer evaluates (defaults + QUEUE_ALERT_RULES_FILE)."""
+    from tasks.alert_rules import DEFAULT_RULES, RuleConfigError, load_rules
+
+    try:
+        rules = load_rules(get_settings().queue_alert_rules_file)
+    except (OSError, RuleConfigError):
+        rules = list(DEFAULT_RULES)
+    return [r.name for r in rules]
+
+
+def clear_alert_caches() -> None:
+    active_alerts.clear()
+    alert_history.clear()
+    alert_silences.clear()

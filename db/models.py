@@ -306,3 +306,87 @@ class AuditEntry(Base):
         Index("ix_audit_log_username_at", "username", "at"),
         Index("ix_audit_log_action_at", "action", "at"),
     )
+
+
+class Alert(Base):
+    """One row per alert key (a rule and its subject, e.g. ``error_rate:default``): its current
+    state, kept across restarts. State changes are guarded UPDATEs (docs/operations.md#alerts)."""
+
+    __tablename__ = "queue_alerts"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    alert_key: Mapped[str] = mapped_column(String(400), unique=True)
+    rule: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(50))
+    queue_name: Mapped[str | None] = mapped_column(String(100))
+    job_type: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(20))
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    value: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint("state IN ('firing', 'resolved')", name="state"),
+        Index("ix_queue_alerts_state", "state"),
+    )
+
+
+class AlertSilence(Base):
+    """A rule silenced by an admin until a time: its alerts still change state, nobody is told."""
+
+    __tablename__ = "queue_alert_silences"
+
+    rule: Mapped[str] = mapped_column(String(100), primary_key=True)
+    silenced_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    silenced_by: Mapped[str] = mapped_column(String(100))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AlertNotification(Base):
+    """The notification outbox and the alert history: one row per firing, repeat or resolved
+    event, written in the transaction that changed the alert. Other EduRise systems read the
+    rows with ``outbox`` true; the webhook sender delivers the rows with ``delivery = 'pending'``.
+    """
+
+    __tablename__ = "alert_notifications"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    alert_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    alert_key: Mapped[str] = mapped_column(String(400))
+    rule: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(20))  # firing | repeat | resolved
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)  # the webhook body minus sent_at
+    outbox: Mapped[bool] = mapped_column(Boolean)  # published to other systems
+    silenced: Mapped[bool] = mapped_column(Boolean)
+    webhook_url: Mapped[str | None] = mapped_column(String(1000))
+    delivery: Mapped[str] = mapped_column(String(20))  # pending | delivered | given_up | none
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint("state IN ('firing', 'repeat', 'resolved')", name="state"),
+        CheckConstraint(
+            "delivery IN ('pending', 'delivered', 'given_up', 'none')", name="delivery"
+        ),
+        Index("ix_alert_notifications_created_at", "created_at"),
+        Index("ix_alert_notifications_alert_id", "alert_id"),
+        Index(
+            "ix_alert_notifications_pending",
+            "next_attempt_at",
+            postgresql_where=text("delivery = 'pending'"),
+            sqlite_where=text("delivery = 'pending'"),
+        ),
+    )

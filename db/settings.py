@@ -31,6 +31,29 @@ class Settings(BaseSettings):
     queue_retention_failed_days: float = Field(default=7.0, gt=0)
     queue_metrics_retention_days: float = Field(default=90.0, gt=0)
     queue_metrics_recompute_minutes: int = Field(default=5, ge=1, le=60)
+    # alerts (tasks/maintenance/alerts.py, docs/operations.md#alerts)
+    queue_alert_rules_file: Path | None = Field(
+        default=None, description="JSON or TOML file overriding/adding alert rules"
+    )
+    queue_alert_repeat_minutes: float = Field(
+        default=60.0, gt=0, description="a firing alert is notified again at most this often"
+    )
+    queue_alert_webhook_url: str | None = Field(
+        default=None, description="default webhook of the rules (unset: outbox only)"
+    )
+    queue_alert_webhook_secret: str | None = Field(
+        default=None, description="HMAC-SHA256 key of the X-EduRise-Signature header"
+    )
+    queue_alert_webhook_timeout: float = Field(default=3.0, gt=0, description="seconds per POST")
+    queue_alert_webhook_attempts: int = Field(
+        default=5, ge=1, description="POSTs of one notification before it is given up"
+    )
+    queue_alert_webhook_backoff: float = Field(
+        default=2.0, gt=0, description="seconds before the first retry; doubles per retry"
+    )
+    queue_alert_interval_seconds: float = Field(
+        default=60.0, gt=0, description="seconds between alert evaluations"
+    )
 
     @property
     def ledger_url(self) -> str:

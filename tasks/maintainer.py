@@ -15,6 +15,7 @@ from db.settings import Settings
 from tasks import registry
 from tasks.broker import make_huey, storage_of
 from tasks.maintenance import MaintenanceLoop
+from tasks.maintenance.alerts import AlertEvaluator, alerts_config
 from tasks.maintenance.dispatcher import Dispatcher, DispatcherConfig
 from tasks.maintenance.periodic import PeriodicConfig, PeriodicEnqueuer
 from tasks.maintenance.reconciler import Reconciler, ReconcilerConfig
@@ -51,6 +52,7 @@ class Maintainer:
                 RescuerConfig(interval=1.0, stale_seconds=stale, deadline_grace_seconds=stale),
             ),
             PeriodicEnqueuer(self.engine, PeriodicConfig(interval=poll)),
+            AlertEvaluator(self.engine, alerts_config(settings)),
         ]
         self._next_run = dict.fromkeys((loop.name for loop in self.loops), 0.0)
         self.listener = None if is_sqlite(self.engine) else Listener(settings.ledger_url)

@@ -30,6 +30,9 @@ TABLES = (
     "queue_controls",
     "users",
     "audit_log",
+    "queue_alerts",
+    "queue_alert_silences",
+    "alert_notifications",
 )
 
 

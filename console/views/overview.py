@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from console import auth, data, ui
+from console import actions, auth, data, ui
 
 REFRESH_SECONDS = 5
 
@@ -90,6 +90,80 @@ def _with_unit(value: Any, unit: Any) -> str:
     return f"{text} {unit}" if unit else text
 
 
+def _alerts(url: str) -> None:
+    st.subheader("Alerts")
+    active = data.active_alerts(url)
+    now = datetime.now(UTC)
+    silences = [s for s in data.alert_silences(url) if s["silenced_until"] > now]
+    if active:
+        table = [
+            {
+                "rule": a["rule"],
+                "alert": a["alert_key"],
+                "message": a["message"],
+                "value": a["value"],
+                "threshold": a["threshold"],
+                "firing since": ui.fmt_time(a["fired_at"]),
+                "last notified": ui.fmt_time(a["last_notified_at"]),
+            }
+            for a in active
+        ]
+        st.dataframe(ui.frame(table), hide_index=True, key="alerts_active")
+    else:
+        st.success("No active alerts.", icon=":material/check_circle:")
+    for s in silences:
+        why = f": {s['reason']}" if s.get("reason") else ""
+        st.caption(
+            f"Rule {s['rule']} silenced until {ui.fmt_time(s['silenced_until'])} "
+            f"by {s['silenced_by']}{why}"
+        )
+    history = data.alert_history(url, 200)
+    with st.expander(f"Alert history ({len(history)} most recent notifications)"):
+        rows = [
+            {
+                "at": ui.fmt_time(h["created_at"]),
+                "rule": h["rule"],
+                "alert": h["alert_key"],
+                "event": h["state"],
+                "message": (h.get("payload") or {}).get("message"),
+                "webhook": h["delivery"],
+                "attempts": h["attempts"],
+                "silenced": h["silenced"],
+            }
+            for h in history
+        ]
+        if rows:
+            st.dataframe(ui.frame(rows), hide_index=True, key="alerts_history")
+        else:
+            st.caption("No alert has fired yet.")
+
+
+def _silence_form() -> None:
+    """Admins silence a rule for a period (audited as ``alert_silence``)."""
+    user = auth.current_user()
+    if not user or user["role"] != "admin":
+        return
+    with st.expander("Silence an alert rule"):
+        rules = data.alert_rule_names()
+        rule = st.selectbox("Rule", rules, key="silence_rule")
+        minutes = st.number_input(
+            "Minutes (0 lifts the silence)",
+            min_value=0,
+            max_value=7 * 24 * 60,
+            value=60,
+            step=15,
+            key="silence_minutes",
+        )
+        reason = st.text_input("Reason", key="silence_reason")
+        if st.button("Silence", key="silence_submit"):
+            try:
+                until = actions.silence_rule(str(rule), float(minutes), reason or None)
+            except actions.ActionError as exc:
+                st.error(str(exc))
+            else:
+                st.success(f"Rule {rule} silenced until {ui.fmt_time(until)}.")
+
+
 def live() -> None:
     url = data.ledger_url()
     with ui.guard("KPIs"):
@@ -107,8 +181,12 @@ def live() -> None:
         _sparklines(url)
     with ui.guard("Success criteria"):
         _criteria(url)
+    with ui.guard("Alerts"):
+        _alerts(url)
     state = "paused" if paused else f"refreshes every {REFRESH_SECONDS} s"
     st.caption(f"Updated {ui.fmt_time(datetime.now(UTC))} · {state}")
 
 
 st.fragment(run_every=None if paused else REFRESH_SECONDS)(live)()
+with ui.guard("Silence"):
+    _silence_form()
