@@ -389,6 +389,8 @@ def load(url: str, jobs: int, days: int) -> dict[str, Any]:
     copy_rows(url, "audit_log", AUDIT_COLUMNS, audit_rows(rng, now, 2_000))
     t0 = time.perf_counter()
     vacuum_analyze(url, "queue_jobs", "queue_metrics", "queue_type_metrics", "audit_log")
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        conn.execute("CHECKPOINT")  # write the load out now, not during the measures
     with psycopg.connect(conninfo(url)) as conn:
         counts = dict(
             conn.execute("SELECT status, count(*) FROM queue_jobs GROUP BY status").fetchall()

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Integer,
     Row,
     and_,
     any_,
@@ -88,6 +89,28 @@ class Claimed:
 
 def _insert_for(conn: Connection) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(jobs)
+
+
+class _HotStatement:
+    """A statement on the per-job hot path, built once. On PostgreSQL it is also compiled
+    once and sent with ``exec_driver_sql``: building, cache-keying and compiling a SQLAlchemy
+    statement costs more CPU than the round trip itself (measured with py-spy)."""
+
+    def __init__(self, stmt: Any) -> None:
+        self.stmt = stmt
+        self._compiled: tuple[Any, str, dict[str, Any]] | None = None
+
+    def execute(self, conn: Connection, params: dict[str, Any]) -> Any:
+        if conn.dialect.name != "postgresql":
+            return conn.execute(self.stmt, params)
+        if self._compiled is None or self._compiled[0] is not conn.dialect:
+            compiled = self.stmt.compile(
+                dialect=conn.dialect, compile_kwargs={"render_postcompile": True}
+            )
+            constants = compiled.construct_params()
+            self._compiled = (conn.dialect, str(compiled), constants)
+        _, sql, constants = self._compiled
+        return conn.exec_driver_sql(sql, {**constants, **params})
 
 
 _NON_TERMINAL = ~jobs.c.status.in_(sorted(s.value for s in TERMINAL))
@@ -234,6 +257,30 @@ def stage_due(conn: Connection, limit: int = 5000) -> int:
     return conn.execute(stmt).rowcount
 
 
+_DISPATCH = _HotStatement(
+    update(jobs)
+    .where(
+        jobs.c.id
+        == any_(
+            func.array(
+                select(jobs.c.id)
+                .where(
+                    jobs.c.status == S.QUEUED.value,
+                    jobs.c.queue == bindparam("queue", "", type_=jobs.c.queue.type),
+                )
+                .order_by(jobs.c.priority.desc(), jobs.c.scheduled_at, jobs.c.id)
+                .limit(bindparam("limit", 0, type_=Integer()))
+                .with_for_update(skip_locked=True)
+                .scalar_subquery()
+            )
+        ),
+        _guarded(Transition.DISPATCH),
+    )
+    .values(status=S.DISPATCHED.value, dispatched_at=db_now(), updated_at=db_now())
+    .returning(jobs.c.id, jobs.c.priority, jobs.c.timeout_seconds, jobs.c.scheduled_at)
+)
+
+
 def dispatch(
     conn: Connection,
     queue: str,
@@ -251,6 +298,10 @@ def dispatch(
     """
     if limit <= 0:
         return []
+    if only_type is None and not exclude_types and conn.dialect.name == "postgresql":
+        rows = list(_DISPATCH.execute(conn, {"queue": queue, "limit": limit}))
+        rows.sort(key=lambda r: (-r.priority, r.scheduled_at, r.id))
+        return rows
     picked = select(jobs.c.id).where(jobs.c.status == S.QUEUED.value, jobs.c.queue == queue)
     if only_type is not None:
         picked = picked.where(jobs.c.type == only_type)
@@ -397,28 +448,6 @@ def orphaned_running(
 
 
 # --- worker transitions -----------------------------------------------------------------
-
-
-class _HotStatement:
-    """A statement on the per-job hot path, built once. On PostgreSQL it is also compiled
-    once and sent with ``exec_driver_sql``: building, cache-keying and compiling a SQLAlchemy
-    statement costs more CPU than the round trip itself (measured with py-spy)."""
-
-    def __init__(self, stmt: Any) -> None:
-        self.stmt = stmt
-        self._compiled: tuple[Any, str, dict[str, Any]] | None = None
-
-    def execute(self, conn: Connection, params: dict[str, Any]) -> Any:
-        if conn.dialect.name != "postgresql":
-            return conn.execute(self.stmt, params)
-        if self._compiled is None or self._compiled[0] is not conn.dialect:
-            compiled = self.stmt.compile(
-                dialect=conn.dialect, compile_kwargs={"render_postcompile": True}
-            )
-            constants = compiled.construct_params()
-            self._compiled = (conn.dialect, str(compiled), constants)
-        _, sql, constants = self._compiled
-        return conn.exec_driver_sql(sql, {**constants, **params})
 
 
 _CLAIM = _HotStatement(

@@ -57,19 +57,33 @@ class Maintainer:
         self._next_run = dict.fromkeys((loop.name for loop in self.loops), 0.0)
         self.listener = None if is_sqlite(self.engine) else Listener(settings.ledger_url)
 
+    def _pass(self, loop: MaintenanceLoop) -> int:
+        self._next_run[loop.name] = time.monotonic() + loop.interval
+        try:
+            return loop.run_once()
+        except (SQLAlchemyError, OSError, ConnectionError) as exc:
+            log.warning("%s pass failed, will retry: %s", loop.name, exc)
+        except Exception:
+            log.exception("%s pass failed, will retry", loop.name)
+        return 0
+
     def _run_due(self, *, force_dispatch: bool) -> None:
+        """Run every loop that is due. Woken by new jobs, the dispatcher goes first (latency);
+        jobs the stager makes due are dispatched in the same round."""
+        if force_dispatch:
+            self._pass(self.dispatcher)
         now = time.monotonic()
+        staged = 0
         for loop in self.loops:
-            due = self._next_run[loop.name] <= now or (force_dispatch and loop is self.dispatcher)
-            if not due:
+            if loop is self.dispatcher:
+                due = self._next_run[loop.name] <= now or staged > 0
+                if due and not (force_dispatch and staged == 0):
+                    self._pass(loop)
                 continue
-            self._next_run[loop.name] = now + loop.interval
-            try:
-                loop.run_once()
-            except (SQLAlchemyError, OSError, ConnectionError) as exc:
-                log.warning("%s pass failed, will retry: %s", loop.name, exc)
-            except Exception:
-                log.exception("%s pass failed, will retry", loop.name)
+            if self._next_run[loop.name] <= now:
+                done = self._pass(loop)
+                if loop.name == "stager":
+                    staged = done
 
     def run(self, stop: threading.Event) -> None:
         log.info(
