@@ -87,8 +87,8 @@ class Claimed:
     timeout_seconds: float | None
 
 
-def _insert_for(conn: Connection) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(jobs)
+def _insert_for(dialect_name: str) -> Any:
+    return (postgresql.insert if dialect_name == "postgresql" else sqlite.insert)(jobs)
 
 
 class _HotStatement:
@@ -96,29 +96,38 @@ class _HotStatement:
     once and sent with ``exec_driver_sql``: building, cache-keying and compiling a SQLAlchemy
     statement costs more CPU than the round trip itself (measured with py-spy)."""
 
-    def __init__(self, stmt: Any) -> None:
+    def __init__(self, stmt: Any, *, expanding: bool = True) -> None:
         self.stmt = stmt
+        self.expanding = expanding  # IN lists to render at compile time (needs default values)
         self._compiled: tuple[Any, str, dict[str, Any]] | None = None
+        self._processors: dict[str, Any] = {}
 
     def execute(self, conn: Connection, params: dict[str, Any]) -> Any:
         if conn.dialect.name != "postgresql":
             return conn.execute(self.stmt, params)
         if self._compiled is None or self._compiled[0] is not conn.dialect:
-            compiled = self.stmt.compile(
-                dialect=conn.dialect, compile_kwargs={"render_postcompile": True}
-            )
-            constants = compiled.construct_params()
+            kwargs = {"render_postcompile": True} if self.expanding else {}
+            compiled = self.stmt.compile(dialect=conn.dialect, compile_kwargs=kwargs)
+            # the type conversions SQLAlchemy applies to parameters (JSON encoding, UTC, ...)
+            self._processors = dict(compiled._bind_processors)
+            constants = self._process(compiled.construct_params(_check=False))
             self._compiled = (conn.dialect, str(compiled), constants)
         _, sql, constants = self._compiled
-        return conn.exec_driver_sql(sql, {**constants, **params})
+        return conn.exec_driver_sql(sql, {**constants, **self._process(params)})
+
+    def _process(self, params: dict[str, Any]) -> dict[str, Any]:
+        procs = self._processors
+        return {
+            k: procs[k](v) if k in procs and v is not None else v for k, v in params.items()
+        }
 
 
 _NON_TERMINAL = ~jobs.c.status.in_(sorted(s.value for s in TERMINAL))
 
 
-def _insert_statement(conn: Connection) -> Any:
+def _insert_statement(dialect_name: str) -> Any:
     sched = bindparam("b_scheduled_at", type_=UTCDateTime())
-    return _insert_for(conn).values(
+    return _insert_for(dialect_name).values(
         id=bindparam("b_id"),
         type=bindparam("b_type"),
         queue=bindparam("b_queue"),
@@ -154,6 +163,12 @@ def _params(j: NewJob) -> dict[str, Any]:
     }
 
 
+#: one job, ON CONFLICT DO NOTHING so that a retried insert (lost reply) is harmless
+_INSERT_ONE_PG = _HotStatement(
+    _insert_statement("postgresql").on_conflict_do_nothing(), expanding=False
+)
+
+
 def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[uuid.UUID]:
     """Insert jobs (``queued`` when due, else ``scheduled``). Returns one id per input, in
     input order.
@@ -168,15 +183,17 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[uuid.UUID]
     keyed = [j for j in new_jobs if j.idempotency_key or j.tick_key]
     plain = [j for j in new_jobs if not (j.idempotency_key or j.tick_key)]
     if len(plain) > 1:
-        conn.execute(_insert_statement(conn), [_params(j) for j in plain])
+        conn.execute(_insert_statement(conn.dialect.name), [_params(j) for j in plain])
     elif plain and keyed:
-        conn.execute(_insert_statement(conn), _params(plain[0]))
+        conn.execute(_insert_statement(conn.dialect.name), _params(plain[0]))
+    elif plain and conn.dialect.name == "postgresql":  # one job, the common case: hot path
+        _INSERT_ONE_PG.execute(conn, _params(plain[0]))
     elif plain:  # one job: ON CONFLICT makes a retried insert (lost reply) harmless
-        stmt = _insert_statement(conn).on_conflict_do_nothing()
+        stmt = _insert_statement(conn.dialect.name).on_conflict_do_nothing()
         conn.execute(stmt, _params(plain[0]))
     if not keyed:
         return [j.id for j in new_jobs]
-    stmt = _insert_statement(conn).on_conflict_do_nothing().returning(jobs.c.id)
+    stmt = _insert_statement(conn.dialect.name).on_conflict_do_nothing().returning(jobs.c.id)
     params = [_params(j) for j in keyed]
     rows = conn.execute(stmt, params[0]) if len(params) == 1 else conn.execute(stmt, params)
     inserted = {r[0] for r in rows} | {j.id for j in plain}
