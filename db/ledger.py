@@ -115,11 +115,18 @@ class _HotStatement:
         _, sql, constants = self._compiled
         return conn.exec_driver_sql(sql, {**constants, **self._process(params)})
 
+    def execute_many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """PostgreSQL: one statement, many parameter sets (psycopg pipelines them)."""
+        if self._compiled is None or self._compiled[0] is not conn.dialect:
+            self.execute(conn, rows[0])  # compiles on first use
+            rows = rows[1:]
+        if rows:
+            _, sql, constants = self._compiled  # type: ignore[misc]
+            conn.exec_driver_sql(sql, [{**constants, **self._process(r)} for r in rows])
+
     def _process(self, params: dict[str, Any]) -> dict[str, Any]:
         procs = self._processors
-        return {
-            k: procs[k](v) if k in procs and v is not None else v for k, v in params.items()
-        }
+        return {k: procs[k](v) if k in procs and v is not None else v for k, v in params.items()}
 
 
 _NON_TERMINAL = ~jobs.c.status.in_(sorted(s.value for s in TERMINAL))
@@ -163,6 +170,8 @@ def _params(j: NewJob) -> dict[str, Any]:
     }
 
 
+#: jobs that cannot conflict (fresh ids, no keys), many at once
+_INSERT_MANY_PG = _HotStatement(_insert_statement("postgresql"), expanding=False)
 #: one job, ON CONFLICT DO NOTHING so that a retried insert (lost reply) is harmless
 _INSERT_ONE_PG = _HotStatement(
     _insert_statement("postgresql").on_conflict_do_nothing(), expanding=False
@@ -182,7 +191,9 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[uuid.UUID]
         return []
     keyed = [j for j in new_jobs if j.idempotency_key or j.tick_key]
     plain = [j for j in new_jobs if not (j.idempotency_key or j.tick_key)]
-    if len(plain) > 1:
+    if len(plain) > 1 and conn.dialect.name == "postgresql":
+        _INSERT_MANY_PG.execute_many(conn, [_params(j) for j in plain])
+    elif len(plain) > 1:
         conn.execute(_insert_statement(conn.dialect.name), [_params(j) for j in plain])
     elif plain and keyed:
         conn.execute(_insert_statement(conn.dialect.name), _params(plain[0]))
