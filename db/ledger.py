@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -478,6 +478,17 @@ def orphaned_running(
 # --- worker transitions -----------------------------------------------------------------
 
 
+#: what a claim returns, in the order of ``Claimed``'s fields
+_CLAIMED_COLUMNS = (
+    jobs.c.id,
+    jobs.c.type,
+    jobs.c.queue,
+    jobs.c.data,
+    jobs.c.attempt,
+    jobs.c.max_attempts,
+    jobs.c.timeout_seconds,
+)
+
 _CLAIM = _HotStatement(
     update(jobs)
     .where(
@@ -494,15 +505,7 @@ _CLAIM = _HotStatement(
         worker_id=bindparam("worker_id", None, type_=jobs.c.worker_id.type),
         updated_at=db_now(),
     )
-    .returning(
-        jobs.c.id,
-        jobs.c.type,
-        jobs.c.queue,
-        jobs.c.data,
-        jobs.c.attempt,
-        jobs.c.max_attempts,
-        jobs.c.timeout_seconds,
-    )
+    .returning(*_CLAIMED_COLUMNS)
 )
 
 
@@ -519,15 +522,7 @@ def claimed_by(conn: Connection, job_id: uuid.UUID, worker_id: uuid.UUID) -> Cla
     """The running attempt of ``job_id`` if ``worker_id`` holds it: after a claim whose reply
     was lost (connection dropped after the commit), the worker picks its attempt up again."""
     row = conn.execute(
-        select(
-            jobs.c.id,
-            jobs.c.type,
-            jobs.c.queue,
-            jobs.c.data,
-            jobs.c.attempt,
-            jobs.c.max_attempts,
-            jobs.c.timeout_seconds,
-        ).where(
+        select(*_CLAIMED_COLUMNS).where(
             jobs.c.id == job_id,
             jobs.c.status == S.RUNNING.value,
             jobs.c.worker_id == worker_id,
@@ -586,6 +581,21 @@ def complete_many(conn: Connection, done: Sequence[tuple[uuid.UUID, int, Any]]) 
         )
         return set(rows.scalars())
     return {job_id for job_id, attempt, result in done if complete(conn, job_id, attempt, result)}
+
+
+def error_entry(
+    attempt: int, error: str, *, traceback: str | None, worker: str | None, kind: str
+) -> dict[str, Any]:
+    """One entry of ``queue_jobs.errors``: a failed attempt (kind ``error``) or a rescued one
+    (kind ``rescued``)."""
+    return {
+        "at": datetime.now(UTC).isoformat(),
+        "attempt": attempt,
+        "error": error[:2000],
+        "traceback": None if traceback is None else traceback[-8000:],
+        "worker": worker,
+        "kind": kind,
+    }
 
 
 def fail_attempt(

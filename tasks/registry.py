@@ -312,6 +312,13 @@ def get(name: str) -> JobType:
         raise UnknownJobType(f"unknown job type {name!r} (known: {known})") from None
 
 
+def retry_delay(name: str, attempt: int) -> float:
+    """The backoff before the next attempt of a job of type ``name`` (5 s for a type this
+    process does not know)."""
+    job_type = _REGISTRY.get(name)
+    return 5.0 if job_type is None else job_type.retry_delay(attempt)
+
+
 def all_types() -> list[JobType]:
     return sorted(_REGISTRY.values(), key=lambda t: t.name)
 

@@ -18,7 +18,6 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from huey.consumer import Consumer
@@ -32,7 +31,6 @@ from db.settings import Settings
 from tasks import registry
 from tasks.broker import RUN_JOB_TASK, make_huey
 from tasks.completions import CompletionWriter
-from tasks.errors import UnknownJobType
 from tasks.payload import cap_result
 
 log = logging.getLogger(__name__)
@@ -197,18 +195,14 @@ class WorkerRuntime:
         return True
 
     def _record_failure(self, claimed: ledger.Claimed, exc: BaseException) -> None:
-        try:
-            delay = registry.get(claimed.type).retry_delay(claimed.attempt)
-        except UnknownJobType:
-            delay = 5.0
-        entry = {
-            "at": datetime.now(UTC).isoformat(),
-            "attempt": claimed.attempt,
-            "error": f"{type(exc).__name__}: {exc}"[:2000],
-            "traceback": "".join(traceback.format_exception(exc))[-8000:],
-            "worker": str(self.worker_id),
-            "kind": "error",
-        }
+        delay = registry.retry_delay(claimed.type, claimed.attempt)
+        entry = ledger.error_entry(
+            claimed.attempt,
+            f"{type(exc).__name__}: {exc}",
+            traceback="".join(traceback.format_exception(exc)),
+            worker=str(self.worker_id),
+            kind="error",
+        )
 
         def do_fail() -> str | None:
             with write(self.engine) as conn:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
@@ -13,7 +12,6 @@ from db import ledger
 from db import workers as worker_sql
 from db.engine import read, write
 from tasks import registry
-from tasks.errors import UnknownJobType
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +39,14 @@ class Rescuer:
             )
         rescued = 0
         for job in orphans:
-            try:
-                delay = registry.get(job.type).retry_delay(job.attempt)
-            except UnknownJobType:
-                delay = 5.0
-            entry = {
-                "at": datetime.now(UTC).isoformat(),
-                "attempt": job.attempt,
-                "error": f"Rescued: {job.reason}",
-                "traceback": None,
-                "worker": str(job.worker_id) if job.worker_id else None,
-                "kind": "rescued",
-            }
+            delay = registry.retry_delay(job.type, job.attempt)
+            entry = ledger.error_entry(
+                job.attempt,
+                f"Rescued: {job.reason}",
+                traceback=None,
+                worker=str(job.worker_id) if job.worker_id else None,
+                kind="rescued",
+            )
             with write(self.engine) as conn:
                 status = ledger.fail_attempt(conn, job.id, job.attempt, entry, delay)
             if status is not None:
