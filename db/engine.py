@@ -119,6 +119,15 @@ def transaction(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def read(engine: Engine) -> Iterator[Connection]:
-    """A connection for reads (no write lock taken on SQLite)."""
-    with engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
-        yield conn
+    """A connection for reads.
+
+    PostgreSQL: autocommit, so a read is one round trip (no BEGIN/ROLLBACK around it). Under
+    READ COMMITTED every statement takes its own snapshot anyway, so a surrounding
+    transaction gave several reads no more consistency. SQLite: no write lock taken.
+    """
+    if is_sqlite(engine):
+        with engine.connect().execution_options(sqlite_begin="DEFERRED") as conn:
+            yield conn
+    else:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn

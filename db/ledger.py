@@ -28,12 +28,13 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
 from db.models import Job, QueueControl, Worker
-from db.states import TERMINAL, JobStatus, Transition, sources
+from db.states import LEASED, TERMINAL, JobStatus, Transition, sources
 from db.types import JSONType, UTCDateTime, db_now, json_append
 
 S = JobStatus
@@ -76,13 +77,14 @@ class NewJob:
 
 @dataclass(frozen=True)
 class Claimed:
-    """What a worker needs to run one attempt."""
+    """What a worker needs to run one attempt; ``lease`` fences every write of the attempt."""
 
     id: uuid.UUID
     type: str
     queue: str
     data: dict[str, Any]
     attempt: int
+    lease: int
     max_attempts: int
     timeout_seconds: float | None
 
@@ -285,6 +287,23 @@ def stage_due(conn: Connection, limit: int = 5000) -> int:
     return conn.execute(stmt).rowcount
 
 
+#: a dispatch takes the attempt and a new lease: the message carries the lease, and the worker
+#: that runs it writes the outcome fenced on it (no claim round trip before the handler runs)
+_DISPATCH_VALUES: dict[str, Any] = {
+    "status": S.DISPATCHED.value,
+    "attempt": jobs.c.attempt + 1,
+    "lease": jobs.c.lease + 1,
+    "dispatched_at": db_now(),
+    "updated_at": db_now(),
+}
+_DISPATCH_RETURNING = (
+    jobs.c.id,
+    jobs.c.lease,
+    jobs.c.priority,
+    jobs.c.timeout_seconds,
+    jobs.c.scheduled_at,
+)
+
 _DISPATCH = _HotStatement(
     update(jobs)
     .where(
@@ -304,8 +323,8 @@ _DISPATCH = _HotStatement(
         ),
         _guarded(Transition.DISPATCH),
     )
-    .values(status=S.DISPATCHED.value, dispatched_at=db_now(), updated_at=db_now())
-    .returning(jobs.c.id, jobs.c.priority, jobs.c.timeout_seconds, jobs.c.scheduled_at)
+    .values(**_DISPATCH_VALUES)
+    .returning(*_DISPATCH_RETURNING)
 )
 
 
@@ -319,8 +338,10 @@ def dispatch(
 ) -> list[Row[Any]]:
     """Mark up to ``limit`` due jobs of ``queue`` ``dispatched``, best first (optionally of one
     type only, or of every type but some: the metered types are dispatched on their own).
+    Each takes its attempt (``attempt + 1``) and a new lease (``lease + 1``).
 
-    Returns ``(id, priority, timeout_seconds)`` rows ordered as they should be pushed.
+    Returns ``(id, lease, priority, timeout_seconds, scheduled_at)`` rows ordered as they
+    should be pushed.
     The caller pushes them to Redis after commit; a push that never happens is repaired
     by :func:`requeue_lost`.
     """
@@ -343,8 +364,8 @@ def dispatch(
     stmt = (
         update(jobs)
         .where(_ids_from(conn, picked), _guarded(Transition.DISPATCH))
-        .values(status=S.DISPATCHED.value, dispatched_at=db_now(), updated_at=db_now())
-        .returning(jobs.c.id, jobs.c.priority, jobs.c.timeout_seconds, jobs.c.scheduled_at)
+        .values(**_DISPATCH_VALUES)
+        .returning(*_DISPATCH_RETURNING)
     )
     rows = list(conn.execute(stmt))
     rows.sort(key=lambda r: (-r.priority, r.scheduled_at, r.id))
@@ -398,11 +419,12 @@ def starts_since(conn: Connection, job_type: str, period_seconds: float) -> int:
 
 
 def requeue_dispatched(conn: Connection, queue: str) -> int:
-    """Take back every dispatched job of ``queue`` (pausing it): their messages claim nothing."""
+    """Take back every dispatched job of ``queue`` (pausing it) and the attempts they took:
+    their messages start nothing (a worker checks the lease is still dispatched)."""
     stmt = (
         update(jobs)
         .where(jobs.c.queue == queue, _guarded(Transition.RECONCILE))
-        .values(status=S.QUEUED.value, dispatched_at=None, updated_at=db_now())
+        .values(**_GIVE_BACK_VALUES)
     )
     return conn.execute(stmt).rowcount
 
@@ -423,29 +445,43 @@ def find_unique(conn: Connection, unique_key: str, window_seconds: float) -> uui
     return conn.execute(stmt).scalar_one_or_none()
 
 
-def dispatched_before(conn: Connection, grace_seconds: float) -> dict[str, list[uuid.UUID]]:
-    """Jobs dispatched more than ``grace_seconds`` ago and not yet claimed, by queue."""
+def dispatched_before(
+    conn: Connection, grace_seconds: float
+) -> dict[str, list[tuple[uuid.UUID, int]]]:
+    """``(id, lease)`` of jobs dispatched more than ``grace_seconds`` ago and not started yet,
+    by queue."""
     rows = conn.execute(
-        select(jobs.c.queue, jobs.c.id).where(
+        select(jobs.c.queue, jobs.c.id, jobs.c.lease).where(
             jobs.c.status == S.DISPATCHED.value,
             jobs.c.dispatched_at < db_now(-grace_seconds),
         )
     )
-    out: dict[str, list[uuid.UUID]] = {}
-    for queue, job_id in rows:
-        out.setdefault(queue, []).append(job_id)
+    out: dict[str, list[tuple[uuid.UUID, int]]] = {}
+    for queue, job_id, lease in rows:
+        out.setdefault(queue, []).append((job_id, lease))
     return out
 
 
-def requeue_lost(conn: Connection, job_ids: Iterable[uuid.UUID]) -> int:
-    """Dispatched jobs whose message is gone from Redis (and nobody claimed) go back to queued."""
-    ids = list(job_ids)
-    if not ids:
+#: a lease that never started goes back: the job waits again and its attempt is not counted
+_GIVE_BACK_VALUES: dict[str, Any] = {
+    "status": S.QUEUED.value,
+    "attempt": jobs.c.attempt - 1,
+    "dispatched_at": None,
+    "updated_at": db_now(),
+}
+
+
+def requeue_lost(conn: Connection, leases: Iterable[tuple[uuid.UUID, int]]) -> int:
+    """Dispatched jobs whose message ``(id, lease)`` is gone from Redis and that no worker
+    started go back to queued, giving their attempt back. The lease stays taken, so a late
+    worker holding that message can no longer write anything."""
+    pairs = list(leases)
+    if not pairs:
         return 0
     stmt = (
         update(jobs)
-        .where(jobs.c.id.in_(ids), _guarded(Transition.RECONCILE))
-        .values(status=S.QUEUED.value, dispatched_at=None, updated_at=db_now())
+        .where(tuple_(jobs.c.id, jobs.c.lease).in_(pairs), _guarded(Transition.RECONCILE))
+        .values(**_GIVE_BACK_VALUES)
     )
     return conn.execute(stmt).rowcount
 
@@ -455,7 +491,7 @@ def orphaned_running(
 ) -> list[Row[Any]]:
     """Running attempts whose worker is dead (stale or missing) or whose deadline passed.
 
-    Returns ``(id, type, attempt, worker_id, reason)`` rows.
+    Returns ``(id, type, attempt, lease, worker_id, reason)`` rows.
     """
     live = select(Worker.id).where(
         Worker.status != "stopped", Worker.last_heartbeat >= db_now(-stale_seconds)
@@ -470,7 +506,12 @@ def orphaned_running(
         else_=literal("attempt exceeded its timeout"),
     )
     stmt = select(
-        jobs.c.id, jobs.c.type, jobs.c.attempt, jobs.c.worker_id, reason.label("reason")
+        jobs.c.id,
+        jobs.c.type,
+        jobs.c.attempt,
+        jobs.c.lease,
+        jobs.c.worker_id,
+        reason.label("reason"),
     ).where(jobs.c.status == S.RUNNING.value, or_(dead_worker, overdue))
     return list(conn.execute(stmt))
 
@@ -485,22 +526,46 @@ _CLAIMED_COLUMNS = (
     jobs.c.queue,
     jobs.c.data,
     jobs.c.attempt,
+    jobs.c.lease,
     jobs.c.max_attempts,
     jobs.c.timeout_seconds,
 )
 
-_CLAIM = _HotStatement(
+_QUEUE_NOT_PAUSED = ~(
+    select(QueueControl.queue_name)
+    .where(QueueControl.queue_name == jobs.c.queue, QueueControl.paused.is_(True))
+    .exists()
+)
+
+_LEASED = _HotStatement(
+    select(*_CLAIMED_COLUMNS).where(
+        jobs.c.id == bindparam("job_id", None, type_=jobs.c.id.type),
+        jobs.c.lease == bindparam("lease", None, type_=Integer()),
+        jobs.c.status == S.DISPATCHED.value,
+        _QUEUE_NOT_PAUSED,
+    )
+)
+
+
+def leased(conn: Connection, job_id: uuid.UUID, lease: int) -> Claimed | None:
+    """The attempt a message ``(job_id, lease)`` may run, read without a write: None when the
+    message is stale (its lease was given back or superseded), the job was cancelled, or its
+    queue is paused. The worker records the start later (:func:`start_many`); the outcome
+    write is fenced on the lease either way."""
+    row = _LEASED.execute(conn, {"job_id": job_id, "lease": lease}).first()
+    return None if row is None else Claimed(*row)
+
+
+_CLAIM_LEASE = _HotStatement(
     update(jobs)
     .where(
         jobs.c.id == bindparam("job_id", None, type_=jobs.c.id.type),
-        _guarded(Transition.CLAIM),
-        ~select(QueueControl.queue_name)
-        .where(QueueControl.queue_name == jobs.c.queue, QueueControl.paused.is_(True))
-        .exists(),
+        jobs.c.lease == bindparam("b_lease", None, type_=Integer()),
+        jobs.c.status == S.DISPATCHED.value,
+        _QUEUE_NOT_PAUSED,
     )
     .values(
         status=S.RUNNING.value,
-        attempt=jobs.c.attempt + 1,
         started_at=db_now(),
         worker_id=bindparam("worker_id", None, type_=jobs.c.worker_id.type),
         updated_at=db_now(),
@@ -509,13 +574,36 @@ _CLAIM = _HotStatement(
 )
 
 
-def claim(conn: Connection, job_id: uuid.UUID, worker_id: uuid.UUID | None) -> Claimed | None:
-    """Start an attempt: the exactly-once gate. None when the message is stale or duplicate,
-    the job was cancelled, or its queue is paused."""
-    row = _CLAIM.execute(conn, {"job_id": job_id, "worker_id": worker_id}).first()
-    if row is None:
-        return None
-    return Claimed(*row)
+def claim(
+    conn: Connection, job_id: uuid.UUID, worker_id: uuid.UUID | None, lease: int | None = None
+) -> Claimed | None:
+    """Start an attempt before running it, in one guarded UPDATE (process workers, and tools).
+
+    With ``lease`` (a message's): the leased ``dispatched`` attempt becomes ``running``.
+    Without: a ``queued`` job is started directly under a new lease (attempt + 1), and a
+    ``dispatched`` one under its current lease. None when the message is stale or duplicate,
+    the job was cancelled, or its queue is paused.
+    """
+    if lease is not None:
+        params = {"job_id": job_id, "b_lease": lease, "worker_id": worker_id}
+        row = _CLAIM_LEASE.execute(conn, params).first()
+        return None if row is None else Claimed(*row)
+    fresh = jobs.c.status == S.QUEUED.value
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id == job_id, _guarded(Transition.CLAIM), _QUEUE_NOT_PAUSED)
+        .values(
+            status=S.RUNNING.value,
+            attempt=case((fresh, jobs.c.attempt + 1), else_=jobs.c.attempt),
+            lease=case((fresh, jobs.c.lease + 1), else_=jobs.c.lease),
+            started_at=db_now(),
+            worker_id=worker_id,
+            updated_at=db_now(),
+        )
+        .returning(*_CLAIMED_COLUMNS)
+    )
+    row = conn.execute(stmt).first()
+    return None if row is None else Claimed(*row)
 
 
 def claimed_by(conn: Connection, job_id: uuid.UUID, worker_id: uuid.UUID) -> Claimed | None:
@@ -531,21 +619,96 @@ def claimed_by(conn: Connection, job_id: uuid.UUID, worker_id: uuid.UUID) -> Cla
     return None if row is None else Claimed(*row)
 
 
-def _fence(job_id: uuid.UUID, attempt: int) -> Any:
-    return and_(jobs.c.id == job_id, jobs.c.status == S.RUNNING.value, jobs.c.attempt == attempt)
+def _fence(job_id: uuid.UUID, lease: int) -> Any:
+    """The writes of an attempt: only while its lease is the job's lease and not finished."""
+    return and_(
+        jobs.c.id == job_id,
+        jobs.c.lease == lease,
+        jobs.c.status.in_(sorted(s.value for s in LEASED)),
+    )
 
 
-def complete(conn: Connection, job_id: uuid.UUID, attempt: int, result: Any) -> bool:
+def _ran(worker_id: uuid.UUID | None, started_ago: float | None) -> dict[str, Any]:
+    """``started_at``/``worker_id`` of an attempt whose start the worker measured itself
+    (``started_ago`` seconds before this statement): the outcome may be the first write."""
+    if started_ago is None:
+        return {}
+    return {"started_at": db_now(-float(started_ago)), "worker_id": worker_id}
+
+
+_START_MANY_PG = text(
+    """
+    UPDATE queue_jobs AS j
+    SET status = 'running', worker_id = v.worker_id, updated_at = now(),
+        started_at = now() - make_interval(secs => v.ago)
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:leases AS integer[]), CAST(:workers AS uuid[]),
+                CAST(:agos AS double precision[])) AS v(id, lease, worker_id, ago)
+    WHERE j.id = ANY(CAST(:ids AS uuid[])) AND j.id = v.id
+      AND j.status = 'dispatched' AND j.lease = v.lease
+    """
+)
+
+
+def start_many(
+    conn: Connection, started: Sequence[tuple[uuid.UUID, int, uuid.UUID | None, float]]
+) -> int:
+    """Record that attempts ``(job id, lease, worker id, seconds since start)`` are running,
+    in one statement. An attempt whose outcome was written first, or whose lease was taken
+    back, is left alone. Returns the number recorded."""
+    if not started:
+        return 0
+    if conn.dialect.name == "postgresql":
+        params = {
+            "ids": [s[0] for s in started],
+            "leases": [s[1] for s in started],
+            "workers": [s[2] for s in started],
+            "agos": [float(s[3]) for s in started],
+        }
+        return conn.execute(_START_MANY_PG, params).rowcount
+    recorded = 0
+    for job_id, lease, worker_id, ago in started:
+        stmt = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.lease == lease, _guarded(Transition.START))
+            .values(status=S.RUNNING.value, updated_at=db_now(), **_ran(worker_id, ago))
+        )
+        recorded += conn.execute(stmt).rowcount
+    return recorded
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A successful attempt, as the worker hands it to the group commit."""
+
+    id: uuid.UUID
+    lease: int
+    result: Any
+    worker_id: uuid.UUID | None = None
+    started_ago: float | None = None  # seconds between the start and the write
+    finished_ago: float = 0.0  # seconds between the end of the handler and the write
+
+
+def complete(
+    conn: Connection,
+    job_id: uuid.UUID,
+    lease: int,
+    result: Any,
+    *,
+    worker_id: uuid.UUID | None = None,
+    started_ago: float | None = None,
+    finished_ago: float = 0.0,
+) -> bool:
     """Record success of the attempt. False when the attempt was fenced off (rescued)."""
     stmt = (
         update(jobs)
-        .where(_fence(job_id, attempt))
+        .where(_fence(job_id, lease))
         .values(
             status=S.COMPLETED.value,
             result=bindparam("b_result", value=result, type_=JSONType),
-            completed_at=db_now(),
-            finished_at=db_now(),
+            completed_at=db_now(-float(finished_ago)),
+            finished_at=db_now(-float(finished_ago)),
             updated_at=db_now(),
+            **_ran(worker_id, started_ago),
         )
     )
     return conn.execute(stmt).rowcount == 1
@@ -554,33 +717,54 @@ def complete(conn: Connection, job_id: uuid.UUID, attempt: int, result: Any) -> 
 _COMPLETE_MANY_PG = text(
     """
     UPDATE queue_jobs AS j
-    SET status = 'completed', result = v.result, completed_at = now(), finished_at = now(),
+    SET status = 'completed', result = v.result,
+        completed_at = now() - make_interval(secs => v.fago),
+        finished_at = now() - make_interval(secs => v.fago),
+        started_at = COALESCE(now() - make_interval(secs => v.sago), j.started_at),
+        worker_id = COALESCE(v.worker_id, j.worker_id),
         updated_at = now()
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS integer[]), CAST(:results AS jsonb[]))
-         AS v(id, attempt, result)
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:leases AS integer[]), CAST(:results AS jsonb[]),
+                CAST(:workers AS uuid[]), CAST(:sagos AS double precision[]),
+                CAST(:fagos AS double precision[]))
+         AS v(id, lease, result, worker_id, sago, fago)
     WHERE j.id = ANY(CAST(:ids AS uuid[])) AND j.id = v.id
-      AND j.status = 'running' AND j.attempt = v.attempt
+      AND j.status IN ('dispatched', 'running') AND j.lease = v.lease
     RETURNING j.id
     """
 )
 
 
-def complete_many(conn: Connection, done: Sequence[tuple[uuid.UUID, int, Any]]) -> set[uuid.UUID]:
-    """Record the success of many attempts ``(job id, attempt, result)`` in one statement
-    (group commit). Returns the ids recorded; the others were fenced off."""
+def complete_many(conn: Connection, done: Sequence[Outcome]) -> set[uuid.UUID]:
+    """Record the success of many attempts in one statement (group commit). Returns the ids
+    recorded; the others were fenced off."""
     if not done:
         return set()
     if conn.dialect.name == "postgresql":
         rows = conn.execute(
             _COMPLETE_MANY_PG,
             {
-                "ids": [d[0] for d in done],
-                "attempts": [d[1] for d in done],
-                "results": [json.dumps(d[2]) for d in done],
+                "ids": [d.id for d in done],
+                "leases": [d.lease for d in done],
+                "results": [json.dumps(d.result) for d in done],
+                "workers": [d.worker_id for d in done],
+                "sagos": [d.started_ago for d in done],
+                "fagos": [float(d.finished_ago) for d in done],
             },
         )
         return set(rows.scalars())
-    return {job_id for job_id, attempt, result in done if complete(conn, job_id, attempt, result)}
+    return {
+        d.id
+        for d in done
+        if complete(
+            conn,
+            d.id,
+            d.lease,
+            d.result,
+            worker_id=d.worker_id,
+            started_ago=d.started_ago,
+            finished_ago=d.finished_ago,
+        )
+    }
 
 
 def error_entry(
@@ -601,9 +785,12 @@ def error_entry(
 def fail_attempt(
     conn: Connection,
     job_id: uuid.UUID,
-    attempt: int,
+    lease: int,
     error_entry: dict[str, Any],
     retry_delay_seconds: float,
+    *,
+    worker_id: uuid.UUID | None = None,
+    started_ago: float | None = None,
 ) -> str | None:
     """Record a failed attempt: ``retrying`` (attempts left), ``failed``, or ``cancelled``
     (cancel was requested). Returns the new status, or None if fenced off.
@@ -615,16 +802,18 @@ def fail_attempt(
         (retry, literal(S.RETRYING.value)),
         else_=literal(S.FAILED.value),
     )
+    ran = _ran(worker_id, started_ago)
     stmt = (
         update(jobs)
-        .where(_fence(job_id, attempt))
+        .where(_fence(job_id, lease))
         .values(
             status=new_status,
             scheduled_at=case((retry, db_now(retry_delay_seconds)), else_=jobs.c.scheduled_at),
             finished_at=case((retry, None), else_=db_now()),
             last_error=str(error_entry.get("error", ""))[:4000],
             errors=json_append(jobs.c.errors, bindparam("b_entry", error_entry, JSONType)),
-            worker_id=case((retry, None), else_=jobs.c.worker_id),
+            worker_id=case((retry, None), else_=ran.get("worker_id", jobs.c.worker_id)),
+            started_at=ran.get("started_at", jobs.c.started_at),
             updated_at=db_now(),
         )
         .returning(jobs.c.status)
@@ -633,12 +822,12 @@ def fail_attempt(
 
 
 def set_progress(
-    conn: Connection, job_id: uuid.UUID, attempt: int, fraction: float, message: str | None
+    conn: Connection, job_id: uuid.UUID, lease: int, fraction: float, message: str | None
 ) -> bool:
-    """Store the handler's progress on its running attempt (fenced like every attempt write)."""
+    """Store the handler's progress on its attempt (fenced like every attempt write)."""
     stmt = (
         update(jobs)
-        .where(_fence(job_id, attempt))
+        .where(_fence(job_id, lease))
         .values(progress=fraction, progress_message=message, progress_at=db_now())
     )
     return conn.execute(stmt).rowcount == 1
@@ -649,12 +838,24 @@ def cancel_requested(conn: Connection, job_id: uuid.UUID) -> bool:
     return bool(conn.execute(stmt).scalar_one_or_none())
 
 
-def finish_cancelled(conn: Connection, job_id: uuid.UUID, attempt: int) -> bool:
-    """A running job whose cancel was requested stopped cooperatively."""
+def finish_cancelled(
+    conn: Connection,
+    job_id: uuid.UUID,
+    lease: int,
+    *,
+    worker_id: uuid.UUID | None = None,
+    started_ago: float | None = None,
+) -> bool:
+    """A job whose cancel was requested stopped cooperatively."""
     stmt = (
         update(jobs)
-        .where(_fence(job_id, attempt), jobs.c.cancel_requested_at.is_not(None))
-        .values(status=S.CANCELLED.value, finished_at=db_now(), updated_at=db_now())
+        .where(_fence(job_id, lease), jobs.c.cancel_requested_at.is_not(None))
+        .values(
+            status=S.CANCELLED.value,
+            finished_at=db_now(),
+            updated_at=db_now(),
+            **_ran(worker_id, started_ago),
+        )
     )
     return conn.execute(stmt).rowcount == 1
 

@@ -61,6 +61,9 @@ class Job(Base):
     # ledger columns (DESIGN.md)
     queue: Mapped[str] = mapped_column(String(100))
     attempt: Mapped[int] = mapped_column(Integer)
+    # fence token: +1 at every dispatch, never reused; a message and every write of the
+    # attempt it starts carry it (docs/architecture.md, "Leases")
+    lease: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     max_attempts: Mapped[int] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
     errors: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)

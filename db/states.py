@@ -21,15 +21,18 @@ S = JobStatus
 ALL_STATUSES: tuple[str, ...] = tuple(s.value for s in JobStatus)
 TERMINAL: frozenset[JobStatus] = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED})
 WAITING: frozenset[JobStatus] = frozenset({S.SCHEDULED, S.QUEUED, S.DISPATCHED, S.RETRYING})
+#: states in which an attempt holds a lease: its writes are fenced on ``lease``
+LEASED: frozenset[JobStatus] = frozenset({S.DISPATCHED, S.RUNNING})
 
 
 class Transition(StrEnum):
     """Every way a job can change state; names match the functions in ``db.ledger``."""
 
-    DISPATCH = "dispatch"  # dispatcher pushed the id into Redis
-    RECONCILE = "reconcile"  # message lost in Redis, nobody claimed it
+    DISPATCH = "dispatch"  # dispatcher takes the attempt (a new lease), pushes the id to Redis
+    RECONCILE = "reconcile"  # message lost in Redis, nobody started it: the attempt is given back
     STAGE = "stage"  # due time reached
-    CLAIM = "claim"  # a worker starts an attempt
+    CLAIM = "claim"  # a worker starts an attempt before running it (process workers)
+    START = "start"  # a worker records, after the fact, that it started the leased attempt
     COMPLETE = "complete"
     RETRY_LATER = "retry_later"  # attempt failed, attempts left
     FAIL = "fail"  # attempt failed, attempts used up
@@ -46,14 +49,17 @@ TRANSITIONS: dict[Transition, tuple[frozenset[JobStatus], frozenset[JobStatus]]]
     Transition.RECONCILE: (frozenset({S.DISPATCHED}), frozenset({S.QUEUED})),
     Transition.STAGE: (frozenset({S.SCHEDULED, S.RETRYING}), frozenset({S.QUEUED})),
     Transition.CLAIM: (frozenset({S.QUEUED, S.DISPATCHED}), frozenset({S.RUNNING})),
-    Transition.COMPLETE: (frozenset({S.RUNNING}), frozenset({S.COMPLETED})),
-    Transition.RETRY_LATER: (frozenset({S.RUNNING}), frozenset({S.RETRYING})),
-    Transition.FAIL: (frozenset({S.RUNNING}), frozenset({S.FAILED})),
+    Transition.START: (frozenset({S.DISPATCHED}), frozenset({S.RUNNING})),
+    # the outcome of a leased attempt may be written before its start record (short jobs:
+    # one write records both); the lease fence makes sure it is that attempt's outcome
+    Transition.COMPLETE: (LEASED, frozenset({S.COMPLETED})),
+    Transition.RETRY_LATER: (LEASED, frozenset({S.RETRYING})),
+    Transition.FAIL: (LEASED, frozenset({S.FAILED})),
     Transition.CANCEL: (
         frozenset({S.SCHEDULED, S.QUEUED, S.DISPATCHED, S.RETRYING}),
         frozenset({S.CANCELLED}),
     ),
-    Transition.FINISH_CANCELLED: (frozenset({S.RUNNING}), frozenset({S.CANCELLED})),
+    Transition.FINISH_CANCELLED: (LEASED, frozenset({S.CANCELLED})),
     Transition.RETRY: (frozenset({S.FAILED, S.CANCELLED}), frozenset({S.QUEUED})),
     Transition.RESCUE: (
         frozenset({S.RUNNING}),

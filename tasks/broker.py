@@ -1,8 +1,10 @@
 """The Huey transport: one Redis sorted set (or SQLite table rows) per queue, carrying job ids.
 
-Redis is only the doorbell: a message is ``{"id": <job id>}`` as JSON, never pickle, so
-nothing read from Redis can run code. A message that is not exactly that shape is refused
-(logged) and dropped; the ledger still has the job and the reconciler re-dispatches it.
+Redis is only the doorbell: a message is ``{"v": 2, "id": <job id>, "lease": <n>, "timeout":
+<s>}`` as JSON, never pickle, so nothing read from Redis can run code. A message that is not
+exactly that shape is refused (logged) and dropped; the ledger still has the job and the
+reconciler re-dispatches it. The lease is the fence token the dispatcher took for this
+delivery (``queue_jobs.lease``): a worker runs the message only while it is the job's lease.
 """
 
 from __future__ import annotations
@@ -26,32 +28,37 @@ log = logging.getLogger(__name__)
 
 #: Huey's registry name of the one task every message runs (``tasks.worker.run_job``).
 RUN_JOB_TASK = "tasks.worker.run_job"
-_MESSAGE_KEYS = {"v", "id", "timeout"}
+_MESSAGE_KEYS = {"v", "id", "lease", "timeout"}
+MESSAGE_VERSION = 2
 
 
 class ForgedMessage(ValueError):
     """A message in the queue that this system did not write."""
 
 
-def encode_job_message(job_id: uuid.UUID, timeout: float | None = None) -> bytes:
-    return json.dumps({"v": 1, "id": str(job_id), "timeout": timeout}).encode()
+def encode_job_message(job_id: uuid.UUID, lease: int, timeout: float | None = None) -> bytes:
+    message = {"v": MESSAGE_VERSION, "id": str(job_id), "lease": lease, "timeout": timeout}
+    return json.dumps(message).encode()
 
 
-def decode_job_id(data: bytes) -> uuid.UUID:
-    """The job id inside a message, or ``ForgedMessage``."""
+def decode_job_message(data: bytes) -> tuple[uuid.UUID, int, float | None]:
+    """``(job id, lease, timeout)`` of a message, or ``ForgedMessage``."""
     try:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise ForgedMessage("message is not JSON") from None
-    if not isinstance(obj, dict) or set(obj) != _MESSAGE_KEYS or obj.get("v") != 1:
+    if not isinstance(obj, dict) or set(obj) != _MESSAGE_KEYS or obj["v"] != MESSAGE_VERSION:
         raise ForgedMessage("message does not have the job-message shape")
     timeout = obj["timeout"]
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
     ):
         raise ForgedMessage("message timeout is not a positive number")
+    lease = obj["lease"]
+    if isinstance(lease, bool) or not isinstance(lease, int) or lease < 1:
+        raise ForgedMessage("message lease is not a positive integer")
     try:
-        return uuid.UUID(str(obj["id"]))
+        return uuid.UUID(str(obj["id"])), lease, timeout
     except ValueError:
         raise ForgedMessage("message id is not a UUID") from None
 
@@ -62,21 +69,21 @@ class JobMessageSerializer(Serializer):
     def _serialize(self, data: Message) -> bytes:
         if data.name != RUN_JOB_TASK:
             raise ForgedMessage(f"only {RUN_JOB_TASK} messages are sent, not {data.name}")
-        return encode_job_message(uuid.UUID(str(data.id)), data.timeout)
+        job_id, lease = data.args
+        return encode_job_message(uuid.UUID(str(job_id)), int(lease), data.timeout)
 
     def _deserialize(self, data: bytes) -> Message:
         try:
-            job_id = decode_job_id(data)
+            job_id, lease, timeout = decode_job_message(data)
         except ForgedMessage as exc:
             log.error("rejected a message from the queue: %s (%r)", exc, data[:200])
             raise
-        timeout = json.loads(data)["timeout"]
         return Message(
             id=str(job_id),
             name=RUN_JOB_TASK,
             retries=0,
             retry_delay=0,
-            args=(str(job_id),),
+            args=(str(job_id), lease),
             kwargs={},
             timeout=timeout,
         )
@@ -98,14 +105,16 @@ class QueueStorage:
         """Every message now waiting in ``queue`` (small by design: the dispatch window)."""
         raise NotImplementedError
 
-    def window_ids(self, queue: str) -> set[uuid.UUID]:
-        ids = set()
+    def window_leases(self, queue: str) -> set[tuple[uuid.UUID, int]]:
+        """``(job id, lease)`` of every valid message waiting in ``queue``."""
+        leases = set()
         for data in self.window(queue):
             try:
-                ids.add(decode_job_id(data))
+                job_id, lease, _ = decode_job_message(data)
             except ForgedMessage:
                 continue
-        return ids
+            leases.add((job_id, lease))
+        return leases
 
 
 class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):

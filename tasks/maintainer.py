@@ -24,7 +24,7 @@ from tasks.maintenance.stager import Stager, StagerConfig
 
 log = logging.getLogger(__name__)
 
-BACKLOG_PAUSE = 0.005  # seconds between dispatch passes while the window is the limit
+BACKLOG_PAUSE = 0.005  # seconds between window checks while the window is the limit
 
 
 class Maintainer:
@@ -85,6 +85,13 @@ class Maintainer:
                 if loop.name == "stager":
                     staged = done
 
+    def _refill_due(self) -> bool:
+        try:
+            return self.dispatcher.needs_refill()
+        except Exception as exc:  # Redis down: the dispatcher's own pass reports it
+            log.debug("window check failed: %s", exc)
+            return True
+
     def run(self, stop: threading.Event) -> None:
         log.info(
             "maintainer started (ledger: %s, transport: %s)",
@@ -94,8 +101,13 @@ class Maintainer:
         woken = True
         while not stop.is_set():
             self._run_due(force_dispatch=woken)
-            if self.dispatcher.backlog:
-                woken = not stop.wait(BACKLOG_PAUSE)
+            if self.dispatcher.backlog:  # a pass when new jobs arrive or the window drained
+                if self.listener is not None:
+                    woken = self.listener.wait(BACKLOG_PAUSE)
+                else:
+                    stop.wait(BACKLOG_PAUSE)
+                    woken = False
+                woken = woken or self._refill_due()
                 continue
             timeout = max(0.0, min(self._next_run.values()) - time.monotonic(), BACKLOG_PAUSE)
             if self.listener is not None:

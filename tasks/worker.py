@@ -1,10 +1,13 @@
 """``queuectl worker``: a Huey consumer whose one task runs ledger jobs.
 
-Each message carries a job id. The worker claims the job in the ledger (one guarded UPDATE;
-a stale or duplicate message claims nothing and is dropped), runs the handler, and records
-the outcome fenced on the attempt number. Retries, backoff and cancellation live in the
-ledger; Huey's own retries stay 0. A heartbeat thread keeps ``queue_workers`` fresh so the
-maintainer can rescue the jobs of a worker that died.
+Each message carries a job id and the lease the dispatcher took for this delivery. A thread
+worker reads the leased attempt (one primary-key SELECT, no write: a stale message, a
+cancelled job or a paused queue reads nothing and the message is dropped), runs the handler,
+and hands the start record and the outcome to a per-process group commit
+(``tasks.attempt_writer``); a process worker claims the attempt with one guarded UPDATE
+before running it. Every write of an attempt is fenced on its lease. Retries, backoff and
+cancellation live in the ledger; Huey's own retries stay 0. A heartbeat thread keeps
+``queue_workers`` fresh so the maintainer can rescue the jobs of a worker that died.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from db import workers as worker_sql
 from db.engine import create_ledger_engine, read, write
 from db.settings import Settings
 from tasks import registry
+from tasks.attempt_writer import AttemptWriter
 from tasks.broker import RUN_JOB_TASK, make_huey
-from tasks.completions import CompletionWriter
 from tasks.payload import cap_result
 
 log = logging.getLogger(__name__)
@@ -68,7 +71,7 @@ class AttemptChannel:
         self._pending = None
         self._last_write = time.monotonic()
         with write(self.runtime.engine) as conn:
-            ledger.set_progress(conn, self.claimed.id, self.claimed.attempt, fraction, message)
+            ledger.set_progress(conn, self.claimed.id, self.claimed.lease, fraction, message)
 
     def cancel_requested(self) -> bool:
         if not self._cancelled and time.monotonic() - self._last_check >= CANCEL_CHECK_INTERVAL:
@@ -92,7 +95,7 @@ class WorkerRuntime:
         self._lock = threading.Lock()
         self.processed = 0
         self.failed = 0
-        self.completions: CompletionWriter | None = None
+        self.writer: AttemptWriter | None = None  # thread workers: group commit
 
     def _with_db_retry(self, what: str, fn: Callable[[], T]) -> T:
         """Retry a ledger write through a database outage; give up only when stopping (the
@@ -117,24 +120,33 @@ class WorkerRuntime:
             if failed:
                 self.failed += 1
 
-    def run(self, job_id_text: str) -> None:
-        job_id = uuid.UUID(job_id_text)
+    def _begin(self, job_id: uuid.UUID, lease: int, *, retried: bool) -> ledger.Claimed | None:
+        """The attempt this message may run, or None (stale, duplicate, cancelled, paused)."""
+        if self.writer is not None:  # thread worker: read the lease, record the start later
+            with read(self.engine) as conn:
+                return ledger.leased(conn, job_id, lease)
+        with write(self.engine) as conn:  # process worker: claim before running
+            claimed = ledger.claim(conn, job_id, self.worker_id, lease)
+            if claimed is None and retried:  # did the lost reply carry our claim?
+                claimed = ledger.claimed_by(conn, job_id, self.worker_id)
+            return claimed
 
+    def run(self, job_id_text: str, lease: int) -> None:
+        job_id = uuid.UUID(job_id_text)
         tries = 0
 
-        def do_claim() -> ledger.Claimed | None:
+        def begin() -> ledger.Claimed | None:
             nonlocal tries
             tries += 1
-            with write(self.engine) as conn:
-                claimed = ledger.claim(conn, job_id, self.worker_id)
-                if claimed is None and tries > 1:  # did the lost reply carry our claim?
-                    claimed = ledger.claimed_by(conn, job_id, self.worker_id)
-                return claimed
+            return self._begin(job_id, lease, retried=tries > 1)
 
-        claimed = self._with_db_retry("claim", do_claim)
+        claimed = self._with_db_retry("claim", begin)
         if claimed is None:
-            log.debug("job %s: nothing to claim (duplicate, stale or cancelled message)", job_id)
+            log.debug("job %s: nothing to run (stale or duplicate message, cancelled)", job_id)
             return
+        started = time.monotonic()
+        if self.writer is not None:
+            self.writer.started(claimed.id, claimed.lease, self.worker_id, started)
         channel = AttemptChannel(self, claimed)
         ctx = registry.JobContext(
             job_id=claimed.id,
@@ -156,19 +168,23 @@ class WorkerRuntime:
             if isinstance(exc, KeyboardInterrupt):
                 raise  # the worker is being interrupted: hand-back takes care of the job
             self._flush_progress(channel)
-            if not (isinstance(exc, registry.JobCancelled) and self._record_cancelled(claimed)):
-                self._record_failure(claimed, exc)
+            if not (
+                isinstance(exc, registry.JobCancelled) and self._record_cancelled(claimed, started)
+            ):
+                self._record_failure(claimed, exc, started)
+            if self.writer is not None:
+                self.writer.forget(claimed.id, claimed.lease)
             return
         self._flush_progress(channel)
         stored = cap_result(result)
         self._count(failed=False)
-        if self.completions is not None:  # thread workers: group commit
-            self.completions.submit(claimed.id, claimed.attempt, stored)
+        if self.writer is not None:  # thread workers: group commit
+            self.writer.completed(claimed.id, claimed.lease, self.worker_id, started, stored)
             return
 
         def do_complete() -> bool:
             with write(self.engine) as conn:
-                return ledger.complete(conn, claimed.id, claimed.attempt, stored)
+                return ledger.complete(conn, claimed.id, claimed.lease, stored)
 
         if not self._with_db_retry("complete", do_complete):
             log.warning(
@@ -177,16 +193,25 @@ class WorkerRuntime:
                 claimed.attempt,
             )
 
+    def _ran(self, started: float) -> dict[str, Any]:
+        """What an outcome written by the handler thread records about the start: a thread
+        worker's start record may still be pending (process workers claimed beforehand)."""
+        if self.writer is None:
+            return {}
+        return {"worker_id": self.worker_id, "started_ago": time.monotonic() - started}
+
     def _flush_progress(self, channel: AttemptChannel) -> None:
         try:
             channel.flush()
         except DBAPIError as exc:  # progress is best effort; the outcome write is not
             log.warning("job %s: progress not saved: %s", channel.claimed.id, exc)
 
-    def _record_cancelled(self, claimed: ledger.Claimed) -> bool:
+    def _record_cancelled(self, claimed: ledger.Claimed, started: float) -> bool:
         def do_cancel() -> bool:
             with write(self.engine) as conn:
-                return ledger.finish_cancelled(conn, claimed.id, claimed.attempt)
+                return ledger.finish_cancelled(
+                    conn, claimed.id, claimed.lease, **self._ran(started)
+                )
 
         if not self._with_db_retry("cancel", do_cancel):
             return False  # JobCancelled raised without a cancel request: a plain failure
@@ -194,7 +219,7 @@ class WorkerRuntime:
         self._count(failed=False)
         return True
 
-    def _record_failure(self, claimed: ledger.Claimed, exc: BaseException) -> None:
+    def _record_failure(self, claimed: ledger.Claimed, exc: BaseException, started: float) -> None:
         delay = registry.retry_delay(claimed.type, claimed.attempt)
         entry = ledger.error_entry(
             claimed.attempt,
@@ -206,7 +231,9 @@ class WorkerRuntime:
 
         def do_fail() -> str | None:
             with write(self.engine) as conn:
-                return ledger.fail_attempt(conn, claimed.id, claimed.attempt, entry, delay)
+                return ledger.fail_attempt(
+                    conn, claimed.id, claimed.lease, entry, delay, **self._ran(started)
+                )
 
         status = self._with_db_retry("fail", do_fail)
         log.info("job %s attempt %d failed (%s) -> %s", claimed.id, claimed.attempt, exc, status)
@@ -216,10 +243,10 @@ class WorkerRuntime:
 _RUNTIME: WorkerRuntime | None = None
 
 
-def run_job(job_id: str) -> None:
-    """The single Huey task: run one attempt of ledger job ``job_id``."""
+def run_job(job_id: str, lease: int) -> None:
+    """The single Huey task: run the attempt of ledger job ``job_id`` leased as ``lease``."""
     assert _RUNTIME is not None, "worker runtime not initialised"
-    _RUNTIME.run(job_id)
+    _RUNTIME.run(job_id, lease)
 
 
 class Heartbeat(threading.Thread):
@@ -283,9 +310,9 @@ def run_worker(
     if kind == "process":
         os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
 
-    if kind == "thread":  # process workers commit each completion themselves
-        runtime.completions = CompletionWriter(engine)
-        runtime.completions.start()
+    if kind == "thread":  # process workers claim and commit each attempt themselves
+        runtime.writer = AttemptWriter(engine)
+        runtime.writer.start()
 
     huey = make_huey(settings, queues)
     task = huey.task(name="run_job")(run_job)
@@ -324,8 +351,8 @@ def run_worker(
     try:
         consumer.run()
     finally:
-        if runtime.completions is not None:
-            runtime.completions.close()  # before the hand-back: finished jobs stay finished
+        if runtime.writer is not None:
+            runtime.writer.close()  # before the hand-back: finished jobs stay finished
         runtime.stopping.set()
         heartbeat.stop_event.set()
         _shut_down(engine, worker_id)

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 class DispatcherConfig:
     window: int = 200  # messages per queue allowed to wait in Redis
     interval: float = 0.5
+    #: while a queue's window is the limit, refill it once this share of it has drained:
+    #: a pass sends a batch, not the few messages taken since the last pass
+    refill_share: float = 0.25
 
 
 class Dispatcher:
@@ -37,6 +40,13 @@ class Dispatcher:
         self.config = config
         self.interval = config.interval
         self.backlog = False  # True when the last pass left due jobs behind (window full)
+        self._full: set[str] = set()  # the queues whose window that pass filled
+
+    def needs_refill(self) -> bool:
+        """While backlogged: has a full window drained enough to be worth a pass? (Redis only;
+        no database work while the workers drain the window.)"""
+        room = max(1, int(self.config.window * self.config.refill_share))
+        return any(self.config.window - self.storage.size_of(q) >= room for q in self._full)
 
     def _allowances(self, conn: Connection) -> dict[str, int]:
         """How many more jobs of each metered type may be dispatched now."""
@@ -56,12 +66,14 @@ class Dispatcher:
     def run_once(self) -> int:
         pushes: dict[str, list[tuple[bytes, int]]] = {}
         backlog = False
+        full: set[str] = set()
         with transaction(self.engine) as conn:
             if not try_xact_lock(conn, self.name):
                 return 0
             queues = ledger.queues_with_queued_jobs(conn)
             if not queues:
                 self.backlog = False
+                self._full = set()
                 return 0
             paused = controls.paused_queues(conn)
             allowed = self._allowances(conn)
@@ -70,6 +82,7 @@ class Dispatcher:
                     continue
                 free = self.config.window - self.storage.size_of(queue)
                 if free <= 0:  # workers are busy or absent: wait for the next poll
+                    full.add(queue)
                     continue
                 rows = []
                 for type_name, room in allowed.items():
@@ -80,14 +93,17 @@ class Dispatcher:
                         rows.extend(picked)
                 if free > 0:
                     general = ledger.dispatch(conn, queue, free, exclude_types=list(allowed))
-                    backlog = backlog or len(general) == free
+                    if len(general) == free:
+                        backlog = True
+                        full.add(queue)
                     rows.extend(general)
                 rows.sort(key=lambda r: (-r.priority, r.scheduled_at, r.id))
                 pushes[queue] = [
-                    (encode_job_message(r.id, r.timeout_seconds), r.priority) for r in rows
+                    (encode_job_message(r.id, r.lease, r.timeout_seconds), r.priority) for r in rows
                 ]
         # after commit: a crash here leaves rows `dispatched` that the reconciler requeues
         for queue, items in pushes.items():
             self.storage.push(queue, items)
         self.backlog = backlog
+        self._full = full
         return sum(len(items) for items in pushes.values())

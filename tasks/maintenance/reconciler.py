@@ -1,6 +1,7 @@
-"""Reconciler: ``dispatched`` jobs whose message is no longer in Redis and that nobody
-claimed (Redis flushed or restarted, a push that never happened, a worker killed between
-its pop and its claim) go back to ``queued``."""
+"""Reconciler: ``dispatched`` jobs whose message (job id and lease) is no longer in Redis and
+that no worker started (Redis flushed or restarted, a push that never happened, a worker
+killed between its pop and its start record) go back to ``queued``, giving their attempt
+back. Their lease stays used, so a worker that still holds such a message writes nothing."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ReconcilerConfig:
     interval: float = 2.0
-    grace_seconds: float = 5.0  # a popped message is claimed within milliseconds
+    grace_seconds: float = 5.0  # a popped message is recorded started within milliseconds
 
 
 class Reconciler:
@@ -36,8 +37,8 @@ class Reconciler:
             candidates = ledger.dispatched_before(conn, self.config.grace_seconds)
         lost = []
         for queue, ids in candidates.items():
-            in_redis = self.storage.window_ids(queue)  # read after the ledger: see module doc
-            lost.extend(i for i in ids if i not in in_redis)
+            in_redis = self.storage.window_leases(queue)  # read after the ledger
+            lost.extend(lease for lease in ids if lease not in in_redis)
         if not lost:
             return 0
         with write(self.engine) as conn:

@@ -48,7 +48,7 @@ class Rescuer:
                 kind="rescued",
             )
             with write(self.engine) as conn:
-                status = ledger.fail_attempt(conn, job.id, job.attempt, entry, delay)
+                status = ledger.fail_attempt(conn, job.id, job.lease, entry, delay)
             if status is not None:
                 rescued += 1
                 log.warning("rescued job %s attempt %d -> %s", job.id, job.attempt, status)

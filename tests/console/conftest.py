@@ -111,7 +111,7 @@ def run_to_failure(url: str, job_id: object, error: str = "ValueError: boom") ->
             "kind": "error",
         }
         with write(engine) as conn:
-            status = ledger.fail_attempt(conn, jid, claimed.attempt, entry, 0)
+            status = ledger.fail_attempt(conn, jid, claimed.lease, entry, 0)
         if status == "failed":
             return
         with write(engine) as conn:  # retrying -> queued at once
@@ -130,7 +130,7 @@ def run_to_completion(url: str, job_id: object, result: object = None) -> None:
         claimed = ledger.claim(conn, jid, None)
     assert claimed is not None
     with write(engine) as conn:
-        assert ledger.complete(conn, jid, claimed.attempt, result or {"ok": True})
+        assert ledger.complete(conn, jid, claimed.lease, result or {"ok": True})
 
 
 def insert_metrics(url: str, queues: tuple[str, ...] = ("default", "reports")) -> None:

@@ -30,7 +30,7 @@ def run_to_running(url: str, **kw: object) -> ledger.Claimed:
         job_id = ledger.insert_jobs(conn, [new(**kw)])[0]
         rows = ledger.dispatch(conn, "default", 10)
         assert [r.id for r in rows] == [job_id]
-        claimed = ledger.claim(conn, job_id, None)
+        claimed = ledger.claim(conn, job_id, None, rows[0].lease)
     assert claimed is not None
     return claimed
 
@@ -49,16 +49,17 @@ def test_dispatch_is_best_first(ledger_url: str) -> None:
 def test_claim_is_exactly_once(ledger_url: str) -> None:
     claimed = run_to_running(ledger_url)
     with write(engine_for(ledger_url)) as conn:
-        assert ledger.claim(conn, claimed.id, None) is None  # duplicate message
-    assert claimed.attempt == 1
+        assert ledger.claim(conn, claimed.id, None, claimed.lease) is None  # duplicate message
+        assert ledger.claim(conn, claimed.id, None) is None  # running already
+    assert (claimed.attempt, claimed.lease) == (1, 1)
 
 
 def test_completion_is_fenced_on_the_attempt(ledger_url: str) -> None:
     claimed = run_to_running(ledger_url)
     with write(engine_for(ledger_url)) as conn:
-        assert not ledger.complete(conn, claimed.id, claimed.attempt + 1, {"r": 1})
-        assert ledger.complete(conn, claimed.id, claimed.attempt, {"r": 1})
-        assert not ledger.complete(conn, claimed.id, claimed.attempt, {"r": 2})
+        assert not ledger.complete(conn, claimed.id, claimed.lease + 1, {"r": 1})
+        assert ledger.complete(conn, claimed.id, claimed.lease, {"r": 1})
+        assert not ledger.complete(conn, claimed.id, claimed.lease, {"r": 2})
         row = get_job(conn, claimed.id)
     assert row is not None
     assert row["status"] == "completed"
@@ -73,9 +74,9 @@ def test_failures_retry_then_fail_with_every_error_kept(ledger_url: str) -> None
         entry = {"attempt": 1, "error": "E1"}
         assert ledger.fail_attempt(conn, claimed.id, 1, entry, 0) == "retrying"
         assert ledger.stage_due(conn) == 1
-        ledger.dispatch(conn, "default", 10)
-        second = ledger.claim(conn, claimed.id, None)
-        assert second is not None and second.attempt == 2
+        (again,) = ledger.dispatch(conn, "default", 10)
+        second = ledger.claim(conn, claimed.id, None, again.lease)
+        assert second is not None and (second.attempt, second.lease) == (2, 2)
         assert ledger.fail_attempt(conn, claimed.id, 1, {"error": "zombie"}, 0) is None
         assert ledger.fail_attempt(conn, claimed.id, 2, {"attempt": 2, "error": "E2"}, 0) == (
             "failed"
@@ -100,8 +101,9 @@ def test_cancel_before_start_and_request_while_running(ledger_url: str) -> None:
         assert ledger.cancel(conn, waiting) == "cancelled"
         with pytest.raises(ledger.TransitionError, match="it is cancelled"):
             ledger.cancel(conn, waiting)
-        ledger.dispatch(conn, "default", 10)
-        assert ledger.claim(conn, waiting, None) is None  # a message already sent is dropped
+        assert ledger.dispatch(conn, "default", 10) == []  # nothing to send
+        assert ledger.claim(conn, waiting, None, 1) is None  # a message already sent is dropped
+        assert ledger.leased(conn, waiting, 1) is None
     running = run_to_running(ledger_url)
     with write(engine_for(ledger_url)) as conn:
         assert ledger.cancel(conn, running.id) == "cancel_requested"
@@ -117,7 +119,7 @@ def test_retry_only_from_failed_or_cancelled(ledger_url: str) -> None:
         ledger.retry(conn, claimed.id)
         again = ledger.dispatch(conn, "default", 10)
         assert [r.id for r in again] == [claimed.id]
-        again_claimed = ledger.claim(conn, claimed.id, None)
+        again_claimed = ledger.claim(conn, claimed.id, None, again[0].lease)
         assert again_claimed is not None
         assert (again_claimed.attempt, again_claimed.max_attempts) == (2, 2)
         with pytest.raises(ledger.TransitionError, match="does not exist"):
@@ -155,15 +157,71 @@ def test_future_jobs_are_scheduled_until_due(ledger_url: str) -> None:
     assert status(ledger_url, job_id) == "queued"
 
 
-def test_lost_dispatch_is_requeued_but_not_a_claimed_one(ledger_url: str) -> None:
+def test_lost_dispatch_is_requeued_but_not_a_started_one(ledger_url: str) -> None:
     with write(engine_for(ledger_url)) as conn:
         a, b = ledger.insert_jobs(conn, [new(), new()])
         ledger.dispatch(conn, "default", 10)
-        ledger.claim(conn, b, None)
-        assert set(ledger.dispatched_before(conn, -5).get("default", [])) == {a}
-        assert ledger.requeue_lost(conn, [a, b]) == 1
-    assert status(ledger_url, a) == "queued"
-    assert status(ledger_url, b) == "running"
+        ledger.claim(conn, b, None, 1)
+        assert set(ledger.dispatched_before(conn, -5).get("default", [])) == {(a, 1)}
+        assert ledger.requeue_lost(conn, [(a, 1), (b, 1)]) == 1
+        row_a = get_job(conn, a)
+        assert row_a is not None and (row_a["status"], row_a["attempt"]) == ("queued", 0)
+        row_b = get_job(conn, b)
+        assert row_b is not None and row_b["status"] == "running"
+        # sent again under a new lease: the lost message, should it come back, runs nothing
+        (again,) = ledger.dispatch(conn, "default", 10)
+        assert (again.id, again.lease) == (a, 2)
+        assert ledger.leased(conn, a, 1) is None
+        assert not ledger.complete(conn, a, 1, {"zombie": True})
+        current = ledger.leased(conn, a, 2)
+    assert current is not None and current.attempt == 1  # the lost attempt was not counted
+
+
+def test_a_message_runs_only_its_own_lease(ledger_url: str) -> None:
+    with write(engine_for(ledger_url)) as conn:
+        job_id = ledger.insert_jobs(conn, [new()])[0]
+        (row,) = ledger.dispatch(conn, "default", 10)
+        assert ledger.leased(conn, job_id, row.lease + 1) is None  # forged or stale
+        leased = ledger.leased(conn, job_id, row.lease)
+        assert leased is not None and (leased.attempt, leased.lease) == (1, 1)
+        row_now = get_job(conn, job_id)
+        assert row_now is not None and row_now["status"] == "dispatched"  # a read writes nothing
+        assert ledger.cancel(conn, job_id) == "cancelled"
+        assert ledger.leased(conn, job_id, row.lease) is None
+
+
+def test_the_outcome_may_be_the_first_write_of_an_attempt(ledger_url: str) -> None:
+    wid = uuid.uuid4()
+    with write(engine_for(ledger_url)) as conn:
+        short, long = ledger.insert_jobs(conn, [new(), new()])
+        rows = {r.id: r for r in ledger.dispatch(conn, "default", 10)}
+        # a short job: started and completed by its one outcome write
+        outcome = ledger.Outcome(short, 1, {"r": 1}, worker_id=wid, started_ago=0.5)
+        assert ledger.complete_many(conn, [outcome]) == {short}
+        # a long one: its start record first
+        assert ledger.start_many(conn, [(long, 1, wid, 0.25), (short, 1, wid, 0.5)]) == 1
+        assert ledger.start_many(conn, [(long, 1, wid, 0.25)]) == 0  # recorded once
+        done, running = get_job(conn, short), get_job(conn, long)
+    assert rows.keys() == {short, long}
+    assert done is not None and (done["status"], done["worker_id"]) == ("completed", wid)
+    took = (done["finished_at"] - done["started_at"]).total_seconds()
+    assert 0.45 < took < 0.55, took
+    assert running is not None and (running["status"], running["worker_id"]) == ("running", wid)
+
+
+def test_a_failure_may_be_the_first_write_of_an_attempt(ledger_url: str) -> None:
+    wid = uuid.uuid4()
+    with write(engine_for(ledger_url)) as conn:
+        job_id = ledger.insert_jobs(conn, [new(max_attempts=1)])[0]
+        ledger.dispatch(conn, "default", 10)
+        entry = {"attempt": 1, "error": "E"}
+        assert ledger.fail_attempt(conn, job_id, 1, entry, 0, worker_id=wid, started_ago=1) == (
+            "failed"
+        )
+        assert ledger.start_many(conn, [(job_id, 1, wid, 1.0)]) == 0  # a late start record
+        row = get_job(conn, job_id)
+    assert row is not None and (row["status"], row["worker_id"]) == ("failed", wid)
+    assert row["started_at"] is not None and row["started_at"] < row["finished_at"]
 
 
 def test_running_job_of_unknown_worker_is_orphaned(ledger_url: str) -> None:
@@ -208,7 +266,9 @@ def test_complete_many_is_fenced_per_attempt(ledger_url: str) -> None:
     a = run_to_running(ledger_url)
     b = run_to_running(ledger_url)
     with write(engine_for(ledger_url)) as conn:
-        done = ledger.complete_many(conn, [(a.id, a.attempt, {"r": "a"}), (b.id, 99, {"r": "b"})])
+        done = ledger.complete_many(
+            conn, [ledger.Outcome(a.id, a.lease, {"r": "a"}), ledger.Outcome(b.id, 99, {"r": "b"})]
+        )
         assert done == {a.id}
         row_a, row_b = get_job(conn, a.id), get_job(conn, b.id)
     assert row_a is not None and row_a["status"] == "completed" and row_a["result"] == {"r": "a"}

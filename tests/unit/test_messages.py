@@ -5,14 +5,20 @@ import uuid
 
 import pytest
 
-from tasks.broker import ForgedMessage, JobMessageSerializer, decode_job_id, encode_job_message
+from tasks.broker import (
+    ForgedMessage,
+    JobMessageSerializer,
+    decode_job_message,
+    encode_job_message,
+)
 
 
 def test_round_trip() -> None:
     job_id = uuid.uuid4()
-    assert decode_job_id(encode_job_message(job_id, 3.0)) == job_id
-    message = JobMessageSerializer().deserialize(encode_job_message(job_id, None))
-    assert message.args == (str(job_id),)
+    assert decode_job_message(encode_job_message(job_id, 7, 3.0)) == (job_id, 7, 3.0)
+    message = JobMessageSerializer().deserialize(encode_job_message(job_id, 1, None))
+    assert message.args == (str(job_id), 1)
+    assert JobMessageSerializer().serialize(message) == encode_job_message(job_id, 1, None)
     assert message.retries == 0
 
 
@@ -21,9 +27,14 @@ def test_round_trip() -> None:
     [
         pickle.dumps({"id": "x"}),
         b"{}",
-        b'{"v": 1, "id": "not-a-uuid", "timeout": null}',
-        b'{"v": 1, "id": "00000000-0000-0000-0000-000000000000", "timeout": -1}',
-        b'{"v": 1, "id": "00000000-0000-0000-0000-000000000000", "timeout": null, "x": 1}',
+        b'{"v": 2, "id": "not-a-uuid", "lease": 1, "timeout": null}',
+        b'{"v": 2, "id": "00000000-0000-0000-0000-000000000000", "lease": 1, "timeout": -1}',
+        b'{"v": 2, "id": "00000000-0000-0000-0000-000000000000", "lease": 0, "timeout": null}',
+        b'{"v": 2, "id": "00000000-0000-0000-0000-000000000000", "lease": "1", "timeout": null}',
+        b'{"v": 2, "id": "00000000-0000-0000-0000-000000000000", "lease": 1, "timeout": null, '
+        b'"x": 1}',
+        # a message of the first version (no lease): the reconciler sends the job again
+        b'{"v": 1, "id": "00000000-0000-0000-0000-000000000000", "timeout": null}',
         b"\xff\xfe",
     ],
 )

@@ -1,0 +1,183 @@
+"""Group commit of what thread workers record about their attempts: start records and
+successful outcomes, one statement (one commit) each for everything the worker process
+produced within a couple of milliseconds, instead of one commit per job.
+
+A handler thread hands its records over and goes on at once:
+
+- **start**: the job stays ``dispatched`` while it runs until its start record is written,
+  ``START_DELAY`` after the start; an attempt that finishes sooner is recorded started and
+  completed by its one outcome write (``started_at`` from the worker's own clock).
+- **outcome**: the job stays ``dispatched``/``running`` until the batch commits, so a job is
+  never reported completed before it is; if the process dies first, the reconciler (never
+  started) or the rescuer (running) runs it again (at-least-once).
+
+Every write is fenced on the attempt's lease. Shutdown writes everything pending, starts
+included, before unfinished jobs are handed back.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from db import ledger
+from db.engine import write
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 500
+LINGER_SECONDS = 0.002  # wait this long for more outcomes to share the commit
+START_DELAY = 0.05  # record an attempt as running once it has run this long
+
+
+@dataclass(frozen=True)
+class _Start:
+    job_id: uuid.UUID
+    lease: int
+    worker_id: uuid.UUID
+    started: float  # time.monotonic() at the start
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    job_id: uuid.UUID
+    lease: int
+    worker_id: uuid.UUID
+    started: float
+    finished: float
+    result: Any
+
+
+@dataclass(frozen=True)
+class _Forget:  # the attempt's outcome was written by the handler thread itself
+    job_id: uuid.UUID
+    lease: int
+
+
+_Event = _Start | _Outcome | _Forget
+
+
+class AttemptWriter(threading.Thread):
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(name="attempt-writer", daemon=True)
+        self.engine = engine
+        self._queue: queue.Queue[_Event] = queue.Queue()
+        self._pending_starts: dict[tuple[uuid.UUID, int], _Start] = {}
+        self._closing = threading.Event()
+        self.fenced = 0
+
+    # --- called by handler threads -------------------------------------------------------
+
+    def started(self, job_id: uuid.UUID, lease: int, worker_id: uuid.UUID, at: float) -> None:
+        self._queue.put(_Start(job_id, lease, worker_id, at))
+
+    def completed(
+        self,
+        job_id: uuid.UUID,
+        lease: int,
+        worker_id: uuid.UUID,
+        started: float,
+        result: Any,
+    ) -> None:
+        self._queue.put(_Outcome(job_id, lease, worker_id, started, time.monotonic(), result))
+
+    def forget(self, job_id: uuid.UUID, lease: int) -> None:
+        """The attempt ended with an outcome written elsewhere: drop its start record."""
+        self._queue.put(_Forget(job_id, lease))
+
+    # --- the writer thread ---------------------------------------------------------------
+
+    def _take(self) -> list[_Event]:
+        timeout = 0.1
+        if self._pending_starts:
+            first_due = min(s.started for s in self._pending_starts.values()) + START_DELAY
+            timeout = min(timeout, max(0.0, first_due - time.monotonic()))
+        try:
+            first = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        events = [first]
+        deadline = time.monotonic() + (LINGER_SECONDS if isinstance(first, _Outcome) else 0)
+        while len(events) < MAX_BATCH:
+            try:
+                events.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return events
+
+    def _write(self, what: str, fn: Any) -> None:
+        delay = 0.1
+        while True:
+            try:
+                with write(self.engine) as conn:
+                    fn(conn)
+                return
+            except DBAPIError as exc:
+                if self._closing.is_set():
+                    log.error("dropping %s: database down at shutdown", what)
+                    return
+                log.warning("%s write failed (%s); retrying in %.1fs", what, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _flush(self, events: list[_Event]) -> None:
+        outcomes: list[ledger.Outcome] = []
+        now = time.monotonic()
+        for ev in events:
+            if isinstance(ev, _Start):
+                self._pending_starts[(ev.job_id, ev.lease)] = ev
+                continue
+            self._pending_starts.pop((ev.job_id, ev.lease), None)
+            if isinstance(ev, _Outcome):
+                outcomes.append(
+                    ledger.Outcome(
+                        id=ev.job_id,
+                        lease=ev.lease,
+                        result=ev.result,
+                        worker_id=ev.worker_id,
+                        started_ago=now - ev.started,
+                        finished_ago=now - ev.finished,
+                    )
+                )
+        if outcomes:
+
+            def record(conn: Any) -> None:
+                recorded = ledger.complete_many(conn, outcomes)
+                fenced = len(outcomes) - len(recorded)
+                if fenced:
+                    self.fenced += fenced
+                    log.warning(
+                        "%d finished attempt(s) were fenced off (rescued or taken back)", fenced
+                    )
+
+            self._write(f"{len(outcomes)} completion(s)", record)
+        closing = self._closing.is_set()
+        due = [
+            s
+            for s in self._pending_starts.values()
+            if closing or s.started + START_DELAY <= time.monotonic()
+        ]
+        if due:
+            now = time.monotonic()
+            rows = [(s.job_id, s.lease, s.worker_id, now - s.started) for s in due]
+            self._write(f"{len(due)} start record(s)", lambda conn: ledger.start_many(conn, rows))
+            for s in due:
+                self._pending_starts.pop((s.job_id, s.lease), None)
+
+    def run(self) -> None:
+        while not (self._closing.is_set() and self._queue.empty()):
+            self._flush(self._take())
+        self._flush([])  # starts still pending: written before the hand-back
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write everything submitted so far, then stop."""
+        self._closing.set()
+        self.join(timeout)
