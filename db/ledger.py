@@ -73,6 +73,8 @@ class NewJob:
     idempotency_key: str | None = None
     tick_key: str | None = None
     unique_key: str | None = None
+    #: ``data`` as JSON text when the caller already encoded it (bulk inserts send it as is)
+    data_json: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -116,15 +118,6 @@ class _HotStatement:
             self._compiled = (conn.dialect, str(compiled), constants)
         _, sql, constants = self._compiled
         return conn.exec_driver_sql(sql, {**constants, **self._process(params)})
-
-    def execute_many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        """PostgreSQL: one statement, many parameter sets (psycopg pipelines them)."""
-        if self._compiled is None or self._compiled[0] is not conn.dialect:
-            self.execute(conn, rows[0])  # compiles on first use
-            rows = rows[1:]
-        if rows:
-            _, sql, constants = self._compiled  # type: ignore[misc]
-            conn.exec_driver_sql(sql, [{**constants, **self._process(r)} for r in rows])
 
     def _process(self, params: dict[str, Any]) -> dict[str, Any]:
         procs = self._processors
@@ -172,8 +165,6 @@ def _params(j: NewJob) -> dict[str, Any]:
     }
 
 
-#: jobs that cannot conflict (fresh ids, no keys), many at once
-_INSERT_MANY_PG = _HotStatement(_insert_statement("postgresql"), expanding=False)
 #: one job, ON CONFLICT DO NOTHING so that a retried insert (lost reply) is harmless
 _INSERT_ONE_PG = _HotStatement(
     _insert_statement("postgresql").on_conflict_do_nothing(), expanding=False
@@ -194,7 +185,7 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[uuid.UUID]
     keyed = [j for j in new_jobs if j.idempotency_key or j.tick_key]
     plain = [j for j in new_jobs if not (j.idempotency_key or j.tick_key)]
     if len(plain) > 1 and conn.dialect.name == "postgresql":
-        _INSERT_MANY_PG.execute_many(conn, [_params(j) for j in plain])
+        _copy_plain(conn, plain)
     elif len(plain) > 1:
         conn.execute(_insert_statement(conn.dialect.name), [_params(j) for j in plain])
     elif plain and keyed:
@@ -213,6 +204,44 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[uuid.UUID]
     if len(inserted) == len(new_jobs):
         return [j.id for j in new_jobs]
     return _resolve_conflicts(conn, new_jobs, inserted)
+
+
+#: the columns a bulk COPY writes; the others take their defaults (NULL, lease 0)
+_COPY_PLAIN = (
+    "COPY queue_jobs (id, type, queue, priority, data, max_attempts, timeout_seconds,"
+    " unique_key, status, scheduled_at, attempt, errors, created_at, updated_at) FROM STDIN"
+)
+
+
+def _copy_plain(conn: Connection, plain: Sequence[NewJob]) -> None:
+    """Jobs that cannot conflict (fresh ids, no keys), many at once, with COPY: several times
+    faster than a multi-row INSERT. The row values the INSERT computes in SQL are computed
+    here from the database clock read in the same transaction (``now()`` is the transaction's
+    start, the same for every statement in it): ``status`` is ``scheduled`` for a job due later
+    than that, else ``queued``. COPY fires the insert NOTIFY trigger as an INSERT does."""
+    now = conn.exec_driver_sql("SELECT now()").scalar_one()
+    cursor = conn.connection.driver_connection.cursor()  # the same transaction
+    with cursor, cursor.copy(_COPY_PLAIN) as copy:
+        for j in plain:
+            due = j.scheduled_at if j.scheduled_at is not None else now
+            copy.write_row(
+                (
+                    j.id,
+                    j.type,
+                    j.queue,
+                    j.priority,
+                    j.data_json if j.data_json is not None else json.dumps(j.data),
+                    j.max_attempts,
+                    j.timeout_seconds,
+                    j.unique_key,
+                    S.SCHEDULED.value if due > now else S.QUEUED.value,
+                    due,
+                    0,
+                    "[]",
+                    now,
+                    now,
+                )
+            )
 
 
 def _resolve_conflicts(

@@ -30,7 +30,7 @@ from tasks.errors import (
     JobNotFound,
     QueueError,
 )
-from tasks.payload import check_payload
+from tasks.payload import check_payload_text
 
 MAX_ATTEMPTS_LIMIT = 100
 MAX_BULK = 10_000
@@ -163,7 +163,7 @@ def build_job(
     if not isinstance(type, str):
         raise InvalidArgument("type must be a string")
     job_type = registry.get(type)
-    stored = check_payload(data, job_type.schema)
+    stored, stored_json = check_payload_text(data, job_type.schema)
     return ledger.NewJob(
         type=job_type.name,
         queue=_check_queue(queue, job_type.queue),
@@ -175,6 +175,7 @@ def build_job(
         scheduled_at=None if schedule is None else resolve_schedule(schedule),
         tick_key=tick_key,
         unique_key=None if job_type.unique_for is None else unique_key(job_type.name, stored),
+        data_json=stored_json,
     )
 
 

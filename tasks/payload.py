@@ -43,26 +43,41 @@ def _walk(value: Any, depth: int, path: str) -> None:
         raise InvalidJobData(f"{type(value).__name__} is not a JSON value (at {path})")
 
 
-def encoded_size(data: Any) -> int:
+def encode_payload(data: Any) -> str:
+    """Compact JSON text of the data (what is measured against the size limit)."""
     try:
         text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        return len(text.encode("utf-8"))
+        text.encode("utf-8")  # lone surrogates cannot be stored
+        return text
     except UnicodeEncodeError as exc:
         raise InvalidJobData("data contains text that is not valid Unicode") from exc
     except (TypeError, ValueError) as exc:
         raise InvalidJobData(f"data is not JSON-serializable: {exc}") from exc
 
 
+def encoded_size(data: Any) -> int:
+    return len(encode_payload(data).encode("utf-8"))
+
+
 def check_payload(data: Any, schema: type[BaseModel] | None) -> dict[str, Any]:
     """Return the data to store (the schema's normalized dump) or raise ``InvalidJobData``."""
+    return check_payload_text(data, schema)[0]
+
+
+def check_payload_text(
+    data: Any, schema: type[BaseModel] | None
+) -> tuple[dict[str, Any], str | None]:
+    """:func:`check_payload`, plus the stored data's JSON text when it was already encoded
+    (no schema): bulk inserts send that text instead of encoding the payload again."""
     if not isinstance(data, dict):
         raise InvalidJobData(f"data must be a JSON object, got {type(data).__name__}")
     _walk(data, 1, "data")
-    size = encoded_size(data)
+    text = encode_payload(data)
+    size = len(text.encode("utf-8"))
     if size > MAX_PAYLOAD_BYTES:
         raise PayloadTooLarge(f"data is {size} bytes of JSON; the limit is {MAX_PAYLOAD_BYTES}")
     if schema is None:
-        return data
+        return data, text
     try:
         model = schema.model_validate(data)
     except ValidationError as exc:
@@ -71,7 +86,7 @@ def check_payload(data: Any, schema: type[BaseModel] | None) -> dict[str, Any]:
             for err in exc.errors()[:5]
         )
         raise InvalidJobData(f"data does not match the schema: {problems}") from None
-    return model.model_dump(mode="json")
+    return model.model_dump(mode="json"), None
 
 
 def cap_result(result: Any) -> Any:

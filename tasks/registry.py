@@ -332,7 +332,15 @@ def periodic_types() -> list[JobType]:
     return [t for t in all_types() if t.schedule is not None]
 
 
+_LOADED: set[tuple[str, ...]] = set()
+
+
 def load_job_modules(extra: list[str] | tuple[str, ...] = ()) -> None:
-    """Import the built-in job types and the user's modules (QUEUE_JOB_MODULES)."""
-    for module in (*BUILTIN_MODULES, *extra):
+    """Import the built-in job types and the user's modules (QUEUE_JOB_MODULES); once per
+    list of modules (every submit asks)."""
+    wanted = (*BUILTIN_MODULES, *extra)
+    if wanted in _LOADED:
+        return
+    for module in wanted:
         importlib.import_module(module)
+    _LOADED.add(wanted)

@@ -83,6 +83,27 @@ def test_bulk_submit_is_one_batch(use_ledger: str) -> None:
     assert api.get_job(ids[7])["priority"] == 7
 
 
+def test_bulk_submit_writes_the_same_rows_as_single_submits(use_ledger: str) -> None:
+    """Bulk submits of keyless jobs take another path (COPY on PostgreSQL) than single ones."""
+    later = datetime.now(UTC) + timedelta(hours=1)
+    single = api.submit_job("demo.echo", {"text": "é \\ \t \n", "n": [1, None]}, 3)
+    bulk_ids = api.submit_jobs(
+        [
+            {"type": "demo.echo", "data": {"text": "é \\ \t \n", "n": [1, None]}, "priority": 3},
+            {"type": "demo.echo", "data": {}, "schedule": later},
+            {"type": "demo.echo", "data": {}, "schedule": timedelta(0)},
+        ]
+    )
+    now_job, later_job, due_job = (api.get_job(i) for i in bulk_ids)
+    reference = api.get_job(single)
+    columns = ("type", "queue", "priority", "data", "status", "attempt", "lease", "errors")
+    assert {c: now_job[c] for c in columns} == {c: reference[c] for c in columns}
+    assert now_job["max_attempts"] == reference["max_attempts"]
+    assert now_job["scheduled_at"] == now_job["created_at"] == now_job["updated_at"]
+    assert later_job["status"] == "scheduled" and later_job["scheduled_at"] == later
+    assert due_job["status"] == "queued"
+
+
 def test_schedule_forms_and_cancel(use_ledger: str) -> None:
     at = api.schedule_job("demo.echo", {}, datetime.now(UTC) + timedelta(hours=1))
     delta = api.schedule_job("demo.echo", {}, timedelta(minutes=5))
