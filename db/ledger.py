@@ -421,6 +421,34 @@ def queues_with_queued_jobs(conn: Connection) -> list[str]:
     return list(conn.execute(_QUEUED_QUEUES).scalars())
 
 
+_DISPATCH_PLAN_PG = text(
+    f"""
+    SELECT pg_try_advisory_xact_lock(:lock_key),
+           ARRAY({_QUEUED_QUEUES.text}),
+           ARRAY(SELECT queue_name FROM queue_controls WHERE paused)
+    """
+)
+
+
+@dataclass(frozen=True)
+class DispatchPlan:
+    locked: bool  # this maintainer holds the dispatcher's lock for the transaction
+    queues: list[str]  # queues with queued jobs
+    paused: set[str]
+
+
+def dispatch_plan(conn: Connection, lock_key: int) -> DispatchPlan:
+    """What a dispatch pass starts from, in one round trip on PostgreSQL (it runs on every
+    wake-up, so it is on the submit-to-start path): the transaction-scoped advisory lock,
+    the queues with queued jobs, and the paused queues. SQLite's ``BEGIN IMMEDIATE`` already
+    serializes passes."""
+    if conn.dialect.name == "postgresql":
+        locked, queues, paused = conn.execute(_DISPATCH_PLAN_PG, {"lock_key": lock_key}).one()
+        return DispatchPlan(bool(locked), list(queues), set(paused))
+    paused_rows = conn.execute(select(QueueControl.queue_name).where(QueueControl.paused.is_(True)))
+    return DispatchPlan(True, queues_with_queued_jobs(conn), set(paused_rows.scalars()))
+
+
 def active_counts(conn: Connection, types: Sequence[str]) -> dict[str, int]:
     """Jobs of these types that are dispatched or running (counted against concurrency)."""
     if not types:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine
 
-from db import controls, ledger
+from db import ledger
 from db.engine import transaction
-from db.locks import try_xact_lock
+from db.locks import lock_key
 from tasks import registry
 from tasks.broker import QueueStorage, encode_job_message
 
@@ -68,17 +68,16 @@ class Dispatcher:
         backlog = False
         full: set[str] = set()
         with transaction(self.engine) as conn:
-            if not try_xact_lock(conn, self.name):
+            plan = ledger.dispatch_plan(conn, lock_key(self.name))
+            if not plan.locked:
                 return 0
-            queues = ledger.queues_with_queued_jobs(conn)
-            if not queues:
+            if not plan.queues:
                 self.backlog = False
                 self._full = set()
                 return 0
-            paused = controls.paused_queues(conn)
             allowed = self._allowances(conn)
-            for queue in queues:
-                if queue in paused:
+            for queue in plan.queues:
+                if queue in plan.paused:
                     continue
                 free = self.config.window - self.storage.size_of(queue)
                 if free <= 0:  # workers are busy or absent: wait for the next poll
