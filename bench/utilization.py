@@ -2,14 +2,20 @@
 
     python -m bench utilization [--jobs 4000] [--ms 10] [--workers 4]
 
-Utilization = jobs x ms / (drain time x worker slots). The drain time runs from the first
-job finished to the last (ledger clock), so process start-up is not counted.
+Utilization = time spent inside handlers / (drain time x worker slots). The drain time runs
+from the first job started to the last finished, so process start-up is not counted; the
+time inside a handler is its measured duration (a 10 ms sleep takes a little longer).
+Ours: the ledger's ``started_at``/``finished_at`` (the worker measures both around the
+handler). Plain Huey (same consumer configuration, same machine, same run): each task
+records its own start and finish; its figure is the ceiling that Huey's own loop leaves.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import time
 import uuid
 
 from sqlalchemy import func, select
@@ -21,20 +27,16 @@ from db.settings import get_settings
 from tasks import api
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench utilization")
-    parser.add_argument("--jobs", type=int, default=4000)
-    parser.add_argument("--ms", type=float, default=10)
-    parser.add_argument("--workers", type=int, default=4)
-    args = parser.parse_args(argv)
+def run_ours(jobs: int, ms: float, workers: int) -> tuple[float, float]:
+    """(seconds inside handlers, seconds from the first start to the last finish)."""
     with harness.fresh_ledger() as url:
         harness.flush_redis()
         env = harness.ledger_env(url, f"bench{uuid.uuid4().hex[:6]}")
         os.environ.update(env)
         get_settings.cache_clear()
-        for start in range(0, args.jobs, 5000):
-            chunk = min(5000, args.jobs - start)
-            api.submit_jobs([{"type": "bench.sleep", "data": {"ms": args.ms}}] * chunk)
+        for start in range(0, jobs, 5000):
+            chunk = min(5000, jobs - start)
+            api.submit_jobs([{"type": "bench.sleep", "data": {"ms": ms}}] * chunk)
         engine = create_ledger_engine(url)
 
         def remaining() -> int:
@@ -44,22 +46,55 @@ def main(argv: list[str]) -> int:
 
         with harness.Procs(env) as procs:
             procs.queuectl("maintainer")
-            procs.queuectl("worker", "--concurrency", str(args.workers))
-            harness.drain_rate(remaining, args.jobs)
+            procs.queuectl("worker", "--concurrency", str(workers))
+            harness.drain_rate(remaining, jobs)
         with read(engine) as conn:
-            first, last = conn.execute(
-                select(func.min(Job.started_at), func.max(Job.finished_at))
-            ).one()
+            rows = conn.execute(select(Job.started_at, Job.finished_at)).all()
         engine.dispose()
-    wall = (last - first).total_seconds()
-    busy = args.jobs * args.ms / 1000
+    inside = sum((f - s).total_seconds() for s, f in rows)
+    return inside, (max(f for _, f in rows) - min(s for s, _ in rows)).total_seconds()
+
+
+def run_plain(jobs: int, ms: float, workers: int) -> tuple[float, float]:
+    client = harness.flush_redis()
+    name = f"plain{uuid.uuid4().hex[:6]}"
+    os.environ.update(harness.plain_env(name))
+    plain = importlib.reload(importlib.import_module("bench.plain_app"))
+    for _ in range(jobs):
+        plain.sleep_ms(ms, time.time())
+    key = f"{plain.huey.name}:timings"
+    with harness.Procs(harness.plain_env(name)) as procs:
+        harness.huey_consumer(procs, workers, "thread")
+        deadline = time.monotonic() + 600
+        while client.llen(key) < jobs and time.monotonic() < deadline:
+            time.sleep(0.1)
+    rows = [tuple(map(float, r.split())) for r in client.lrange(key, 0, -1)]
+    if len(rows) < jobs:
+        raise TimeoutError(f"plain Huey ran {len(rows)} of {jobs} jobs")
+    inside = sum(f - s for _, s, f in rows)
+    return inside, max(f for _, _, f in rows) - min(s for _, s, _ in rows)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench utilization")
+    parser.add_argument("--jobs", type=int, default=4000)
+    parser.add_argument("--ms", type=float, default=10)
+    parser.add_argument("--workers", type=int, default=4)
+    args = parser.parse_args(argv)
+    plain_inside, plain_wall = run_plain(args.jobs, args.ms, args.workers)
+    inside, wall = run_ours(args.jobs, args.ms, args.workers)
     figures = {
         "benchmark": "utilization",
         "jobs": args.jobs,
         "job_ms": args.ms,
         "workers": args.workers,
         "drain_seconds": round(wall, 3),
-        "utilization": round(busy / (wall * args.workers), 4),
+        "handler_ms_mean": round(inside / args.jobs * 1000, 3),
+        "utilization": round(inside / (wall * args.workers), 4),
+        "plain_drain_seconds": round(plain_wall, 3),
+        "plain_handler_ms_mean": round(plain_inside / args.jobs * 1000, 3),
+        "plain_utilization": round(plain_inside / (plain_wall * args.workers), 4),
     }
+    figures["ratio"] = round(figures["utilization"] / figures["plain_utilization"], 3)
     harness.report(figures)
     return 0
