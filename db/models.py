@@ -124,14 +124,26 @@ class Job(Base):
             sqlite_where=text("finished_at IS NOT NULL"),
         ),
         Index("ix_queue_jobs_type_created", "type", "created_at"),
-        Index("ix_queue_jobs_type_started", "type", "started_at"),  # rate limits
+        Index(  # rate limits; a job has a start time only from its outcome or start record on
+            "ix_queue_jobs_type_started",
+            "type",
+            "started_at",
+            postgresql_where=text("started_at IS NOT NULL"),
+            sqlite_where=text("started_at IS NOT NULL"),
+        ),
         Index(
             "ix_queue_jobs_active_type",  # per-type concurrency limits
             "type",
             postgresql_where=text("status IN ('dispatched', 'running')"),
             sqlite_where=text("status IN ('dispatched', 'running')"),
         ),
-        Index("ix_queue_jobs_status_created", "status", "created_at"),
+        Index(  # console filters by a final status (waiting states have their own indexes)
+            "ix_queue_jobs_status_created",
+            "status",
+            "created_at",
+            postgresql_where=text(_terminal),
+            sqlite_where=text(_terminal),
+        ),
         Index("ix_queue_jobs_queue_created", "queue", "created_at"),
         Index(
             "uq_queue_jobs_idempotency_key",
@@ -146,9 +158,6 @@ class Job(Base):
             "created_at",
             postgresql_where=text("unique_key IS NOT NULL"),
             sqlite_where=text("unique_key IS NOT NULL"),
-        ),
-        Index("ix_queue_jobs_data_gin", "data", postgresql_using="gin").ddl_if(
-            dialect="postgresql"
         ),
     )
 
