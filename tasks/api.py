@@ -157,9 +157,11 @@ def build_job(
     max_attempts: Any = None,
     schedule: Any = None,
     tick_key: str | None = None,
+    load_registry: bool = True,
 ) -> ledger.NewJob:
     """Validate one job's arguments into a row to insert (raises a ``QueueError``)."""
-    _load_registry()
+    if load_registry:
+        _load_registry()
     if not isinstance(type, str):
         raise InvalidArgument("type must be a string")
     job_type = registry.get(type)
@@ -251,6 +253,7 @@ def submit_jobs(items: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
     and optionally ``priority``, ``queue``, ``idempotency_key``, ``max_attempts``, ``schedule``.
     """
     new_jobs: list[ledger.NewJob] = []
+    _load_registry()
     for i, item in enumerate(items):
         if not isinstance(item, Mapping):
             raise InvalidArgument(f"item {i} must be a mapping with 'type' and 'data'")
@@ -260,7 +263,7 @@ def submit_jobs(items: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
                 f"item {i}: needs 'type' and 'data'; unknown keys: {sorted(unknown) or 'none'}"
             )
         try:
-            new_jobs.append(build_job(**item))
+            new_jobs.append(build_job(**item, load_registry=False))
         except QueueError as exc:
             raise type(exc)(f"item {i}: {exc}") from None
         if len(new_jobs) > MAX_BULK:
