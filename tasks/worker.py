@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import psycopg
 from huey.consumer import Consumer
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -84,6 +85,31 @@ class AttemptChannel:
         return self._cancelled
 
 
+class HeldConnections:
+    """One pooled ledger connection held by each handler thread (PostgreSQL, autocommit) for
+    its per-job lease read. A connection that fails is invalidated and the error is raised as
+    SQLAlchemy's, so the caller's retry takes a fresh one."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._local = threading.local()
+
+    def leased(self, job_id: uuid.UUID, lease: int) -> ledger.Claimed | None:
+        held = getattr(self._local, "conn", None)
+        if held is None:
+            held = self.engine.raw_connection()
+            held.driver_connection.autocommit = True
+            self._local.conn = held
+        try:
+            return ledger.leased_dbapi(held.driver_connection, self.engine.dialect, job_id, lease)
+        except psycopg.Error as exc:
+            self._local.conn = None
+            held.invalidate(exc)
+            raise DBAPIError.instance(
+                None, None, exc, psycopg.Error, connection_invalidated=True
+            ) from exc
+
+
 class WorkerRuntime:
     """Runs one attempt of a job; shared by every worker thread of the process."""
 
@@ -96,6 +122,7 @@ class WorkerRuntime:
         self.processed = 0
         self.failed = 0
         self.writer: AttemptWriter | None = None  # thread workers: group commit
+        self.held: HeldConnections | None = None  # thread workers on PostgreSQL
 
     def _with_db_retry(self, what: str, fn: Callable[[], T]) -> T:
         """Retry a ledger write through a database outage; give up only when stopping (the
@@ -122,7 +149,9 @@ class WorkerRuntime:
 
     def _begin(self, job_id: uuid.UUID, lease: int, *, retried: bool) -> ledger.Claimed | None:
         """The attempt this message may run, or None (stale, duplicate, cancelled, paused)."""
-        if self.writer is not None:  # thread worker: read the lease, record the start later
+        if self.held is not None:  # thread worker: read the lease, record the start later
+            return self.held.leased(job_id, lease)
+        if self.writer is not None:
             with read(self.engine) as conn:
                 return ledger.leased(conn, job_id, lease)
         with write(self.engine) as conn:  # process worker: claim before running
@@ -302,7 +331,7 @@ def run_worker(
         settings.ledger_url,
         pool_pre_ping=False,
         pool_size=concurrency + 2,
-        max_overflow=concurrency,
+        max_overflow=concurrency + 2,  # handler threads hold one connection each for reads
     )
     worker_id = uuid.uuid4()
     runtime = WorkerRuntime(settings, engine, worker_id)
@@ -313,6 +342,8 @@ def run_worker(
     if kind == "thread":  # process workers claim and commit each attempt themselves
         runtime.writer = AttemptWriter(engine)
         runtime.writer.start()
+        if engine.dialect.name == "postgresql":
+            runtime.held = HeldConnections(engine)
 
     huey = make_huey(settings, queues)
     task = huey.task(name="run_job")(run_job)

@@ -1,11 +1,17 @@
 """Reconciler: ``dispatched`` jobs whose message (job id and lease) is no longer in Redis and
 that no worker started (Redis flushed or restarted, a push that never happened, a worker
 killed between its pop and its start record) go back to ``queued``, giving their attempt
-back. Their lease stays used, so a worker that still holds such a message writes nothing."""
+back. Their lease stays used, so a worker that still holds such a message writes nothing.
+
+A job counts as lost only when two passes in a row find it so. One pass reads the ledger, then
+Redis: a message popped between the two reads is in neither, while its worker is running it
+and will record it within milliseconds (start records come 50 ms after the start, outcomes
+sooner). By the next pass such a job is no longer ``dispatched``; a lost one still is."""
 
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -31,14 +37,17 @@ class Reconciler:
         self.storage = storage
         self.config = config
         self.interval = config.interval
+        self._suspects: set[tuple[uuid.UUID, int]] = set()  # missing in the previous pass
 
     def run_once(self) -> int:
         with read(self.engine) as conn:
             candidates = ledger.dispatched_before(conn, self.config.grace_seconds)
-        lost = []
+        missing = set()
         for queue, ids in candidates.items():
             in_redis = self.storage.window_leases(queue)  # read after the ledger
-            lost.extend(lease for lease in ids if lease not in in_redis)
+            missing.update(lease for lease in ids if lease not in in_redis)
+        lost = sorted(missing & self._suspects)
+        self._suspects = missing - self._suspects
         if not lost:
             return 0
         with write(self.engine) as conn:
