@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 500
 LINGER_SECONDS = 0.002  # wait this long for more outcomes to share the commit
 START_DELAY = 0.05  # record an attempt as running once it has run this long
+#: retries through a database outage stay frequent: until a pending record is written, the
+#: reconciler may take the job back once the outage ends (docs/architecture.md, "Leases")
+MAX_RETRY_DELAY = 1.0
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,7 @@ class AttemptWriter(threading.Thread):
                     return
                 log.warning("%s write failed (%s); retrying in %.1fs", what, exc, delay)
                 time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
 
     def _flush(self, events: list[_Event]) -> None:
         outcomes: list[ledger.Outcome] = []
