@@ -137,13 +137,7 @@ class Job(Base):
             postgresql_where=text("status IN ('dispatched', 'running')"),
             sqlite_where=text("status IN ('dispatched', 'running')"),
         ),
-        Index(  # console filters by a final status (waiting states have their own indexes)
-            "ix_queue_jobs_status_created",
-            "status",
-            "created_at",
-            postgresql_where=text(_terminal),
-            sqlite_where=text(_terminal),
-        ),
+        Index("ix_queue_jobs_status_created", "status", "created_at"),
         Index("ix_queue_jobs_queue_created", "queue", "created_at"),
         Index(
             "uq_queue_jobs_idempotency_key",

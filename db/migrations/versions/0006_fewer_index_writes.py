@@ -1,4 +1,4 @@
-"""fewer index writes per job: partial indexes where most row versions need no entry
+"""fewer index writes per job: the rate-limit index partial, the unused GIN index dropped
 
 Revision ID: 0006
 Revises: 0005
@@ -15,7 +15,6 @@ down_revision: str | None = "0005"
 branch_labels: str | None = None
 depends_on: str | None = None
 
-TERMINAL = "status IN ('completed', 'failed', 'cancelled')"
 STARTED = "started_at IS NOT NULL"
 
 
@@ -32,10 +31,9 @@ def _partial(name: str, columns: list[str], where: str) -> None:
 
 def upgrade() -> None:
     """Every status change writes a new row version into every full index of ``queue_jobs``.
-    The status filter index only needs finished jobs (waiting and running ones have their own
-    partial indexes), the rate-limit index only started ones, and the GIN index on ``data``
-    served no query (payload search matches the JSON text)."""
-    _partial("ix_queue_jobs_status_created", ["status", "created_at"], TERMINAL)
+    The rate-limit index only needs started jobs, and the GIN index on ``data`` served no
+    query (payload search matches the JSON text). (The status index stays full: the console's
+    counts by status read it alone; partial, it made three pages 1.6 to 2.3 times slower.)"""
     _partial("ix_queue_jobs_type_started", ["type", "started_at"], STARTED)
     if op.get_bind().dialect.name == "postgresql":
         op.drop_index("ix_queue_jobs_data_gin", table_name="queue_jobs")
@@ -45,9 +43,5 @@ def downgrade() -> None:
     """Full indexes again."""
     if op.get_bind().dialect.name == "postgresql":
         op.create_index("ix_queue_jobs_data_gin", "queue_jobs", ["data"], postgresql_using="gin")
-    for name, columns in (
-        ("ix_queue_jobs_type_started", ["type", "started_at"]),
-        ("ix_queue_jobs_status_created", ["status", "created_at"]),
-    ):
-        op.drop_index(name, table_name="queue_jobs")
-        op.create_index(name, "queue_jobs", columns)
+    op.drop_index("ix_queue_jobs_type_started", table_name="queue_jobs")
+    op.create_index("ix_queue_jobs_type_started", "queue_jobs", ["type", "started_at"])
