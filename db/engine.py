@@ -31,8 +31,12 @@ def create_ledger_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 10)
+    # the ledger's queries are short or read small rollups: where the server has JIT,
+    # compiling costs more than it saves (it was set per transaction before reads became
+    # autocommit, where SET LOCAL does nothing)
+    connect_args = {"options": "-c jit=off", **kwargs.pop("connect_args", {})}
     ping = kwargs.pop("pool_pre_ping", True)
-    engine = create_engine(url, **kwargs)
+    engine = create_engine(url, connect_args=connect_args, **kwargs)
     if ping:
         _ping_connections_that_sat_idle(engine)
     return engine

@@ -85,12 +85,6 @@ def error_rate(error_count: int, job_count: int, retries: int) -> float | None:
     return min(1.0, error_count / attempts)
 
 
-def _fast_reads(conn: Connection) -> None:
-    """PostgreSQL: no JIT for these short analytic reads (compiling costs more than it saves)."""
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SET LOCAL jit = off")
-
-
 def _clamp01(value: float | None) -> float | None:
     return None if value is None else max(0.0, min(1.0, value))
 
@@ -173,7 +167,6 @@ def time_series(
         raise ValueError("by must be 'queue' or 'type'")
     start, end = _utc(start), _utc(end)
     with read(engine) as conn:
-        _fast_reads(conn)
         if resolution == "minute":
             stmt = series_statement(start=start, end=end, by=by, queue=queue, job_type=job_type)
             out = [_minute_row(r, by) for r in conn.execute(stmt).all()]
@@ -514,7 +507,6 @@ def _totals(
     depth_by_minute: dict[datetime, int] = {}
     processing_acc: dict[str, int] = {}
     wait_acc: dict[str, int] = {}
-    _fast_reads(conn)
     for r in conn.execute(stmt).all():
         (ts, jobs_n, done, failed, errors, retries, mean, busy, slots, depth) = r[:10]
         seen.add(ts)
@@ -794,7 +786,6 @@ def error_groups(
     if job_type is not None:
         stmt = stmt.where(jobs.c.type == job_type)
     with read(engine) as conn:
-        _fast_reads(conn)
         rows = conn.execute(stmt).all()
     groups: dict[str, dict[str, Any]] = {}
     for job_id, status, errors in rows:

@@ -593,8 +593,6 @@ def rollup_range(
         if not try_xact_lock(conn, LOCK_NAME):
             result.skipped = True
             return result
-        if conn.dialect.name == "postgresql":  # JIT compiling costs more than it saves here
-            conn.exec_driver_sql("SET LOCAL jit = off")
         compute = compute_postgresql if conn.dialect.name == "postgresql" else compute_python
         aggs = compute(conn, ws, we, clock)
         depth = current_depth(conn, clock)
