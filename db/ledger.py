@@ -461,6 +461,40 @@ _DISPATCH_PLAN_PG = text(
 )
 
 
+#: one queue's dispatch in one autocommit statement: the advisory lock (held for the statement),
+#: the pause check, the pick and the lease; nothing is picked when the lock is taken elsewhere
+_DISPATCH_QUEUE_PG = text(
+    """
+    WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(:lock_key) AS ok)
+    UPDATE queue_jobs
+    SET status = 'dispatched', attempt = attempt + 1, lease = lease + 1,
+        dispatched_at = now(), updated_at = now()
+    WHERE id = ANY(ARRAY(
+        SELECT id FROM queue_jobs
+        WHERE status = 'queued' AND queue = :queue AND (SELECT ok FROM lock)
+          AND NOT EXISTS (SELECT 1 FROM queue_controls c
+                          WHERE c.queue_name = :queue AND c.paused)
+        ORDER BY priority DESC, scheduled_at, id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED))
+      AND status = 'queued'
+    RETURNING id, lease, priority, timeout_seconds, scheduled_at
+    """
+)
+
+
+def dispatch_queue_now(conn: Connection, queue: str, limit: int, lock_key: int) -> list[Row[Any]]:
+    """PostgreSQL, in autocommit: :func:`dispatch` of one queue (no metered types) as a single
+    statement that also takes the dispatcher's advisory lock and skips a paused queue. What a
+    wake-up for new jobs runs: one round trip instead of a transaction of four."""
+    if limit <= 0:
+        return []
+    params = {"lock_key": lock_key, "queue": queue, "limit": limit}
+    rows = list(conn.execute(_DISPATCH_QUEUE_PG, params))
+    rows.sort(key=lambda r: (-r.priority, r.scheduled_at, r.id))
+    return rows
+
+
 @dataclass(frozen=True)
 class DispatchPlan:
     locked: bool  # this maintainer holds the dispatcher's lock for the transaction

@@ -28,18 +28,19 @@ class Listener:
             self._conn.execute(f"LISTEN {CHANNEL}")
         return self._conn
 
-    def wait(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds; True if a notification arrived."""
+    def wait(self, timeout: float) -> set[str] | None:
+        """Block up to ``timeout`` seconds. None if no notification arrived; else the queues
+        that got due jobs, as far as the notification names them (empty: look at all)."""
         try:
             conn = self._connect()
-            for _ in conn.notifies(timeout=timeout, stop_after=1):
-                return True
-            return False
+            for note in conn.notifies(timeout=timeout, stop_after=1):
+                return {q for q in note.payload.split(",") if q}
+            return None
         except psycopg.Error as exc:
             log.warning("LISTEN connection failed (%s); polling until it is back", exc)
             self.close()
             time.sleep(timeout)
-            return False
+            return None
 
     def close(self) -> None:
         if self._conn is not None:

@@ -67,10 +67,13 @@ class Maintainer:
             log.exception("%s pass failed, will retry", loop.name)
         return 0
 
-    def _run_due(self, *, force_dispatch: bool) -> None:
-        """Run every loop that is due. Woken by new jobs, the dispatcher goes first (latency);
-        jobs the stager makes due are dispatched in the same round."""
-        if force_dispatch:
+    def _run_due(self, *, force_dispatch: bool, queues: set[str] | None = None) -> None:
+        """Run every loop that is due. Woken by new jobs, the dispatcher goes first (latency),
+        for just the queues the notification names when it names them; jobs the stager makes
+        due are dispatched in the same round."""
+        if force_dispatch and queues:
+            self._dispatch_queues(queues)
+        elif force_dispatch:
             self._pass(self.dispatcher)
         now = time.monotonic()
         staged = 0
@@ -84,6 +87,14 @@ class Maintainer:
                 done = self._pass(loop)
                 if loop.name == "stager":
                     staged = done
+
+    def _dispatch_queues(self, queues: set[str]) -> None:
+        try:
+            self.dispatcher.run_queues(queues)
+        except (SQLAlchemyError, OSError, ConnectionError) as exc:
+            log.warning("dispatcher pass failed, will retry: %s", exc)
+        except Exception:
+            log.exception("dispatcher pass failed, will retry")
 
     def _refill_due(self) -> bool:
         try:
@@ -99,11 +110,13 @@ class Maintainer:
             "redis" if self.settings.redis_url else "sqlite",
         )
         woken = True
+        queues: set[str] | None = None  # named by the notification that woke us
         while not stop.is_set():
-            self._run_due(force_dispatch=woken)
+            self._run_due(force_dispatch=woken, queues=queues)
+            queues = None
             if self.dispatcher.backlog:  # a pass when new jobs arrive or the window drained
                 if self.listener is not None:
-                    woken = self.listener.wait(BACKLOG_PAUSE)
+                    woken = self.listener.wait(BACKLOG_PAUSE) is not None
                 else:
                     stop.wait(BACKLOG_PAUSE)
                     woken = False
@@ -111,7 +124,8 @@ class Maintainer:
                 continue
             timeout = max(0.0, min(self._next_run.values()) - time.monotonic(), BACKLOG_PAUSE)
             if self.listener is not None:
-                woken = self.listener.wait(min(timeout, 1.0))
+                queues = self.listener.wait(min(timeout, 1.0))
+                woken = queues is not None
             else:
                 stop.wait(timeout)
                 woken = True

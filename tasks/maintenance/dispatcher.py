@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine
 
 from db import ledger
-from db.engine import transaction
+from db.engine import transaction, write
 from db.locks import lock_key
 from tasks import registry
 from tasks.broker import QueueStorage, encode_job_message
@@ -62,6 +62,32 @@ class Dispatcher:
                 room.append(t.rate_limit.count - used)
             allowed[t.name] = max(0, min(room))
         return allowed
+
+    def run_queues(self, queues: set[str]) -> int:
+        """A wake-up that names the queues that got new jobs (PostgreSQL NOTIFY): each is
+        dispatched with one autocommit statement, its window read from Redis first. Falls
+        back to a full pass when job types are metered or the ledger is SQLite."""
+        if registry.limited_types() or self.engine.dialect.name != "postgresql":
+            return self.run_once()
+        key = lock_key(self.name)
+        sent = 0
+        for queue in sorted(queues):
+            free = self.config.window - self.storage.size_of(queue)
+            if free <= 0:
+                self._full.add(queue)
+                self.backlog = True
+                continue
+            with write(self.engine) as conn:
+                rows = ledger.dispatch_queue_now(conn, queue, free, key)
+            self.storage.push(
+                queue,
+                [(encode_job_message(r.id, r.lease, r.timeout_seconds), r.priority) for r in rows],
+            )
+            if len(rows) == free:
+                self._full.add(queue)
+                self.backlog = True
+            sent += len(rows)
+        return sent
 
     def run_once(self) -> int:
         pushes: dict[str, list[tuple[bytes, int]]] = {}
