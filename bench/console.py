@@ -46,6 +46,7 @@ from bench.rollup import (
     series_rows,
     vacuum_analyze,
 )
+from metrics.rollup import HIST_COLUMNS, MEASURE_COLUMNS
 
 APP = str(ROOT / "console" / "app.py")
 ADMIN = {"name": "admin", "role": "admin"}
@@ -75,21 +76,8 @@ TYPE_COLUMNS = (
     "job_type",
     "timestamp",
     "created_at",
-    "job_count",
-    "completed_count",
-    "failed_count",
-    "error_count",
-    "retries",
-    "processing_time",
-    "processing_p50",
-    "processing_p95",
-    "processing_p99",
-    "wait_p50",
-    "wait_p95",
-    "wait_p99",
-    "busy_seconds",
-    "processing_hist",
-    "wait_hist",
+    *MEASURE_COLUMNS,
+    *HIST_COLUMNS,
 )
 #: (name, page, session state set before the page's first render)
 PAGES: tuple[tuple[str, str, dict[str, Any]], ...] = (

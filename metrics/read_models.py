@@ -39,7 +39,14 @@ from db.models import Job, Metric, TypeMetric, Worker
 from db.types import UTCDateTime
 from metrics import hist
 from metrics.queueing import erlang_c, servers_needed, wait_percentile
-from metrics.rollup import MINUTE, current_depth, db_clock, floor_minute, live_workers
+from metrics.rollup import (
+    MEASURE_COLUMNS,
+    MINUTE,
+    current_depth,
+    db_clock,
+    floor_minute,
+    live_workers,
+)
 
 __all__ = [
     "capacity",
@@ -92,21 +99,7 @@ def _clamp01(value: float | None) -> float | None:
 # --- time series ---------------------------------------------------------------------------
 
 
-_SERIES_COLUMNS = (
-    "job_count",
-    "completed_count",
-    "failed_count",
-    "error_count",
-    "retries",
-    "processing_time",
-    "processing_p50",
-    "processing_p95",
-    "processing_p99",
-    "wait_p50",
-    "wait_p95",
-    "wait_p99",
-    "busy_seconds",
-)
+_SERIES_COLUMNS = MEASURE_COLUMNS
 
 
 def _floor(ts: datetime, step: timedelta) -> datetime:

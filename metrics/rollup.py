@@ -496,7 +496,9 @@ _QUEUE_UPDATED = (
     "processing_hist",
     "wait_hist",
 )
-_TYPE_UPDATED = (
+#: the measures of one minute that both rollup tables keep (per queue and per type), in the
+#: order the chart read models and the benchmark loaders use
+MEASURE_COLUMNS = (
     "job_count",
     "completed_count",
     "failed_count",
@@ -510,9 +512,9 @@ _TYPE_UPDATED = (
     "wait_p95",
     "wait_p99",
     "busy_seconds",
-    "processing_hist",
-    "wait_hist",
 )
+HIST_COLUMNS = ("processing_hist", "wait_hist")
+_TYPE_UPDATED = (*MEASURE_COLUMNS, *HIST_COLUMNS)
 
 
 def _upsert(

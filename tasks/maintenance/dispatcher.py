@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 
@@ -20,6 +21,11 @@ from tasks import registry
 from tasks.broker import QueueStorage, encode_job_message
 
 log = logging.getLogger(__name__)
+
+
+def _messages(rows: list[Any]) -> list[tuple[bytes, int]]:
+    """``(message, priority)`` of dispatched rows, in their order, for ``QueueStorage.push``."""
+    return [(encode_job_message(r.id, r.lease, r.timeout_seconds), r.priority) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -79,10 +85,7 @@ class Dispatcher:
                 continue
             with write(self.engine) as conn:
                 rows = ledger.dispatch_queue_now(conn, queue, free, key)
-            self.storage.push(
-                queue,
-                [(encode_job_message(r.id, r.lease, r.timeout_seconds), r.priority) for r in rows],
-            )
+            self.storage.push(queue, _messages(rows))
             if len(rows) == free:
                 self._full.add(queue)
                 self.backlog = True
@@ -123,9 +126,7 @@ class Dispatcher:
                         full.add(queue)
                     rows.extend(general)
                 rows.sort(key=lambda r: (-r.priority, r.scheduled_at, r.id))
-                pushes[queue] = [
-                    (encode_job_message(r.id, r.lease, r.timeout_seconds), r.priority) for r in rows
-                ]
+                pushes[queue] = _messages(rows)
         # after commit: a crash here leaves rows `dispatched` that the reconciler requeues
         for queue, items in pushes.items():
             self.storage.push(queue, items)
