@@ -136,6 +136,15 @@ def drain_rate(remaining: Callable[[], int], total: int, timeout: float = 600) -
         time.sleep(0.1)
 
 
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    """Poll ``condition`` every 50 ms until it holds; TimeoutError naming ``what`` if not."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+        time.sleep(0.05)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:

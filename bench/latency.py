@@ -45,17 +45,20 @@ def run_ours(rate: float, jobs: int, ms: float, workers: int) -> dict[str, float
         with harness.Procs(env) as procs:
             procs.queuectl("maintainer")
             procs.queuectl("worker", "--concurrency", str(workers))
-            time.sleep(3)  # both processes up and idle before the first submit
-            _paced(rate, jobs, lambda: api.submit_job("bench.sleep", {"ms": ms}))
 
             def remaining() -> int:
                 with read(engine) as conn:
                     stmt = select(func.count()).where(Job.status != "completed")
                     return int(conn.execute(stmt).scalar_one())
 
+            # both processes up and idle before the first timed submit: a warm-up job ran
+            warm_up = api.submit_job("bench.sleep", {"ms": 0})
+            harness.wait_until(lambda: remaining() == 0, "the warm-up job to complete")
+            _paced(rate, jobs, lambda: api.submit_job("bench.sleep", {"ms": ms}))
             harness.drain_rate(remaining, jobs)
         with read(engine) as conn:
-            rows = conn.execute(select(Job.created_at, Job.started_at, Job.finished_at)).all()
+            stmt = select(Job.created_at, Job.started_at, Job.finished_at).where(Job.id != warm_up)
+            rows = conn.execute(stmt).all()
         engine.dispose()
     start = [(s - c).total_seconds() * 1000 for c, s, _ in rows]
     done = [(f - c).total_seconds() * 1000 for c, _, f in rows]
@@ -69,9 +72,11 @@ def run_plain(rate: float, jobs: int, ms: float, workers: int) -> dict[str, floa
     plain = importlib.reload(importlib.import_module("bench.plain_app"))
     with harness.Procs(harness.plain_env(name)) as procs:
         harness.huey_consumer(procs, workers, "thread")
-        time.sleep(3)
-        _paced(rate, jobs, lambda: plain.sleep_ms(ms, time.time()))
         key = f"{plain.huey.name}:timings"
+        plain.sleep_ms(0, time.time())  # warm-up: the consumer is up and idle
+        harness.wait_until(lambda: client.llen(key) == 1, "the warm-up task to run")
+        client.delete(key)
+        _paced(rate, jobs, lambda: plain.sleep_ms(ms, time.time()))
         deadline = time.monotonic() + 120
         while client.llen(key) < jobs and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -217,6 +217,63 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[uuid.UUID]
     return _resolve_conflicts(conn, new_jobs, inserted)
 
 
+#: one due job inserted straight into ``dispatched`` (attempt 1, lease 1) when its queue is
+#: idle: no ``queued`` job waits in it (so nothing it would overtake is left in the ledger),
+#: it is not paused, and fewer than ``window`` of its jobs are ``dispatched`` (the window);
+#: otherwise ``queued``, as a plain insert. The statement trigger sends no NOTIFY for a
+#: dispatched row: the producer pushes its message itself (``tasks.direct_dispatch``).
+_INSERT_DISPATCHED_PG = _HotStatement(
+    text(
+        """
+        WITH direct AS MATERIALIZED (
+            SELECT NOT EXISTS (SELECT 1 FROM queue_jobs
+                               WHERE queue = :b_queue AND status = 'queued')
+               AND NOT EXISTS (SELECT 1 FROM queue_controls
+                               WHERE queue_name = :b_queue AND paused)
+               AND (SELECT count(*) FROM (SELECT 1 FROM queue_jobs
+                                          WHERE queue = :b_queue AND status = 'dispatched'
+                                          LIMIT :window) AS sent) < :window AS ok)
+        INSERT INTO queue_jobs (id, type, queue, priority, data, max_attempts, timeout_seconds,
+                                status, scheduled_at, attempt, lease, errors, created_at,
+                                updated_at, dispatched_at)
+        SELECT :b_id, :b_type, :b_queue, :b_priority, CAST(:b_data AS jsonb), :b_max_attempts,
+               :b_timeout, CASE WHEN ok THEN 'dispatched' ELSE 'queued' END, now(),
+               CASE WHEN ok THEN 1 ELSE 0 END, CASE WHEN ok THEN 1 ELSE 0 END,
+               CAST('[]' AS jsonb), now(), now(), CASE WHEN ok THEN now() END
+        FROM direct
+        ON CONFLICT DO NOTHING
+        RETURNING lease
+        """
+    ),
+    expanding=False,
+)
+
+
+def insert_dispatched(conn: Connection, new: NewJob, window: int) -> int | None:
+    """PostgreSQL, in autocommit: insert one due job without keys, already ``dispatched``
+    under lease 1 when its queue is idle (see ``_INSERT_DISPATCHED_PG``), else ``queued``.
+
+    Returns the lease when the job was dispatched: the caller then pushes its message (a
+    push that never happens is repaired by :func:`requeue_lost`, as for the dispatcher's).
+    None when it was inserted ``queued`` (the NOTIFY wakes the dispatcher), or when a row
+    with its id exists already (a retried insert whose first reply was lost).
+    """
+    if new.scheduled_at is not None or new.idempotency_key or new.tick_key or new.unique_key:
+        raise ValueError("only a due job without keys can be dispatched on insert")
+    params = {
+        "b_id": new.id,
+        "b_type": new.type,
+        "b_queue": new.queue,
+        "b_priority": new.priority,
+        "b_data": new.data_json if new.data_json is not None else json.dumps(new.data),
+        "b_max_attempts": new.max_attempts,
+        "b_timeout": new.timeout_seconds,
+        "window": window,
+    }
+    lease = _INSERT_DISPATCHED_PG.execute(conn, params).scalar()
+    return lease or None
+
+
 #: the columns a bulk COPY writes; the others take their defaults (NULL, lease 0)
 _COPY_PLAIN = (
     "COPY queue_jobs (id, type, queue, priority, data, max_attempts, timeout_seconds,"

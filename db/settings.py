@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     queue_heartbeat_seconds: float = Field(default=2.0, gt=0)
     queue_stale_seconds: float = Field(default=10.0, gt=0)
     queue_dispatch_window: int = Field(default=200, gt=0)
+    queue_direct_dispatch: bool = Field(
+        default=True,
+        description="a producer sends a due job to an idle queue itself (tasks/direct_dispatch.py)",
+    )
     queue_reconcile_grace_seconds: float = Field(default=5.0, ge=0)
     queue_poll_seconds: float = Field(default=0.5, gt=0)
     queue_shutdown_timeout: float = Field(default=25.0, ge=0)

@@ -29,6 +29,7 @@ class Transition(StrEnum):
     """Every way a job can change state; names match the functions in ``db.ledger``."""
 
     DISPATCH = "dispatch"  # dispatcher takes the attempt (a new lease), pushes the id to Redis
+    # (a producer may also insert a due job already dispatched: ledger.insert_dispatched)
     RECONCILE = "reconcile"  # message lost in Redis, nobody started it: the attempt is given back
     STAGE = "stage"  # due time reached
     CLAIM = "claim"  # a worker starts an attempt before running it (process workers)

@@ -21,7 +21,7 @@ from db.locks import xact_lock
 from db.models import PRIORITY_MAX, PRIORITY_MIN
 from db.settings import get_settings
 from db.states import ALL_STATUSES
-from tasks import registry
+from tasks import direct_dispatch, registry
 from tasks.errors import (
     InvalidArgument,
     InvalidPriority,
@@ -236,6 +236,11 @@ def submit_job(
         idempotency_key=idempotency_key,
         max_attempts=max_attempts,
     )
+    settings = get_settings()
+    if direct_dispatch.eligible(settings, engine(), new):
+        sender = direct_dispatch.for_redis(str(settings.redis_url), settings.queue_namespace)
+        sender.submit(engine(), new, settings.queue_dispatch_window)
+        return new.id
     with _writer(new) as conn:
         return _insert(conn, [new])[0]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from db.engine import engine_for, write
 from db.notify import Listener
 from db.queries import get_job
@@ -12,6 +14,13 @@ from db.settings import get_settings
 from tasks import api
 from tasks.broker import decode_job_message, make_huey, storage_of
 from tasks.maintenance.dispatcher import Dispatcher, DispatcherConfig
+
+
+@pytest.fixture(autouse=True)
+def _queued_path(pg_redis: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about jobs that wait in the ledger: no direct dispatch."""
+    monkeypatch.setenv("QUEUE_DIRECT_DISPATCH", "false")
+    get_settings.cache_clear()
 
 
 def test_the_insert_notification_names_the_queues_of_due_jobs(pg_redis: dict[str, str]) -> None:

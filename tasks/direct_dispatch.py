@@ -1,0 +1,92 @@
+"""Direct dispatch: a producer that submits one due job to an idle queue sends it itself.
+
+The usual path of a new job is INSERT (``queued``) → NOTIFY → the maintainer wakes, reads the
+queue's window in Redis, dispatches (one UPDATE and its commit) → pushes the message. When the
+queue is idle, none of that decides anything: no job waits in the ledger that the new one
+could overtake, the queue is not paused and its window has room. Then the producer's INSERT
+writes the row already ``dispatched`` (attempt 1, lease 1; ``ledger.insert_dispatched`` checks
+the three conditions in the same statement) and, after the commit, the producer pushes the
+message. A job reaches a worker with one database round trip and one Redis push, like a
+plain Huey ``enqueue`` plus the ledger's commit.
+
+What does not change: the row exists (committed) before its message; a worker still reads
+the lease before running it; a push that fails or never happens (the producer died) leaves a
+``dispatched`` row that is not in Redis, which the reconciler sends again after its grace
+period, exactly as for a dispatcher that died between its commit and its push. Jobs with a
+schedule, an idempotency or unique key, a periodic tick, or a concurrency or rate limit, bulk
+submits, and the embedded SQLite mode keep the usual path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import lru_cache
+
+import redis
+from sqlalchemy import Engine
+
+from db import ledger
+from db.engine import write
+from db.settings import Settings
+from tasks import registry
+from tasks.broker import LedgerRedisStorage, encode_job_message
+
+log = logging.getLogger(__name__)
+
+#: seconds a producer waits for Redis before leaving the job to the reconciler
+PUSH_TIMEOUT = 2.0
+#: after a failed push, this process submits the usual way for this many seconds
+BACKOFF_SECONDS = 5.0
+
+
+class DirectDispatch:
+    """One per process and Redis: inserts eligible jobs dispatched and pushes their messages."""
+
+    def __init__(self, redis_url: str, namespace: str) -> None:
+        pool = redis.ConnectionPool.from_url(
+            redis_url, socket_timeout=PUSH_TIMEOUT, socket_connect_timeout=PUSH_TIMEOUT
+        )
+        self.storage = LedgerRedisStorage(namespace, connection_pool=pool)
+        self._off_until = 0.0
+
+    def submit(self, engine: Engine, new: ledger.NewJob, window: int) -> None:
+        """Insert ``new`` (dispatched when its queue is idle, else queued) and push its message."""
+        dispatch = time.monotonic() >= self._off_until
+        with write(engine) as conn:
+            if dispatch:
+                lease = ledger.insert_dispatched(conn, new, window)
+            else:
+                lease = None
+                ledger.insert_jobs(conn, [new])
+        if lease is None:
+            return  # queued: the insert's NOTIFY wakes the dispatcher
+        message = encode_job_message(new.id, lease, new.timeout_seconds)
+        try:
+            self.storage.push(new.queue, [(message, new.priority)])
+        except (redis.RedisError, OSError) as exc:
+            self._off_until = time.monotonic() + BACKOFF_SECONDS
+            log.warning(
+                "job %s is saved but its message was not sent (%s); the reconciler sends it "
+                "again after its grace period. Submitting without direct dispatch for %.0f s.",
+                new.id,
+                exc,
+                BACKOFF_SECONDS,
+            )
+
+
+def eligible(settings: Settings, engine: Engine, new: ledger.NewJob) -> bool:
+    """Whether ``new`` may be dispatched by its producer (see the module docstring)."""
+    if not (settings.queue_direct_dispatch and settings.redis_url):
+        return False
+    if engine.dialect.name != "postgresql":
+        return False
+    if new.scheduled_at is not None or new.idempotency_key or new.tick_key or new.unique_key:
+        return False
+    job_type = registry.get(new.type)
+    return job_type.concurrency is None and job_type.rate_limit is None
+
+
+@lru_cache(maxsize=4)
+def for_redis(redis_url: str, namespace: str) -> DirectDispatch:
+    return DirectDispatch(redis_url, namespace)
