@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from console.passwords import (
     MAX_PASSWORD,
     MAX_USERNAME,
+    LoginThrottled,
     authenticate,
     create_user,
     db_role,
@@ -64,6 +65,9 @@ def login_form(engine: Engine) -> None:
     if submitted:
         try:
             user = authenticate(engine, username, password)
+        except LoginThrottled as exc:
+            st.error(str(exc))
+            return
         except Exception as exc:  # database down: say so, never a traceback
             st.error(f"Login is unavailable: {str(exc).splitlines()[0]}")
             return

@@ -4,18 +4,33 @@ as the database has it now. ``console.auth`` (the login UI) and ``queuectl user`
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Engine
 
-from db import users
+from db import audit, users
 from db.engine import read, write
 
 FAST_ENV = "QUEUE_ARGON2_FAST"  # tests only: a cheap hasher so fixtures stay fast
 MAX_USERNAME = 100
 MAX_PASSWORD = 1024
+#: refused logins of one username within ``LOGIN_LOCK`` after which its logins are refused
+#: unchecked until the oldest of them is ``LOGIN_LOCK`` old (password guessing)
+LOGIN_FAILURES_ALLOWED = 5
+LOGIN_LOCK = timedelta(minutes=15)
+
+
+class LoginThrottled(Exception):
+    """Too many refused logins for this username lately; try again later."""
+
+    def __init__(self, username: str) -> None:
+        minutes = int(LOGIN_LOCK.total_seconds() // 60)
+        super().__init__(
+            f"Too many failed logins for {username!r}: try again in up to {minutes} minutes."
+        )
 
 
 @lru_cache(maxsize=2)
@@ -59,7 +74,10 @@ def authenticate(engine: Engine, username: str, password: str) -> dict[str, str]
     """The user as ``{"name", "role"}`` if the password is right and the user is enabled.
 
     Unknown and disabled users cost one argon2 verification too, so the response time does
-    not tell whether a name exists.
+    not tell whether a name exists. Every refused login of a non-empty username is written
+    to the audit log (action ``login``, outcome ``denied``); after
+    ``LOGIN_FAILURES_ALLOWED`` of them within ``LOGIN_LOCK``, the username's logins raise
+    ``LoginThrottled`` without checking the password, whether or not the user exists.
     """
     fast = os.environ.get(FAST_ENV) == "1"
     hasher = _hasher(fast)
@@ -68,6 +86,15 @@ def authenticate(engine: Engine, username: str, password: str) -> dict[str, str]
     row = None
     if username:
         with read(engine) as conn:
+            refused = audit.count_since(
+                conn,
+                username=username,
+                action="login",
+                outcome="denied",
+                since=datetime.now(UTC) - LOGIN_LOCK,
+            )
+            if refused >= LOGIN_FAILURES_ALLOWED:
+                raise LoginThrottled(username)
             row = users.get_user(conn, username)
     stored = row["password_hash"] if row is not None else _dummy_hash(fast)
     try:
@@ -76,6 +103,9 @@ def authenticate(engine: Engine, username: str, password: str) -> dict[str, str]
     except (VerificationError, InvalidHashError):
         verified = False
     if row is None or not verified or row["disabled"] or not password:
+        if username:
+            with write(engine) as conn:
+                audit.record(conn, username=username, role="-", action="login", outcome="denied")
         return None
     new_hash = hasher.hash(password) if hasher.check_needs_rehash(stored) else None
     with write(engine) as conn:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, String, cast, insert, select
+from sqlalchemy import Connection, String, cast, func, insert, select
 
 from db.models import AuditEntry
 
@@ -79,6 +79,20 @@ def entries(
         stmt = stmt.where(cast(audit_log.c.job_ids, String).like(f'%"{needle}"%', escape="\\"))
     stmt = stmt.order_by(audit_log.c.at.desc(), audit_log.c.id.desc()).limit(limit).offset(offset)
     return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def count_since(
+    conn: Connection, *, username: str, action: str, outcome: str, since: datetime
+) -> int:
+    """How many entries of ``username`` with this action and outcome are newer than ``since``
+    (the login throttle counts refused logins this way)."""
+    stmt = select(func.count()).where(
+        audit_log.c.username == username[:100],
+        audit_log.c.action == action,
+        audit_log.c.outcome == outcome,
+        audit_log.c.at >= since,
+    )
+    return int(conn.execute(stmt).scalar_one())
 
 
 def distinct_values(conn: Connection, column: str) -> list[str]:
