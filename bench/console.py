@@ -1,6 +1,7 @@
 """Console first-render benchmark: every page, cold caches, against a large ledger.
 
     python -m bench console [--jobs 1000000] [--days 30] [--repeat 3] [--page NAME ...]
+                            [--keep | --database URL]
 
 1. Creates a fresh migrated database (``harness.fresh_ledger``) and COPYs ``jobs`` jobs
    created over the last ``days`` days, in creation order: 4 queues, 6 types (two of them
@@ -16,6 +17,10 @@
    others, after an untimed run of the entry page). One untimed warm-up pass (imports), then
    ``repeat`` passes; the median per page.
 
+``--keep`` leaves the loaded database in place (its URL is printed) instead of dropping it;
+``--database URL`` measures such a database again without loading (migrated to head first),
+e.g. to compare code changes on the same data or to EXPLAIN the pages' queries.
+
 The last line of the output is one JSON object: per-page medians (seconds), the max, and the
 load figures.
 """
@@ -30,13 +35,15 @@ import statistics
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
+from sqlalchemy.engine import make_url
 
-from bench.harness import ROOT, fresh_ledger, median
+from bench.harness import ADMIN_URL, ROOT, fresh_ledger, median
 from bench.rollup import (
     JOB_COLUMNS,
     SERIES_COLUMNS,
@@ -397,6 +404,33 @@ def load(url: str, jobs: int, days: int) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def ledger(keep: bool, database: str | None) -> Iterator[tuple[str, bool]]:
+    """``(url, needs_load)``: the given database (migrated to head), a new one that is kept, or
+    ``harness.fresh_ledger`` (dropped afterwards)."""
+    from db.engine import create_ledger_engine
+    from db.migrate import upgrade
+
+    if database is None and not keep:
+        with fresh_ledger() as url:
+            yield url, True
+        return
+    if database is not None:
+        url, fresh = database, False
+    else:
+        name = f"edurise_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(conninfo(ADMIN_URL), autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        url = make_url(ADMIN_URL).set(database=name).render_as_string(False)
+        fresh = True
+    engine = create_ledger_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield url, fresh
+    if keep:
+        print(f"database kept: {url} (measure it again with --database {url})")
+
+
 # --- measure ---------------------------------------------------------------------------------
 
 
@@ -441,20 +475,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--page", action="append", help="only these pages (by name)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--keep", action="store_true", help="keep the loaded database")
+    where.add_argument("--database", metavar="URL", help="measure this loaded database")
     args = parser.parse_args(argv)
     os.environ.setdefault("STREAMLIT_LOGGER_LEVEL", "error")  # AppTest's bare-mode warnings
     pages = [p for p in PAGES if not args.page or p[0] in args.page]
 
     figures: dict[str, Any] = {"load_before": os.getloadavg()[0], "repeat": args.repeat}
-    with fresh_ledger() as url:
+    with ledger(args.keep, args.database) as (url, needs_load):
         os.environ["DATABASE_URL"] = url
         os.environ.pop("QUEUE_JOB_MODULES", None)
         from db.settings import get_settings
 
         get_settings.cache_clear()
-        data = load(url, args.jobs, args.days)
-        print(json.dumps(data))
-        figures["data"] = data
+        if needs_load:
+            data = load(url, args.jobs, args.days)
+            print(json.dumps(data))
+            figures["data"] = data
         times: dict[str, list[float]] = {name: [] for name, _, _ in pages}
         for rep in range(args.repeat + 1):  # pass 0: warm-up (imports), not counted
             for name, page, state in pages:

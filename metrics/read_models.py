@@ -16,6 +16,8 @@ import math
 import os
 import re
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -34,7 +36,7 @@ from sqlalchemy import (
     type_coerce,
 )
 
-from db.engine import read
+from db.engine import read, transaction
 from db.models import Job, Metric, TypeMetric, Worker
 from db.types import UTCDateTime
 from metrics import hist
@@ -164,7 +166,8 @@ def time_series(
             stmt = series_statement(start=start, end=end, by=by, queue=queue, job_type=job_type)
             out = [_minute_row(r, by) for r in conn.execute(stmt).all()]
         else:
-            out = _resampled(conn, start, end, RESOLUTIONS[resolution], by, queue, job_type)
+            step = RESOLUTIONS[resolution]
+            out = _resampled(engine, conn, start, end, step, by, queue, job_type)
     out.sort(key=lambda d: (d["bucket"], d["queue_name"], d["job_type"] or ""))
     return out
 
@@ -220,15 +223,49 @@ def _is_last_minute(conn: Connection, column: Any) -> Any:
     return func.substr(column, 15, 2) == "59"
 
 
-def _series_filter(
-    table: Any, start: datetime, end: datetime, by: str, queue: str | None, job_type: str | None
-) -> list[Any]:
-    where = [table.c.timestamp >= start, table.c.timestamp < end]
+#: above this many hours the :59 rows are found by a filter on the minute (a scan of the range)
+#: rather than by one index probe per hour
+MAX_HOUR_PROBES = 10_000
+
+
+def _full_hours(start: datetime, end: datetime) -> list[datetime]:
+    """The hours that lie wholly inside [start, end) (UTC), in order."""
+    first = _floor(start, HOUR)
+    if first < start:
+        first += HOUR
+    count = max(0, int((end - first) / HOUR))
+    return [first + i * HOUR for i in range(count)]
+
+
+def _last_minute_of_full_hours(
+    conn: Connection, column: Any, start: datetime, end: datetime
+) -> Any:
+    """The :59 minute rows of the hours wholly inside [start, end): only those carry an hour
+    histogram the buckets can use. One index probe per hour (``ix_queue_metrics_timestamp``,
+    ``ix_queue_type_metrics_timestamp``) instead of reading every minute row of the range."""
+    hours = _full_hours(start, end)
+    if len(hours) > MAX_HOUR_PROBES:
+        return and_(column >= start, column < end, _is_last_minute(conn, column))
+    return column.in_([h + 59 * MINUTE for h in hours])
+
+
+def _key_filter(table: Any, by: str, queue: str | None, job_type: str | None) -> list[Any]:
+    where = []
     if queue is not None:
         where.append(table.c.queue_name == queue)
     if by == "type" and job_type is not None:
         where.append(table.c.job_type == job_type)
     return where
+
+
+def _series_filter(
+    table: Any, start: datetime, end: datetime, by: str, queue: str | None, job_type: str | None
+) -> list[Any]:
+    return [
+        table.c.timestamp >= start,
+        table.c.timestamp < end,
+        *_key_filter(table, by, queue, job_type),
+    ]
 
 
 def hourly_statements(
@@ -241,7 +278,8 @@ def hourly_statements(
     job_type: str | None = None,
 ) -> tuple[Any, Any]:
     """The two queries behind hour and day buckets: sums per hour (with the depth of the
-    hour's last row) and the hour histograms ``"h"`` of the :59 rows."""
+    hour's last row) and the hour histograms ``"h"`` of the :59 rows of the hours wholly in
+    the range."""
     by_queue = by == "queue"
     table = queue_metrics if by_queue else type_metrics
     keys = [table.c.queue_name] if by_queue else [table.c.queue_name, table.c.job_type]
@@ -267,7 +305,7 @@ def hourly_statements(
         has_slots = table.c.worker_slots > 0
         cols += [
             func.sum(case((has_slots, table.c.busy_seconds), else_=0.0)).label("busy"),
-            func.sum(table.c.worker_slots * 60.0).label("slot_seconds"),
+            (func.sum(table.c.worker_slots) * 60).label("slot_seconds"),  # no numeric sums
             func.max(table.c.worker_count).label("workers"),
         ]
     hourly = select(*cols).where(*where).group_by(*cols[: len(keys) + 1]).subquery()
@@ -283,7 +321,7 @@ def hourly_statements(
     else:
         stmt = select(hourly)
     last_minutes = select(ts, *keys, table.c.processing_hist["h"], table.c.wait_hist["h"]).where(
-        *where, _is_last_minute(conn, ts)
+        *_key_filter(table, by, queue, job_type), _last_minute_of_full_hours(conn, ts, start, end)
     )
     return stmt, last_minutes
 
@@ -309,7 +347,29 @@ class _Hour:
     depth: int | None = None
 
 
+#: memory for the hourly GROUP BY (PostgreSQL): its group count is estimated from the minute
+#: column (tens of thousands instead of one per hour and queue), so with the default 4 MB it
+#: sorts on disk; with this it hashes the few real groups in memory
+HOURLY_WORK_MEM = "32MB"
+
+
+def _hour_sums(engine: Engine, stmt: Any) -> list[Any]:
+    """The rows of the hourly GROUP BY, on a connection of their own (PostgreSQL)."""
+    with transaction(engine) as conn:
+        conn.execute(select(func.set_config("work_mem", HOURLY_WORK_MEM, True)))
+        return list(conn.execute(stmt).all())
+
+
+def _merge_counts(acc: dict[str, int], counts: dict[str, int] | None) -> None:
+    """Add an hour histogram's counts (``"h"``: ``{bucket index: count}``) to ``acc``."""
+    if counts:
+        get = acc.get
+        for k, v in counts.items():
+            acc[k] = get(k, 0) + v
+
+
 def _resampled(
+    engine: Engine,
     conn: Connection,
     start: datetime,
     end: datetime,
@@ -319,7 +379,11 @@ def _resampled(
     job_type: str | None,
 ) -> list[dict[str, Any]]:
     """Hour and day buckets: SQL sums per hour, then one histogram per hour (the ``"h"`` of
-    its :59 row; minutes only for partial hours at the range's edges or hours without one)."""
+    its :59 row; minutes only for partial hours at the range's edges or hours without one).
+
+    On PostgreSQL the sums per hour (a scan of the range, done by the database) are read on a
+    second connection while this one reads and merges the hour histograms (JSON decoding,
+    done here): the two take about as long, so a 30-day chart waits for the longer one only."""
     by_queue = by == "queue"
     table = queue_metrics if by_queue else type_metrics
     keys = [table.c.queue_name] if by_queue else [table.c.queue_name, table.c.job_type]
@@ -328,8 +392,35 @@ def _resampled(
     stmt, last_minutes = hourly_statements(
         conn, start=start, end=end, by=by, queue=queue, job_type=job_type
     )
+    # per (bucket, key): its hours and the merged processing and wait counts
+    buckets: dict[tuple[datetime, tuple[Any, ...]], dict[str, Any]] = {}
+
+    def bucket_of(hour: datetime, key: tuple[Any, ...]) -> dict[str, Any]:
+        bkey = (_floor(hour, step), key)
+        b = buckets.get(bkey)
+        if b is None:
+            b = buckets[bkey] = {"hours": [], "p": {}, "w": {}}
+        return b
+
+    with ExitStack() as stack:
+        sums = None
+        if conn.dialect.name == "postgresql":
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+            sums = pool.submit(_hour_sums, engine, stmt)
+        # one histogram per hour: the "h" of its :59 row when the whole hour is in the range
+        with_hist: set[tuple[datetime, tuple[Any, ...]]] = set()
+        for r in conn.execute(last_minutes).all():
+            hour = r[0] - timedelta(minutes=59)
+            if hour >= start and hour + HOUR <= end and (r[-2] is not None or r[-1] is not None):
+                key = tuple(r[1:-2])
+                with_hist.add((hour, key))
+                b = bucket_of(hour, key)
+                _merge_counts(b["p"], r[-2])
+                _merge_counts(b["w"], r[-1])
+        hour_rows = sums.result() if sums is not None else conn.execute(stmt).all()
+
     hours: list[_Hour] = []
-    for r in conn.execute(stmt).all():
+    for r in hour_rows:
         m = r._mapping
         h = _Hour(
             hour=m["hour"],
@@ -350,57 +441,38 @@ def _resampled(
             h.worker_count = int(m["workers"] or 0)
             h.depth = int(m["depth"])
         hours.append(h)
+        bucket_of(h.hour, h.key)["hours"].append(h)
 
-    # one histogram per hour: the "h" of its :59 row when the whole hour is in the range
-    per_hour: dict[tuple[datetime, tuple[Any, ...]], tuple[dict[str, int], dict[str, int]]] = {}
-    last_rows = conn.execute(last_minutes).all()
-    for r in last_rows:
-        hour = r[0] - timedelta(minutes=59)
-        if hour >= start and hour + HOUR <= end and (r[-2] is not None or r[-1] is not None):
-            per_hour[(hour, tuple(r[1:-2]))] = (dict(r[-2] or {}), dict(r[-1] or {}))
+    # hours without an hour histogram: merge their minute histograms
     missing = sorted(
-        {h.hour for h in hours if h.measured_minutes and (h.hour, h.key) not in per_hour}
+        {h.hour for h in hours if h.measured_minutes and (h.hour, h.key) not in with_hist}
     )
     if missing:
         if len(missing) > 48:
             ranges = [and_(ts >= start, ts < end)]
         else:
             ranges = [and_(ts >= max(h, start), ts < min(h + HOUR, end)) for h in missing]
-        need = {(h.hour, h.key) for h in hours if (h.hour, h.key) not in per_hour}
+        need = {(h.hour, h.key) for h in hours if (h.hour, h.key) not in with_hist}
         minute_rows = conn.execute(
             select(ts, *keys, table.c.processing_hist, table.c.wait_hist).where(
                 *where, or_(*ranges)
             )
         ).all()
         for r in minute_rows:
-            hk = (_floor(r[0], HOUR), tuple(r[1:-2]))
-            if hk in need:
-                p_acc, w_acc = per_hour.setdefault(hk, ({}, {}))
-                hist.merge_raw(p_acc, r[-2])
-                hist.merge_raw(w_acc, r[-1])
+            hour, key = _floor(r[0], HOUR), tuple(r[1:-2])
+            if (hour, key) in need:
+                b = bucket_of(hour, key)
+                hist.merge_raw(b["p"], r[-2])
+                hist.merge_raw(b["w"], r[-1])
 
     # roll the hours up into the buckets
-    buckets: dict[tuple[datetime, tuple[Any, ...]], dict[str, Any]] = {}
     newest = max((h.last_ts for h in hours), default=None)
-    for h in hours:
-        bkey = (_floor(h.hour, step), h.key)
-        b = buckets.get(bkey)
-        if b is None:
-            b = buckets[bkey] = {
-                "hours": [],
-                "p": {},
-                "w": {},
-            }
-        b["hours"].append(h)
-        p, w = per_hour.get((h.hour, h.key), ({}, {}))
-        for acc, src in ((b["p"], p), (b["w"], w)):
-            get = acc.get
-            for k, v in src.items():
-                acc[k] = get(k, 0) + v
     covered_end = min(end, newest + MINUTE) if newest is not None else end
     out = []
     for (bucket, key), b in buckets.items():
         group: list[_Hour] = b["hours"]
+        if not group:  # (a :59 row always has its hour; nothing to show without one)
+            continue
         job_count = sum(h.job_count for h in group)
         error_count = sum(h.error_count for h in group)
         retries = sum(h.retries for h in group)

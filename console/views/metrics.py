@@ -4,10 +4,13 @@ queue or per job type, from the metrics rollups (never from scanning the jobs ta
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pandas as pd
-import plotly.express as px
+import plotly.graph_objects as go
+import plotly.io as pio
 import streamlit as st
+from plotly.colors import qualitative
 
 from console import auth, data, ui
 
@@ -55,27 +58,102 @@ start = end - span
 group = "queue_name" if by == "queue" else "job_type"
 
 
+#: line styles of the percentile traces (plotly express's default dash sequence)
+DASHES = {"p50": "solid", "p95": "dot", "p99": "dash"}
+
+
+def _colors() -> list[str]:
+    """The active plotly template's colorway (what plotly express would use)."""
+    name = pio.templates.default
+    colorway = pio.templates[name].layout.colorway if name else None
+    return list(colorway or qualitative.Plotly)
+
+
+def _figure(
+    traces: list[dict[str, Any]], title: str, y_title: str, legend: str = group
+) -> go.Figure:
+    """One chart, laid out like ``plotly.express.line`` (title, axis and legend titles).
+
+    Traces are plain dicts of numpy arrays, validated once by the figure: ``px.line`` regroups
+    the frame with pandas for every chart, which was most of a 30-day render
+    (docs/benchmarks.md, "Console first render")."""
+    return go.Figure(
+        data=traces,
+        layout={
+            "title": {"text": title},
+            "xaxis": {"title": {"text": "bucket"}},
+            "yaxis": {"title": {"text": y_title}},
+            "legend": {"title": {"text": legend}, "tracegroupgap": 0},
+            "margin": {"t": 60},
+        },
+    )
+
+
+def _trace(
+    part: pd.DataFrame,
+    column: str,
+    name: str,
+    color: str,
+    *,
+    dash: str = "solid",
+    hover: str = "",
+    y_label: str = "",
+) -> dict[str, Any]:
+    """One line of a chart: ``part``'s ``column`` over its buckets."""
+    hover = hover or f"{group}={name}"
+    return {
+        "type": "scatter",
+        "x": part["bucket"].dt.tz_convert(None).to_numpy(),  # UTC, as px.line sends it
+        "y": part[column].to_numpy(dtype=float),
+        "name": name,
+        "legendgroup": name,
+        "showlegend": True,  # also for a single trace, like px.line
+        "mode": "lines",
+        "line": {"color": color, "dash": dash},
+        "hovertemplate": f"{hover}<br>bucket=%{{x}}<br>{y_label or column}=%{{y}}<extra></extra>",
+    }
+
+
+def _by_group(df: pd.DataFrame, column: str) -> list[tuple[str, pd.DataFrame]]:
+    """(group, its rows with a value in ``column``), groups in order of first appearance."""
+    shown = df[df[column].notna()]
+    return [(str(name), part) for name, part in shown.groupby(group, sort=False)]
+
+
 def _percentiles(df: pd.DataFrame, prefix: str, title: str) -> None:
-    cols = [f"{prefix}_{p}" for p in PERCENTILES]
-    long = df.melt(
-        id_vars=["bucket", group], value_vars=cols, var_name="percentile", value_name="ms"
-    ).dropna(subset=["ms"])
-    if long.empty:
+    colors = _colors()
+    order = {name: i for i, name in enumerate(dict.fromkeys(df[group]))}
+    traces = [
+        _trace(
+            part,
+            f"{prefix}_{p}",
+            f"{name}, {p}",
+            colors[order[name] % len(colors)],
+            dash=dash,
+            hover=f"{group}={name}<br>percentile={p}",
+            y_label="ms",
+        )
+        for p, dash in DASHES.items()
+        for name, part in _by_group(df, f"{prefix}_{p}")
+    ]
+    if not traces:
         st.caption(f"{title}: no data")
         return
-    long["percentile"] = long["percentile"].str.replace(f"{prefix}_", "", regex=False)
-    fig = px.line(
-        long, x="bucket", y="ms", color=group, line_dash="percentile", title=title, markers=False
-    )
+    fig = _figure(traces, title, "ms", legend=f"{group}, percentile")
     st.plotly_chart(fig, key=f"chart_{prefix}")
 
 
 def _line(df: pd.DataFrame, column: str, title: str, key: str, percent: bool = False) -> None:
-    shown = df.dropna(subset=[column])
-    if shown.empty:
+    colors = _colors()
+    order = {name: i for i, name in enumerate(dict.fromkeys(df[group]))}
+    traces = [
+        _trace(part, column, name, colors[order[name] % len(colors)])
+        for name, part in _by_group(df, column)
+    ]
+    if not traces:
         st.caption(f"{title}: no data")
         return
-    fig = px.line(shown, x="bucket", y=column, color=group, title=title)
+    fig = _figure(traces, title, column)
     if percent:
         fig.update_yaxes(tickformat=".0%")
     st.plotly_chart(fig, key=key)

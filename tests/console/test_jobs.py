@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import update
 from streamlit.testing.v1 import AppTest
 
+from db import queries
 from db.engine import engine_for, write
+from db.models import Job
 from db.users import set_disabled, set_role
 from tasks import api
 from tests.console.conftest import audit_rows, run_to_completion, run_to_failure
@@ -52,6 +57,52 @@ def test_lists_and_filters_jobs(console_db: str, make_app: Callable[..., AppTest
     at.selectbox(key="jobs_queue").select("reports").run()
     assert table_ids(at) == [str(c)]
     assert not at.subheader  # a new filter clears the selection
+
+
+def test_search_on_postgresql_finds_old_jobs_any_case_and_id_prefixes(
+    console_pg: str, make_app: Callable[..., AppTest]
+) -> None:
+    """The payload search scans every job, however old (not only the newest pages); ASCII and
+    non-ASCII text in any case; a search that can start a job id also finds by id prefix."""
+    old = api.submit_job("demo.echo", {"email": "Ada.Lovelace@Example.edu", "n": 7})
+    with write(engine_for(console_pg)) as conn:
+        conn.execute(
+            update(Job)
+            .where(Job.id == old)
+            .values(created_at=datetime.now(UTC) - timedelta(days=400))
+        )
+    newer = api.submit_jobs([{"type": "demo.echo", "data": {"i": i}} for i in range(150)])
+    city = api.submit_job("demo.echo", {"city": "Zürich"})
+    at = jobs_page(make_app)
+    at.text_input(key="jobs_search").input("ada.lovelace@EXAMPLE.EDU").run()
+    assert table_ids(at) == [str(old)]
+    at.text_input(key="jobs_search").input("lovelace").run()
+    assert table_ids(at) == [str(old)]
+    assert [j["id"] for j in api.get_jobs(search="ZÜRICH")] == [city]
+    assert [j["id"] for j in api.get_jobs(search='"n": 7')] == [old]  # the JSON text
+    assert api.get_jobs(search="lovelace_") == []  # LIKE wildcards are literal
+    assert str(old) in {str(j["id"]) for j in api.get_jobs(search="ADA")}  # payload text
+    target = newer[42]
+    text = str(target)
+    for prefix in (text[:8], text[:8].upper(), text[:11], text[:35]):
+        found = [str(j["id"]) for j in api.get_jobs(search=prefix, limit=10_000)]
+        assert text in found, prefix
+    assert [j["id"] for j in api.get_jobs(search=text[:13])] == [target]
+    at.text_input(key="jobs_search").input(text[:13].upper()).run()
+    assert table_ids(at) == [text]
+    assert api.get_jobs(search=text[:8] + text[9:13]) == []  # not the form of an id
+
+
+def test_id_prefix_ranges() -> None:
+    lo, hi = queries.id_prefix_range("AB12cd34-5") or (None, None)
+    assert (str(lo), str(hi)) == (
+        "ab12cd34-5000-0000-0000-000000000000",
+        "ab12cd34-5fff-ffff-ffff-ffffffffffff",
+    )
+    whole = "0f0e0d0c-0b0a-0908-0706-050403020100"
+    assert queries.id_prefix_range(whole) == (uuid.UUID(whole), uuid.UUID(whole))
+    for text in ("", "g", "ab12cd345", "ab12-", "-", f"{whole}0", " ab", "ab%"):
+        assert queries.id_prefix_range(text) is None, text
 
 
 def test_pages_through_jobs(console_db: str, make_app: Callable[..., AppTest]) -> None:

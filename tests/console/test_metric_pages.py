@@ -90,6 +90,30 @@ def test_metrics_page_draws_every_chart_per_queue_and_per_type(
     assert at.info and not figures(at)
 
 
+def test_metrics_charts_keep_a_color_per_queue_and_a_dash_per_percentile(
+    console_db: str, make_app: Callable[..., AppTest]
+) -> None:
+    """The charts are built trace by trace (not with plotly express): each queue keeps its
+    color in every chart, each percentile its dash, and one queue still gets a legend."""
+    insert_metrics(console_db)
+    at = open_page(make_app, "metrics", "analyst")
+    figs = figures(at)
+    color_of = {t["name"]: t["line"]["color"] for t in figs[0]["data"]}
+    assert len(set(color_of.values())) == 2
+    for fig in figs:
+        assert fig["layout"]["xaxis"]["title"]["text"] == "bucket"
+        for trace in fig["data"]:
+            queue, _, percentile = trace["name"].partition(", ")
+            assert trace["line"]["color"] == color_of[queue]
+            expected = {"": "solid", "p50": "solid", "p95": "dot", "p99": "dash"}[percentile]
+            assert trace["line"]["dash"] == expected
+    assert figs[2]["layout"]["yaxis"]["title"]["text"] == "ms"
+    assert figs[5]["layout"]["yaxis"]["tickformat"] == ".0%"
+    at.selectbox(key="metrics_queue").select("reports").run()
+    one = figures(at)[0]["data"]
+    assert [t["name"] for t in one] == ["reports"] and one[0]["showlegend"] is True
+
+
 def test_errors_page_groups_failures_and_retries_a_group(
     console_db: str, make_app: Callable[..., AppTest]
 ) -> None:

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from db.engine import engine_for, read, transaction
-from db.models import Job, Metric, Worker
+from db.models import Job, Metric, TypeMetric, Worker
 from metrics import hist, read_models
 from metrics.queueing import servers_needed, wait_percentile
 from metrics.rollup import db_clock, floor_minute, rollup, rollup_range
@@ -145,6 +145,75 @@ def test_hour_buckets_use_the_hour_histograms(ledger_url: str) -> None:
     exact = [100.0 * (1 + k) for k in range(180)]
     assert full["processing_p95"] == pytest.approx(hist.percentile_cont(exact, 0.95), rel=0.1)
     assert full["job_count"] == 180
+
+
+def _minute_counts(
+    engine: Any, table: Any, start: datetime, end: datetime, key: tuple[str, ...]
+) -> tuple[int, dict[int, int], dict[int, int]]:
+    """Jobs and the processing and wait counts of the minute rows of ``key`` in [start, end),
+    merged here: what any bucket of that span must show."""
+    where = [table.c.timestamp >= start, table.c.timestamp < end, table.c.queue_name == key[0]]
+    if len(key) == 2:
+        where.append(table.c.job_type == key[1])
+    jobs_n, processing, wait = 0, {}, {}  # type: ignore[var-annotated]
+    with read(engine) as conn:
+        rows = conn.execute(
+            select(table.c.job_count, table.c.processing_hist, table.c.wait_hist).where(*where)
+        )
+        for count, p, w in rows:
+            jobs_n += count
+            hist.merge_into(processing, p)
+            hist.merge_into(wait, w)
+    return jobs_n, processing, wait
+
+
+def test_hour_and_day_buckets_over_several_hours_equal_the_merged_minutes(
+    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ranges that start and end inside an hour: full hours read their :59 row (one index probe
+    per hour; on PostgreSQL beside the sums per hour on a second connection), the partial
+    hours at the edges their minutes; every bucket equals merging its minutes directly. The
+    minute filter used for very long ranges gives the same rows."""
+    engine = engine_for(ledger_url)
+    rows = []
+    for i in range(0, 4 * 3600, 30):
+        for queue, job_type, scale in (("q1", "a", 1), ("q2", "b", 3)):
+            due = T + timedelta(seconds=i)
+            started = due + timedelta(milliseconds=scale * (10 + (i * 13) % 900))
+            finished = started + timedelta(milliseconds=scale * 50 * (1 + (i * 7) % 40))
+            rows.append(
+                job_row(
+                    type=job_type,
+                    queue=queue,
+                    scheduled_at=due,
+                    started_at=started,
+                    finished_at=finished,
+                )
+            )
+    with transaction(engine) as conn:
+        conn.execute(insert(Job), rows)
+    rollup_range(engine, start=T, end=T + timedelta(hours=4), now=T + timedelta(hours=5))
+    start, end = T + timedelta(minutes=25), T + timedelta(hours=3, minutes=40)
+    tables = {"queue": Metric.__table__, "type": TypeMetric.__table__}
+    for by in ("queue", "type"):
+        for resolution, step in (("hour", timedelta(hours=1)), ("day", timedelta(days=1))):
+            series = read_models.time_series(
+                engine, start=start, end=end, resolution=resolution, by=by
+            )
+            assert len(series) == (4 if resolution == "hour" else 1) * 2, (by, resolution)
+            for b in series:
+                key = (b["queue_name"],) if by == "queue" else (b["queue_name"], b["job_type"])
+                span = (max(b["bucket"], start), min(b["bucket"] + step, end))
+                jobs_n, processing, wait = _minute_counts(engine, tables[by], *span, key)
+                assert b["job_count"] == jobs_n > 0
+                for q in (0.5, 0.95, 0.99):
+                    assert b[f"processing_p{round(q * 100)}"] == hist.quantile(processing, q)
+                    assert b[f"wait_p{round(q * 100)}"] == hist.quantile(wait, q)
+            monkeypatch.setattr(read_models, "MAX_HOUR_PROBES", 0)
+            assert series == read_models.time_series(
+                engine, start=start, end=end, resolution=resolution, by=by
+            )
+            monkeypatch.undo()
 
 
 def test_time_series_rejects_bad_arguments(ledger_url: str) -> None:
