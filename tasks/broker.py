@@ -131,13 +131,11 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
     def push(self, queue: str, items: Sequence[tuple[bytes, int]]) -> None:
         if not items:
             return
-        key = self.key_for(queue)
         base = int(time.time() * 1e6)
-        pipe = self.conn.pipeline(transaction=False)
-        for i, (data, priority) in enumerate(items):
-            # score orders by priority (higher first); the prefix keeps FIFO within a priority
-            pipe.zadd(key, {struct.pack(">Q", base + i) + data: -priority})
-        pipe.execute()
+        # score orders by priority (higher first); the prefix keeps FIFO within a priority.
+        # One ZADD with every member: one command, whatever the batch.
+        members = {struct.pack(">Q", base + i) + data: -p for i, (data, p) in enumerate(items)}
+        self.conn.zadd(self.key_for(queue), members)
 
     def dequeue(self) -> bytes | None:
         if not self._keys:
