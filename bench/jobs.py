@@ -19,6 +19,9 @@ def noop(data: dict, ctx: JobContext) -> None:
 
 
 @job("bench.sleep", max_attempts=1, schema=SleepMs)
-def sleep_ms(data: SleepMs, ctx: JobContext) -> None:
-    """Sleeps `ms` milliseconds (a job that waits on I/O)."""
+def sleep_ms(data: SleepMs, ctx: JobContext) -> dict[str, float]:
+    """Sleeps `ms` milliseconds (a job that waits on I/O). Returns its own start and finish
+    (wall clock), as the plain Huey task of the benchmarks records them."""
+    started = time.time()
     time.sleep(data.ms / 1000)
+    return {"started": started, "finished": time.time()}

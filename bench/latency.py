@@ -2,9 +2,14 @@
 
     python -m bench latency [--rate 100] [--jobs 1000] [--ms 10] [--workers 4]
 
-Ours: each job is a ``bench.sleep`` of ``--ms`` submitted with ``submit_job`` (one
-autocommit INSERT; the NOTIFY trigger wakes the dispatcher). Start and finish times are the
-ledger's (``created_at``, ``started_at``, ``finished_at``: all from PostgreSQL's clock).
+Both systems are timed the same way, on this host's wall clock: the submit time is read just
+before the submit call, and the task records its own start and finish.
+Ours: each job is a ``bench.sleep`` of ``--ms`` submitted with ``submit_job`` (direct
+dispatch to the idle queue, unless ``QUEUE_DIRECT_DISPATCH=false``); the handler returns its
+start and finish. ``ours_ledger_*`` are the same intervals from the ledger's own timestamps
+(``created_at``, ``started_at``, ``finished_at``; the worker writes its start and finish as
+"so many seconds before this statement", so they run late by the time the write takes to
+reach PostgreSQL).
 Plain Huey: ``sleep_ms.delay(ms, time.time())``; the task records its own start and finish.
 """
 
@@ -54,15 +59,26 @@ def run_ours(rate: float, jobs: int, ms: float, workers: int) -> dict[str, float
             # both processes up and idle before the first timed submit: a warm-up job ran
             warm_up = api.submit_job("bench.sleep", {"ms": 0})
             harness.wait_until(lambda: remaining() == 0, "the warm-up job to complete")
-            _paced(rate, jobs, lambda: api.submit_job("bench.sleep", {"ms": ms}))
+            submitted: dict[uuid.UUID, float] = {}
+
+            def submit() -> None:
+                at = time.time()
+                submitted[api.submit_job("bench.sleep", {"ms": ms})] = at
+
+            _paced(rate, jobs, submit)
             harness.drain_rate(remaining, jobs)
         with read(engine) as conn:
-            stmt = select(Job.created_at, Job.started_at, Job.finished_at).where(Job.id != warm_up)
-            rows = conn.execute(stmt).all()
+            columns = (Job.id, Job.created_at, Job.started_at, Job.finished_at, Job.result)
+            mine = (Job.type == "bench.sleep", Job.id != warm_up)  # not the periodic system jobs
+            rows = conn.execute(select(*columns).where(*mine)).all()
         engine.dispose()
-    start = [(s - c).total_seconds() * 1000 for c, s, _ in rows]
-    done = [(f - c).total_seconds() * 1000 for c, _, f in rows]
-    return _percentiles(start, done)
+    start = [(r.result["started"] - submitted[r.id]) * 1000 for r in rows]
+    done = [(r.result["finished"] - submitted[r.id]) * 1000 for r in rows]
+    figures = _percentiles(start, done)
+    ledger_start = [(r.started_at - r.created_at).total_seconds() * 1000 for r in rows]
+    ledger_done = [(r.finished_at - r.created_at).total_seconds() * 1000 for r in rows]
+    figures.update({f"ledger_{k}": v for k, v in _percentiles(ledger_start, ledger_done).items()})
+    return figures
 
 
 def run_plain(rate: float, jobs: int, ms: float, workers: int) -> dict[str, float]:

@@ -5,9 +5,9 @@
 Utilization = time spent inside handlers / (drain time x worker slots). The drain time runs
 from the first job started to the last finished, so process start-up is not counted; the
 time inside a handler is its measured duration (a 10 ms sleep takes a little longer).
-Ours: the ledger's ``started_at``/``finished_at`` (the worker measures both around the
-handler). Plain Huey (same consumer configuration, same machine, same run): each task
-records its own start and finish; its figure is the ceiling that Huey's own loop leaves.
+Both systems are timed the same way: each task records its own start and finish (ours: the
+``bench.sleep`` handler returns them as its result). Plain Huey (same consumer configuration,
+same machine, same run) gives the ceiling that Huey's own loop leaves.
 """
 
 from __future__ import annotations
@@ -49,10 +49,12 @@ def run_ours(jobs: int, ms: float, workers: int) -> tuple[float, float]:
             procs.queuectl("worker", "--concurrency", str(workers))
             harness.drain_rate(remaining, jobs)
         with read(engine) as conn:
-            rows = conn.execute(select(Job.started_at, Job.finished_at)).all()
+            mine = Job.type == "bench.sleep"  # not the periodic system jobs
+            results = conn.execute(select(Job.result).where(mine)).scalars().all()
         engine.dispose()
-    inside = sum((f - s).total_seconds() for s, f in rows)
-    return inside, (max(f for _, f in rows) - min(s for s, _ in rows)).total_seconds()
+    rows = [(r["started"], r["finished"]) for r in results]
+    inside = sum(f - s for s, f in rows)
+    return inside, max(f for _, f in rows) - min(s for s, _ in rows)
 
 
 def run_plain(jobs: int, ms: float, workers: int) -> tuple[float, float]:
