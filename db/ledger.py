@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Integer,
     Row,
@@ -421,27 +422,56 @@ _DISPATCH_RETURNING = (
     jobs.c.scheduled_at,
 )
 
-_DISPATCH = _HotStatement(
-    update(jobs)
-    .where(
-        jobs.c.id
-        == any_(
-            func.array(
-                select(jobs.c.id)
-                .where(
-                    jobs.c.status == S.QUEUED.value,
-                    jobs.c.queue == bindparam("queue", "", type_=jobs.c.queue.type),
-                )
-                .order_by(jobs.c.priority.desc(), jobs.c.scheduled_at, jobs.c.id)
-                .limit(bindparam("limit", 0, type_=Integer()))
-                .with_for_update(skip_locked=True)
-                .scalar_subquery()
-            )
-        ),
-        _guarded(Transition.DISPATCH),
+
+def _dispatch_statement(*only_if: Any) -> Any:
+    """PostgreSQL: dispatch up to ``:limit`` queued jobs of ``:queue``, best first, picked
+    once (``id = ANY(ARRAY(...))``) with ``FOR UPDATE SKIP LOCKED``; ``only_if`` are further
+    conditions of the pick (when one is false, nothing is picked)."""
+    picked = (
+        select(jobs.c.id)
+        .where(
+            # inline, not a parameter: a prepared statement's generic plan can then use the
+            # partial index of queued jobs (a parameter cannot prove its predicate)
+            jobs.c.status == literal(S.QUEUED.value, literal_execute=True),
+            jobs.c.queue == bindparam("queue", "", type_=jobs.c.queue.type),
+            *only_if,
+        )
+        .order_by(jobs.c.priority.desc(), jobs.c.scheduled_at, jobs.c.id)
+        .limit(bindparam("limit", 0, type_=Integer()))
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
     )
-    .values(**_DISPATCH_VALUES)
-    .returning(*_DISPATCH_RETURNING)
+    return (
+        update(jobs)
+        .where(jobs.c.id == any_(func.array(picked)), _guarded(Transition.DISPATCH))
+        .values(**_DISPATCH_VALUES)
+        .returning(*_DISPATCH_RETURNING)
+    )
+
+
+_DISPATCH = _HotStatement(_dispatch_statement())
+
+#: the dispatcher's advisory lock, taken once for the statement (MATERIALIZED: evaluated
+#: once, before the pick)
+_DISPATCH_LOCK = (
+    select(func.pg_try_advisory_xact_lock(bindparam("lock_key", 0, type_=BigInteger())).label("ok"))
+    .cte("lock")
+    .prefix_with("MATERIALIZED")
+)
+
+#: one queue's dispatch in one autocommit statement: the advisory lock (held for the
+#: statement), the pause check, the pick and the lease; nothing is picked when the lock is
+#: taken elsewhere or the queue is paused
+_DISPATCH_QUEUE_PG = _HotStatement(
+    _dispatch_statement(
+        select(_DISPATCH_LOCK.c.ok).scalar_subquery(),
+        ~select(QueueControl.queue_name)
+        .where(
+            QueueControl.queue_name == bindparam("queue", "", type_=jobs.c.queue.type),
+            QueueControl.paused.is_(True),
+        )
+        .exists(),
+    ).add_cte(_DISPATCH_LOCK)
 )
 
 
@@ -518,28 +548,6 @@ _DISPATCH_PLAN_PG = text(
 )
 
 
-#: one queue's dispatch in one autocommit statement: the advisory lock (held for the statement),
-#: the pause check, the pick and the lease; nothing is picked when the lock is taken elsewhere
-_DISPATCH_QUEUE_PG = text(
-    """
-    WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(:lock_key) AS ok)
-    UPDATE queue_jobs
-    SET status = 'dispatched', attempt = attempt + 1, lease = lease + 1,
-        dispatched_at = now(), updated_at = now()
-    WHERE id = ANY(ARRAY(
-        SELECT id FROM queue_jobs
-        WHERE status = 'queued' AND queue = :queue AND (SELECT ok FROM lock)
-          AND NOT EXISTS (SELECT 1 FROM queue_controls c
-                          WHERE c.queue_name = :queue AND c.paused)
-        ORDER BY priority DESC, scheduled_at, id
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED))
-      AND status = 'queued'
-    RETURNING id, lease, priority, timeout_seconds, scheduled_at
-    """
-)
-
-
 def dispatch_queue_now(conn: Connection, queue: str, limit: int, lock_key: int) -> list[Row[Any]]:
     """PostgreSQL, in autocommit: :func:`dispatch` of one queue (no metered types) as a single
     statement that also takes the dispatcher's advisory lock and skips a paused queue. What a
@@ -547,7 +555,7 @@ def dispatch_queue_now(conn: Connection, queue: str, limit: int, lock_key: int) 
     if limit <= 0:
         return []
     params = {"lock_key": lock_key, "queue": queue, "limit": limit}
-    rows = list(conn.execute(_DISPATCH_QUEUE_PG, params))
+    rows = list(_DISPATCH_QUEUE_PG.execute(conn, params))
     rows.sort(key=lambda r: (-r.priority, r.scheduled_at, r.id))
     return rows
 
