@@ -20,12 +20,15 @@ from sqlalchemy import (
     Connection,
     Integer,
     Row,
+    Text,
     and_,
     any_,
     bindparam,
     case,
+    cast,
     func,
     literal,
+    null,
     or_,
     select,
     text,
@@ -223,30 +226,93 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[uuid.UUID]
 #: it is not paused, and fewer than ``window`` of its jobs are ``dispatched`` (the window);
 #: otherwise ``queued``, as a plain insert. The statement trigger sends no NOTIFY for a
 #: dispatched row: the producer pushes its message itself (``tasks.direct_dispatch``).
+def _queue_has(status: JobStatus) -> Any:
+    """Whether ``:b_queue`` has a job in ``status`` (inline, so a generic plan can use the
+    partial index of that status)."""
+    return (
+        select(jobs.c.id)
+        .where(
+            jobs.c.queue == bindparam("b_queue", "", type_=jobs.c.queue.type),
+            jobs.c.status == literal(status.value, literal_execute=True),
+        )
+        .exists()
+    )
+
+
+_WINDOW = bindparam("window", 0, type_=Integer())
+_DIRECT = (
+    select(
+        and_(
+            ~_queue_has(S.QUEUED),
+            ~select(QueueControl.queue_name)
+            .where(
+                QueueControl.queue_name == bindparam("b_queue", "", type_=jobs.c.queue.type),
+                QueueControl.paused.is_(True),
+            )
+            .exists(),
+            select(func.count())
+            .select_from(
+                select(jobs.c.id)
+                .where(
+                    jobs.c.queue == bindparam("b_queue", "", type_=jobs.c.queue.type),
+                    jobs.c.status == literal(S.DISPATCHED.value, literal_execute=True),
+                )
+                .limit(_WINDOW)
+                .subquery("sent")
+            )
+            .scalar_subquery()
+            < _WINDOW,
+        ).label("ok")
+    )
+    .cte("direct")
+    .prefix_with("MATERIALIZED")
+)
+
+
+def _when_direct(then: Any, otherwise: Any) -> Any:
+    return case((_DIRECT.c.ok, then), else_=otherwise)
+
+
 _INSERT_DISPATCHED_PG = _HotStatement(
-    text(
-        """
-        WITH direct AS MATERIALIZED (
-            SELECT NOT EXISTS (SELECT 1 FROM queue_jobs
-                               WHERE queue = :b_queue AND status = 'queued')
-               AND NOT EXISTS (SELECT 1 FROM queue_controls
-                               WHERE queue_name = :b_queue AND paused)
-               AND (SELECT count(*) FROM (SELECT 1 FROM queue_jobs
-                                          WHERE queue = :b_queue AND status = 'dispatched'
-                                          LIMIT :window) AS sent) < :window AS ok)
-        INSERT INTO queue_jobs (id, type, queue, priority, data, max_attempts, timeout_seconds,
-                                status, scheduled_at, attempt, lease, errors, created_at,
-                                updated_at, dispatched_at)
-        SELECT :b_id, :b_type, :b_queue, :b_priority, CAST(:b_data AS jsonb), :b_max_attempts,
-               :b_timeout, CASE WHEN ok THEN 'dispatched' ELSE 'queued' END, now(),
-               CASE WHEN ok THEN 1 ELSE 0 END, CASE WHEN ok THEN 1 ELSE 0 END,
-               CAST('[]' AS jsonb), now(), now(), CASE WHEN ok THEN now() END
-        FROM direct
-        ON CONFLICT DO NOTHING
-        RETURNING lease
-        """
-    ),
-    expanding=False,
+    postgresql.insert(jobs)
+    .from_select(
+        [
+            "id",
+            "type",
+            "queue",
+            "priority",
+            "data",
+            "max_attempts",
+            "timeout_seconds",
+            "status",
+            "scheduled_at",
+            "attempt",
+            "lease",
+            "errors",
+            "created_at",
+            "updated_at",
+            "dispatched_at",
+        ],
+        select(
+            bindparam("b_id", None, type_=jobs.c.id.type),
+            bindparam("b_type", "", type_=jobs.c.type.type),
+            bindparam("b_queue", "", type_=jobs.c.queue.type),
+            bindparam("b_priority", 0, type_=Integer()),
+            cast(bindparam("b_data", "{}", type_=Text()), postgresql.JSONB()),
+            bindparam("b_max_attempts", 1, type_=Integer()),
+            bindparam("b_timeout", None, type_=jobs.c.timeout_seconds.type),
+            _when_direct(literal(S.DISPATCHED.value), literal(S.QUEUED.value)),
+            db_now(),
+            _when_direct(literal(1), literal(0)),
+            _when_direct(literal(1), literal(0)),
+            cast(literal("[]"), postgresql.JSONB()),
+            db_now(),
+            db_now(),
+            _when_direct(db_now(), null()),
+        ).select_from(_DIRECT),
+    )
+    .on_conflict_do_nothing()
+    .returning(jobs.c.lease)
 )
 
 
