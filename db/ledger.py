@@ -80,6 +80,18 @@ class NewJob:
     #: ``data`` as JSON text when the caller already encoded it (bulk inserts send it as is)
     data_json: str | None = field(default=None, compare=False, repr=False)
 
+    @property
+    def data_text(self) -> str:
+        """``data`` as JSON text (encoded once, by the caller when it could)."""
+        return self.data_json if self.data_json is not None else json.dumps(self.data)
+
+    @property
+    def due_without_keys(self) -> bool:
+        """Due now, with no idempotency, tick or unique key to resolve before it is written:
+        such a job may be sent on insert (``insert_dispatched``)."""
+        keys = self.idempotency_key or self.tick_key or self.unique_key
+        return self.scheduled_at is None and not keys
+
 
 @dataclass(frozen=True)
 class Claimed:
@@ -140,6 +152,15 @@ class _HotStatement:
 
 
 _NON_TERMINAL = ~jobs.c.status.in_(sorted(s.value for s in TERMINAL))
+
+
+def _queue_not_paused(queue: Any) -> Any:
+    """True unless the queue ``queue`` (a column or a parameter) is paused."""
+    return ~(
+        select(QueueControl.queue_name)
+        .where(QueueControl.queue_name == queue, QueueControl.paused.is_(True))
+        .exists()
+    )
 
 
 def _insert_statement(dialect_name: str) -> Any:
@@ -221,45 +242,28 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[uuid.UUID]
     return _resolve_conflicts(conn, new_jobs, inserted)
 
 
-#: one due job inserted straight into ``dispatched`` (attempt 1, lease 1) when its queue is
-#: idle: no ``queued`` job waits in it (so nothing it would overtake is left in the ledger),
-#: it is not paused, and fewer than ``window`` of its jobs are ``dispatched`` (the window);
-#: otherwise ``queued``, as a plain insert. The statement trigger sends no NOTIFY for a
-#: dispatched row: the producer pushes its message itself (``tasks.direct_dispatch``).
-def _queue_has(status: JobStatus) -> Any:
-    """Whether ``:b_queue`` has a job in ``status`` (inline, so a generic plan can use the
-    partial index of that status)."""
-    return (
-        select(jobs.c.id)
-        .where(
-            jobs.c.queue == bindparam("b_queue", "", type_=jobs.c.queue.type),
-            jobs.c.status == literal(status.value, literal_execute=True),
-        )
-        .exists()
+_B_QUEUE = bindparam("b_queue", "", type_=jobs.c.queue.type)
+_WINDOW = bindparam("window", 0, type_=Integer())
+
+
+def _jobs_of_queue(status: JobStatus) -> Any:
+    """The jobs of ``:b_queue`` in ``status`` (inline, not a parameter, so a generic plan can
+    use the partial index of that status)."""
+    return select(jobs.c.id).where(
+        jobs.c.queue == _B_QUEUE, jobs.c.status == literal(status.value, literal_execute=True)
     )
 
 
-_WINDOW = bindparam("window", 0, type_=Integer())
+#: whether a job for ``:b_queue`` may be sent on insert: no ``queued`` job waits in the queue
+#: (so nothing it would overtake is left in the ledger), the queue is not paused, and fewer
+#: than ``:window`` of its jobs are ``dispatched``
 _DIRECT = (
     select(
         and_(
-            ~_queue_has(S.QUEUED),
-            ~select(QueueControl.queue_name)
-            .where(
-                QueueControl.queue_name == bindparam("b_queue", "", type_=jobs.c.queue.type),
-                QueueControl.paused.is_(True),
-            )
-            .exists(),
+            ~_jobs_of_queue(S.QUEUED).exists(),
+            _queue_not_paused(_B_QUEUE),
             select(func.count())
-            .select_from(
-                select(jobs.c.id)
-                .where(
-                    jobs.c.queue == bindparam("b_queue", "", type_=jobs.c.queue.type),
-                    jobs.c.status == literal(S.DISPATCHED.value, literal_execute=True),
-                )
-                .limit(_WINDOW)
-                .subquery("sent")
-            )
+            .select_from(_jobs_of_queue(S.DISPATCHED).limit(_WINDOW).subquery("sent"))
             .scalar_subquery()
             < _WINDOW,
         ).label("ok")
@@ -273,6 +277,9 @@ def _when_direct(then: Any, otherwise: Any) -> Any:
     return case((_DIRECT.c.ok, then), else_=otherwise)
 
 
+#: one due job inserted straight into ``dispatched`` (attempt 1, lease 1) when ``_DIRECT``
+#: holds, otherwise ``queued`` as a plain insert. The statement trigger sends no NOTIFY for a
+#: dispatched row: the producer pushes its message itself (``tasks.direct_dispatch``).
 _INSERT_DISPATCHED_PG = _HotStatement(
     postgresql.insert(jobs)
     .from_select(
@@ -296,7 +303,7 @@ _INSERT_DISPATCHED_PG = _HotStatement(
         select(
             bindparam("b_id", None, type_=jobs.c.id.type),
             bindparam("b_type", "", type_=jobs.c.type.type),
-            bindparam("b_queue", "", type_=jobs.c.queue.type),
+            _B_QUEUE,
             bindparam("b_priority", 0, type_=Integer()),
             cast(bindparam("b_data", "{}", type_=Text()), postgresql.JSONB()),
             bindparam("b_max_attempts", 1, type_=Integer()),
@@ -325,18 +332,9 @@ def insert_dispatched(conn: Connection, new: NewJob, window: int) -> int | None:
     None when it was inserted ``queued`` (the NOTIFY wakes the dispatcher), or when a row
     with its id exists already (a retried insert whose first reply was lost).
     """
-    if new.scheduled_at is not None or new.idempotency_key or new.tick_key or new.unique_key:
+    if not new.due_without_keys:
         raise ValueError("only a due job without keys can be dispatched on insert")
-    params = {
-        "b_id": new.id,
-        "b_type": new.type,
-        "b_queue": new.queue,
-        "b_priority": new.priority,
-        "b_data": new.data_json if new.data_json is not None else json.dumps(new.data),
-        "b_max_attempts": new.max_attempts,
-        "b_timeout": new.timeout_seconds,
-        "window": window,
-    }
+    params = {**_params(new), "b_data": new.data_text, "window": window}
     lease = _INSERT_DISPATCHED_PG.execute(conn, params).scalar()
     return lease or None
 
@@ -383,7 +381,7 @@ def _copy_lines(plain: Sequence[NewJob], now: datetime, stamp: str) -> str:
             _copy_field(j.type),
             _copy_field(j.queue),
             str(j.priority),
-            _copy_field(j.data_json if j.data_json is not None else json.dumps(j.data)),
+            _copy_field(j.data_text),
             str(j.max_attempts),
             _copy_field(j.timeout_seconds),
             _copy_field(j.unique_key),
@@ -531,12 +529,7 @@ _DISPATCH_LOCK = (
 _DISPATCH_QUEUE_PG = _HotStatement(
     _dispatch_statement(
         select(_DISPATCH_LOCK.c.ok).scalar_subquery(),
-        ~select(QueueControl.queue_name)
-        .where(
-            QueueControl.queue_name == bindparam("queue", "", type_=jobs.c.queue.type),
-            QueueControl.paused.is_(True),
-        )
-        .exists(),
+        _queue_not_paused(bindparam("queue", "", type_=jobs.c.queue.type)),
     ).add_cte(_DISPATCH_LOCK)
 )
 
@@ -784,11 +777,7 @@ _CLAIMED_COLUMNS = (
     jobs.c.timeout_seconds,
 )
 
-_QUEUE_NOT_PAUSED = ~(
-    select(QueueControl.queue_name)
-    .where(QueueControl.queue_name == jobs.c.queue, QueueControl.paused.is_(True))
-    .exists()
-)
+_QUEUE_NOT_PAUSED = _queue_not_paused(jobs.c.queue)
 
 _LEASED = _HotStatement(
     select(*_CLAIMED_COLUMNS).where(

@@ -72,8 +72,14 @@ def merge_raw(acc: dict[str, int], hist: Mapping[str, Any] | None) -> None:
     """Like :func:`merge_into` with the stored (string) keys: the fast path for merging
     thousands of rows; convert once with :func:`int_keys`."""
     if hist:
+        merge_counts(acc, hist["b"])
+
+
+def merge_counts(acc: dict[str, int], counts: Mapping[str, int] | None) -> None:
+    """Add bucket counts with stored (string) keys, e.g. an hour histogram ``"h"``, to ``acc``."""
+    if counts:
         get = acc.get
-        for k, v in hist["b"].items():
+        for k, v in counts.items():
             acc[k] = get(k, 0) + v
 
 

@@ -360,14 +360,6 @@ def _hour_sums(engine: Engine, stmt: Any) -> list[Any]:
         return list(conn.execute(stmt).all())
 
 
-def _merge_counts(acc: dict[str, int], counts: dict[str, int] | None) -> None:
-    """Add an hour histogram's counts (``"h"``: ``{bucket index: count}``) to ``acc``."""
-    if counts:
-        get = acc.get
-        for k, v in counts.items():
-            acc[k] = get(k, 0) + v
-
-
 def _resampled(
     engine: Engine,
     conn: Connection,
@@ -415,8 +407,8 @@ def _resampled(
                 key = tuple(r[1:-2])
                 with_hist.add((hour, key))
                 b = bucket_of(hour, key)
-                _merge_counts(b["p"], r[-2])
-                _merge_counts(b["w"], r[-1])
+                hist.merge_counts(b["p"], r[-2])
+                hist.merge_counts(b["w"], r[-1])
         hour_rows = sums.result() if sums is not None else conn.execute(stmt).all()
 
     hours: list[_Hour] = []

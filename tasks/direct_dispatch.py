@@ -81,7 +81,7 @@ def eligible(settings: Settings, engine: Engine, new: ledger.NewJob) -> bool:
         return False
     if engine.dialect.name != "postgresql":
         return False
-    if new.scheduled_at is not None or new.idempotency_key or new.tick_key or new.unique_key:
+    if not new.due_without_keys:
         return False
     job_type = registry.get(new.type)
     return job_type.concurrency is None and job_type.rate_limit is None
