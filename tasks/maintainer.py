@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -59,12 +60,17 @@ class Maintainer:
 
     def _pass(self, loop: MaintenanceLoop) -> int:
         self._next_run[loop.name] = time.monotonic() + loop.interval
+        return self._logged(loop.name, loop.run_once)
+
+    @staticmethod
+    def _logged(name: str, run: Callable[[], int]) -> int:
+        """``run()``; a failure is logged and the pass counts as having done nothing."""
         try:
-            return loop.run_once()
+            return run()
         except (SQLAlchemyError, OSError, ConnectionError) as exc:
-            log.warning("%s pass failed, will retry: %s", loop.name, exc)
+            log.warning("%s pass failed, will retry: %s", name, exc)
         except Exception:
-            log.exception("%s pass failed, will retry", loop.name)
+            log.exception("%s pass failed, will retry", name)
         return 0
 
     def _run_due(self, *, force_dispatch: bool, queues: set[str] | None = None) -> None:
@@ -72,7 +78,7 @@ class Maintainer:
         for just the queues the notification names when it names them; jobs the stager makes
         due are dispatched in the same round."""
         if force_dispatch and queues:
-            self._dispatch_queues(queues)
+            self._logged(self.dispatcher.name, lambda: self.dispatcher.run_queues(queues))
         elif force_dispatch:
             self._pass(self.dispatcher)
         now = time.monotonic()
@@ -87,14 +93,6 @@ class Maintainer:
                 done = self._pass(loop)
                 if loop.name == "stager":
                     staged = done
-
-    def _dispatch_queues(self, queues: set[str]) -> None:
-        try:
-            self.dispatcher.run_queues(queues)
-        except (SQLAlchemyError, OSError, ConnectionError) as exc:
-            log.warning("dispatcher pass failed, will retry: %s", exc)
-        except Exception:
-            log.exception("dispatcher pass failed, will retry")
 
     def _refill_due(self) -> bool:
         try:
