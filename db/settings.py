@@ -26,6 +26,11 @@ class Settings(BaseSettings):
         default=True,
         description="a producer sends a due job to an idle queue itself (tasks/direct_dispatch.py)",
     )
+    queue_prefetch: int = Field(
+        default=1,
+        ge=0,
+        description="attempts a thread worker holds beyond its free slots (tasks/prefetch.py)",
+    )
     queue_reconcile_grace_seconds: float = Field(default=5.0, ge=0)
     queue_poll_seconds: float = Field(default=0.5, gt=0)
     queue_shutdown_timeout: float = Field(default=25.0, ge=0)

@@ -14,7 +14,8 @@ import logging
 import struct
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from huey import Huey
@@ -89,6 +90,19 @@ class JobMessageSerializer(Serializer):
         )
 
 
+@dataclass(frozen=True)
+class PoppedEntry:
+    """A message taken out of a Redis queue, with what puts it back in the same place."""
+
+    key: str
+    member: bytes  # the 8-byte FIFO prefix, then the message
+    score: float  # minus the priority
+
+    @property
+    def data(self) -> bytes:
+        return self.member[8:]
+
+
 class QueueStorage:
     """What the ledger needs from a Huey storage beyond Huey's own contract."""
 
@@ -137,16 +151,36 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
         members = {struct.pack(">Q", base + i) + data: -p for i, (data, p) in enumerate(items)}
         self.conn.zadd(self.key_for(queue), members)
 
+    #: set by a thread worker that prefetches (``tasks.prefetch``): handler threads take
+    #: their messages from it instead of popping Redis themselves
+    take: Callable[[float], bytes | None] | None = None
+
     def dequeue(self) -> bytes | None:
+        if self.take is not None:
+            return self.take(self.read_timeout)
+        entry = self.pop(self.read_timeout)
+        return None if entry is None else entry.data
+
+    def pop(self, timeout: float) -> PoppedEntry | None:
+        """The next message of this worker's queues (highest priority first), waiting up to
+        ``timeout`` seconds for one."""
         if not self._keys:
             return None
         try:
-            popped = self.conn.bzpopmin(self._keys, timeout=self.read_timeout)
+            popped = self.conn.bzpopmin(self._keys, timeout=timeout)
         except (TimeoutError, TypeError, IndexError):
             return None
         if not popped:
             return None
-        return popped[1][8:]
+        key, member, score = popped
+        return PoppedEntry(key.decode() if isinstance(key, bytes) else key, member, score)
+
+    def give_back(self, entries: Sequence[PoppedEntry]) -> None:
+        """Put popped messages back where they were (same score, same FIFO prefix)."""
+        with self.conn.pipeline(transaction=False) as pipe:
+            for e in entries:
+                pipe.zadd(e.key, {e.member: e.score})
+            pipe.execute()
 
     def size_of(self, queue: str) -> int:
         return int(self.conn.zcard(self.key_for(queue)))

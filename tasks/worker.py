@@ -34,8 +34,9 @@ from db.engine import create_ledger_engine, read, write
 from db.settings import Settings
 from tasks import registry
 from tasks.attempt_writer import AttemptWriter
-from tasks.broker import RUN_JOB_TASK, make_huey
+from tasks.broker import RUN_JOB_TASK, LedgerRedisStorage, make_huey
 from tasks.payload import cap_result
+from tasks.prefetch import PrefetchConfig, Prefetcher
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -123,6 +124,7 @@ class WorkerRuntime:
         self.failed = 0
         self.writer: AttemptWriter | None = None  # thread workers: group commit
         self.held: HeldConnections | None = None  # thread workers on PostgreSQL
+        self.prefetcher: Prefetcher | None = None  # thread workers on PostgreSQL and Redis
 
     def _with_db_retry(self, what: str, fn: Callable[[], T]) -> T:
         """Retry a ledger write through a database outage; give up only when stopping (the
@@ -150,6 +152,10 @@ class WorkerRuntime:
     def _begin(self, job_id: uuid.UUID, lease: int, *, retried: bool) -> ledger.Claimed | None:
         """The attempt this message may run, or None (stale, duplicate, cancelled, paused)."""
         if self.held is not None:  # thread worker: read the lease, record the start later
+            if self.prefetcher is not None and not retried:
+                claimed = self.prefetcher.leased(job_id, lease)
+                if claimed is not None:
+                    return claimed
             return self.held.leased(job_id, lease)
         if self.writer is not None:
             with read(self.engine) as conn:
@@ -205,6 +211,8 @@ class WorkerRuntime:
                 self.writer.forget(claimed.id, claimed.lease)
             return
         self._flush_progress(channel)
+        if self.prefetcher is not None:
+            self.prefetcher.ran(time.monotonic() - started)
         stored = cap_result(result)
         self._count(failed=False)
         if self.writer is not None:  # thread workers: group commit
@@ -346,6 +354,17 @@ def run_worker(
             runtime.held = HeldConnections(engine)
 
     huey = make_huey(settings, queues)
+    storage = huey.storage
+    prefetch = settings.queue_prefetch > 0 and isinstance(storage, LedgerRedisStorage)
+    if prefetch and runtime.held is not None:
+        runtime.prefetcher = Prefetcher(
+            storage.pop,
+            storage.give_back,
+            runtime.held.leased,
+            PrefetchConfig(depth=settings.queue_prefetch),
+        )
+        storage.take = runtime.prefetcher.take
+        runtime.prefetcher.start()
     task = huey.task(name="run_job")(run_job)
     registered = huey._registry.task_to_string(task.task_class)
     assert registered == RUN_JOB_TASK, registered
@@ -382,6 +401,8 @@ def run_worker(
     try:
         consumer.run()
     finally:
+        if runtime.prefetcher is not None:
+            runtime.prefetcher.stop()  # what no handler took goes back to Redis
         if runtime.writer is not None:
             runtime.writer.close()  # before the hand-back: finished jobs stay finished
         runtime.stopping.set()
