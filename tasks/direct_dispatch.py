@@ -27,7 +27,7 @@ import redis
 from sqlalchemy import Engine
 
 from db import ledger
-from db.engine import write
+from db.engine import driver_write
 from db.settings import Settings
 from tasks import registry
 from tasks.broker import LedgerRedisStorage, encode_job_message
@@ -53,12 +53,12 @@ class DirectDispatch:
     def submit(self, engine: Engine, new: ledger.NewJob, window: int) -> None:
         """Insert ``new`` (dispatched when its queue is idle, else queued) and push its message."""
         dispatch = time.monotonic() >= self._off_until
-        with write(engine) as conn:
+        with driver_write(engine) as conn:
             if dispatch:
-                lease = ledger.insert_dispatched(conn, new, window)
+                lease = ledger.insert_dispatched(conn, engine.dialect, new, window)
             else:
                 lease = None
-                ledger.insert_jobs(conn, [new])
+                ledger.insert_one_dbapi(conn, engine.dialect, new)
         if lease is None:
             return  # queued: the insert's NOTIFY wakes the dispatcher
         message = encode_job_message(new.id, lease, new.timeout_seconds)
