@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     queue_prefetch: int = Field(
         default=1,
         ge=0,
-        description="attempts a thread worker holds beyond its free slots (tasks/prefetch.py)",
+        description="attempts a busy thread worker reads ahead (tasks/prefetch.py)",
     )
     queue_reconcile_grace_seconds: float = Field(default=5.0, ge=0)
     queue_poll_seconds: float = Field(default=0.5, gt=0)

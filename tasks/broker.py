@@ -131,6 +131,16 @@ class QueueStorage:
         return leases
 
 
+#: ZPOPMIN with a count on the first non-empty key, as BZPOPMIN picks its key
+_POP_MANY_LUA = """
+for _, key in ipairs(KEYS) do
+  local popped = redis.call('ZPOPMIN', key, ARGV[1])
+  if #popped > 0 then return {key, popped} end
+end
+return false
+"""
+
+
 class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
     """Priority sorted set per queue; a worker pops from its queues with one BZPOPMIN."""
 
@@ -174,6 +184,26 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
             return None
         key, member, score = popped
         return PoppedEntry(key.decode() if isinstance(key, bytes) else key, member, score)
+
+    def pop_ready(self, count: int) -> list[PoppedEntry]:
+        """Up to ``count`` messages of the first of this worker's queues that has any
+        (highest priority first), without waiting: one call, whatever the count."""
+        if not self._keys:
+            return []
+        found = self._pop_many_script(keys=self._keys, args=[count])
+        if not found:
+            return []
+        key, flat = found
+        key = key.decode() if isinstance(key, bytes) else key
+        pairs = zip(flat[::2], flat[1::2], strict=True)
+        return [PoppedEntry(key, member, float(score)) for member, score in pairs]
+
+    @property
+    def _pop_many_script(self) -> Any:
+        script = self.__dict__.get("_pop_many")
+        if script is None:
+            script = self.__dict__["_pop_many"] = self.conn.register_script(_POP_MANY_LUA)
+        return script
 
     def give_back(self, entries: Sequence[PoppedEntry]) -> None:
         """Put popped messages back where they were (same score, same FIFO prefix)."""

@@ -1,21 +1,23 @@
-"""Prefetch: a thread worker keeps its next attempt ready while its handlers run.
+"""Prefetch: a thread worker reads its next attempt ahead while all its handlers are busy.
 
 Without it, a handler thread that finishes a job pops the next message (one Redis round
-trip) and reads its lease (one PostgreSQL round trip) before the next handler starts: on a
-busy machine that gap was 2 - 3 ms per job, a fifth of a 10 ms job. The prefetch thread does
-both while the handlers run, so a handler that finishes takes its next attempt from memory.
+trip) and reads its lease (one PostgreSQL round trip) before it starts again: on a busy
+machine that gap was 2 - 3 ms per job, a fifth of a 10 ms job. The prefetch thread does both
+while the handlers run, so a handler that finishes takes its next attempt from memory.
 
-What keeps it safe:
-
-- **Bounded.** The thread pops only while fewer attempts are ready than handler threads are
-  waiting plus ``depth`` (``QUEUE_PREFETCH``, default 1), so a process holds at most
-  ``depth`` attempts beyond its free slots.
+- **Only when every handler is busy.** A handler with nothing ready pops for itself and reads
+  its own lease, exactly as Huey's loop does, so an idle worker picks up a new job with no
+  hand-off between threads. The prefetch thread pops (without waiting, up to ``depth``
+  messages: ``QUEUE_PREFETCH``, default 1) only while no handler is waiting in a pop, so it
+  never takes a message from under an idle handler; after a pop that found Redis empty it
+  waits for the next job to start before it looks again.
+- **Bounded.** A process holds at most ``depth`` attempts beyond its busy slots.
 - **Only for short jobs.** It reads ahead only while the recent jobs of the process ran
-  shorter than ``short_seconds`` on average; with long jobs it pops only for a handler that
-  is waiting, as Huey does, so a job never waits behind a long one in a busy process.
+  shorter than ``short_seconds`` on average, so a job never waits behind a long one in a
+  busy process while another worker is idle.
 - **Given back.** An attempt that no handler took within ``hold_seconds`` is put back in
-  Redis with its original score (same priority, same place), where any worker may take it.
-  So is every ready attempt at shutdown. A process that dies holding one leaves a
+  Redis with its original score (same priority, same place), where any worker may take it;
+  so is every ready attempt at shutdown. A process that dies holding one leaves a
   ``dispatched`` job that is not in Redis: the reconciler sends it again after its grace
   period, as for any lost message.
 - **Read again when old.** A handler runs on the prefetched lease read only if it took the
@@ -38,6 +40,9 @@ from tasks.broker import ForgedMessage, PoppedEntry, decode_job_message
 
 log = logging.getLogger(__name__)
 
+#: a message's ``(job id, lease)``
+Message = tuple[uuid.UUID, int]
+
 
 MIN_ERROR_DELAY = 0.1  # seconds before popping again after a Redis error, doubling
 MAX_ERROR_DELAY = 2.0
@@ -45,7 +50,7 @@ MAX_ERROR_DELAY = 2.0
 
 @dataclass(frozen=True)
 class PrefetchConfig:
-    depth: int = 1  # attempts held beyond the handlers that are waiting
+    depth: int = 1  # attempts held ready beyond the busy handlers
     hold_seconds: float = 0.5  # an attempt not taken within this is given back to Redis
     fresh_seconds: float = 0.05  # a lease read older than this is read again by the handler
     short_seconds: float = 0.1  # read ahead while recent jobs ran shorter than this (mean)
@@ -61,23 +66,29 @@ class _Ready:
 
 
 class Prefetcher(threading.Thread):
-    """Pops messages and reads their leases ahead of the handler threads of one process."""
+    """Pops messages and reads their leases ahead of the handler threads of one process,
+    while all of them are busy."""
 
     def __init__(
         self,
-        pop: Callable[[float], PoppedEntry | None],
+        pop_waiting: Callable[[float], PoppedEntry | None],
+        pop_ready: Callable[[int], list[PoppedEntry]],
         give_back: Callable[[Sequence[PoppedEntry]], None],
-        read_lease: Callable[[uuid.UUID, int], ledger.Claimed | None],
+        read_leases: Callable[[list[Message]], dict[Message, ledger.Claimed]],
         config: PrefetchConfig,
     ) -> None:
         super().__init__(name="prefetch", daemon=True)
-        self.pop = pop
+        self.pop_waiting = pop_waiting
+        self.pop_ready = pop_ready
         self.give_back = give_back
-        self.read_lease = read_lease
+        self.read_leases = read_leases
         self.config = config
         self._cond = threading.Condition()
         self._ready: deque[_Ready] = deque()
-        self._waiting = 0  # handler threads blocked in take()
+        self._popping = 0  # handler threads waiting in their own pop
+        self._fetching = False  # the prefetch thread's pop is in flight
+        self._taken = 0  # messages handed to handler threads so far
+        self._taken_at_miss = -1  # ``_taken`` when a read-ahead last found Redis empty
         self._mean_run = 0.0  # moving mean of recent job run times, seconds
         self._stopping = threading.Event()
         self._local = threading.local()
@@ -87,25 +98,37 @@ class Prefetcher(threading.Thread):
     # --- handler threads -------------------------------------------------------------------
 
     def take(self, timeout: float) -> bytes | None:
-        """The next message for the calling handler thread, or None after ``timeout``."""
-        deadline = time.monotonic() + timeout
+        """The next message for the calling handler thread: a ready one, else one it pops
+        itself (waiting up to ``timeout``), as Huey's own loop does."""
         with self._cond:
-            self._waiting += 1
-            self._cond.notify_all()
-            try:
-                while not self._ready:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or self._stopping.is_set():
-                        self._local.ready = None
-                        return None
-                    self._cond.wait(left)
-                ready = self._ready.popleft()
-            finally:
-                self._waiting -= 1
-            self._cond.notify_all()
-        fresh = time.monotonic() - ready.read_at <= self.config.fresh_seconds
-        self._local.ready = ready if fresh else None
-        return ready.entry.data
+            while self._fetching and not self._ready:  # a read-ahead is on its way
+                self._cond.wait()
+            ready = self._ready.popleft() if self._ready else None
+            if ready is not None:
+                self._taken += 1
+                self._cond.notify_all()
+            else:
+                self._popping += 1
+        if ready is not None:
+            fresh = time.monotonic() - ready.read_at <= self.config.fresh_seconds
+            self._local.ready = ready if fresh else None
+            return ready.entry.data
+        self._local.ready = None
+        entry = None
+        try:
+            entry = self.pop_waiting(timeout)
+        finally:
+            with self._cond:
+                self._popping -= 1
+                self._taken += entry is not None
+                self._cond.notify_all()
+        return None if entry is None else entry.data
+
+    @property
+    def ready_count(self) -> int:
+        """Attempts read ahead and not yet taken."""
+        with self._cond:
+            return len(self._ready)
 
     def leased(self, job_id: uuid.UUID, lease: int) -> ledger.Claimed | None:
         """The calling thread's prefetched read of ``(job_id, lease)`` when it is fresh."""
@@ -121,9 +144,15 @@ class Prefetcher(threading.Thread):
 
     # --- the prefetch thread ---------------------------------------------------------------
 
-    def _wanted(self) -> int:
-        ahead = self.config.depth if self._mean_run < self.config.short_seconds else 0
-        return self._waiting + ahead
+    def _should_read_ahead(self) -> bool:
+        """Under the lock: every handler is busy, fewer than ``depth`` attempts are ready,
+        recent jobs were short, and a job started since Redis was last found empty."""
+        return (
+            self._popping == 0
+            and len(self._ready) < self.config.depth
+            and self._mean_run < self.config.short_seconds
+            and self._taken != self._taken_at_miss
+        )
 
     def _overdue(self) -> list[_Ready]:
         """Ready attempts held past ``hold_seconds`` (under the lock)."""
@@ -145,50 +174,70 @@ class Prefetcher(threading.Thread):
         except Exception as exc:  # the reconciler sends them again after its grace period
             log.warning("could not give back %d prefetched message(s): %s", len(held), exc)
 
-    def _read(self, entry: PoppedEntry) -> _Ready | None:
-        """The popped message with its lease read; None when there is nothing to run."""
+    def _read(self, entries: list[PoppedEntry]) -> list[_Ready]:
+        """The popped messages with their leases read (one SELECT), without those that have
+        nothing to run."""
+        decoded: list[tuple[PoppedEntry, Message | None]] = []
+        for entry in entries:
+            try:
+                job_id, lease, _ = decode_job_message(entry.data)
+                decoded.append((entry, (job_id, lease)))
+            except ForgedMessage:  # the handler thread's deserializer logs and refuses it
+                decoded.append((entry, None))
+        messages = [m for _, m in decoded if m is not None]
         try:
-            job_id, lease, _ = decode_job_message(entry.data)
-        except ForgedMessage:  # the handler thread's deserializer logs and refuses it
-            return _Ready(entry, None, 0, None, time.monotonic())
-        try:
-            claimed = self.read_lease(job_id, lease)
-        except Exception as exc:  # the handler reads it again, with its retries
-            log.warning("prefetch: lease read of job %s failed: %s", job_id, exc)
-            return _Ready(entry, job_id, lease, None, time.monotonic())
-        if claimed is None:
-            log.debug("job %s: nothing to run (stale or duplicate message, cancelled)", job_id)
-            return None
-        return _Ready(entry, job_id, lease, claimed, time.monotonic())
+            claims: dict[Message, ledger.Claimed] | None = self.read_leases(messages)
+        except Exception as exc:  # the handlers read them again, with their retries
+            log.warning("prefetch: lease read of %d job(s) failed: %s", len(messages), exc)
+            claims = None
+        now = time.monotonic()
+        ready = []
+        for entry, message in decoded:
+            if message is None:
+                ready.append(_Ready(entry, None, 0, None, now))
+            elif claims is None:
+                ready.append(_Ready(entry, message[0], message[1], None, now))
+            elif message in claims:
+                ready.append(_Ready(entry, message[0], message[1], claims[message], now))
+            else:
+                log.debug("job %s: nothing to run (stale message, cancelled)", message[0])
+        return ready
 
     def run(self) -> None:
         while not self._stopping.is_set():
             overdue: list[_Ready] = []
             with self._cond:
-                while not self._stopping.is_set() and len(self._ready) >= self._wanted():
+                while not (self._stopping.is_set() or self._should_read_ahead()):
                     overdue = self._overdue()
                     if overdue:
                         break
                     self._cond.wait(self.config.hold_seconds / 2)
+                if self._stopping.is_set():
+                    break
+                if not overdue:
+                    self._fetching = True
+                    count = self.config.depth - len(self._ready)
+                    taken = self._taken
             if overdue:
                 self._give_back(overdue)
                 continue
-            if self._stopping.is_set():
-                break
+            ready: list[_Ready] = []
             try:
-                entry = self.pop(1.0)
-            except Exception as exc:  # Redis down or restarting: keep trying, as Huey does
+                entries = self.pop_ready(count)
+                ready = self._read(entries) if entries else []
+                self._error_delay = MIN_ERROR_DELAY
+            except Exception as exc:  # Redis down or restarting: the handlers' pops wait too
                 log.warning("prefetch: cannot read from the queue (%s); retrying", exc)
+                entries = []
                 self._stopping.wait(self._error_delay)
                 self._error_delay = min(self._error_delay * 2, MAX_ERROR_DELAY)
-                continue
-            self._error_delay = MIN_ERROR_DELAY
-            ready = None if entry is None else self._read(entry)
-            if ready is None:
-                continue
-            with self._cond:
-                self._ready.append(ready)
-                self._cond.notify_all()
+            finally:
+                with self._cond:
+                    self._fetching = False
+                    self._ready.extend(ready)
+                    if not entries:
+                        self._taken_at_miss = taken
+                    self._cond.notify_all()
         with self._cond:
             held = list(self._ready)
             self._ready.clear()

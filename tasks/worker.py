@@ -96,13 +96,26 @@ class HeldConnections:
         self._local = threading.local()
 
     def leased(self, job_id: uuid.UUID, lease: int) -> ledger.Claimed | None:
+        return self._on_held(
+            lambda conn: ledger.leased_dbapi(conn, self.engine.dialect, job_id, lease)
+        )
+
+    def leased_many(
+        self, messages: list[tuple[uuid.UUID, int]]
+    ) -> dict[tuple[uuid.UUID, int], ledger.Claimed]:
+        """:meth:`leased` of several messages in one SELECT (the prefetch thread's read)."""
+        return self._on_held(
+            lambda conn: ledger.leased_many_dbapi(conn, self.engine.dialect, messages)
+        )
+
+    def _on_held(self, read: Callable[[Any], T]) -> T:
         held = getattr(self._local, "conn", None)
         if held is None:
             held = self.engine.raw_connection()
             held.driver_connection.autocommit = True
             self._local.conn = held
         try:
-            return ledger.leased_dbapi(held.driver_connection, self.engine.dialect, job_id, lease)
+            return read(held.driver_connection)
         except psycopg.Error as exc:
             self._local.conn = None
             held.invalidate(exc)
@@ -359,8 +372,9 @@ def run_worker(
     if prefetch and runtime.held is not None:
         runtime.prefetcher = Prefetcher(
             storage.pop,
+            storage.pop_ready,
             storage.give_back,
-            runtime.held.leased,
+            runtime.held.leased_many,
             PrefetchConfig(depth=settings.queue_prefetch),
         )
         storage.take = runtime.prefetcher.take

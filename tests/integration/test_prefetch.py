@@ -1,10 +1,12 @@
-"""Prefetch against real PostgreSQL and Redis: a thread worker's next attempt is popped and
-its lease read ahead of the handlers, handed over fresh, read again when old, never read
-ahead for long jobs, and given back to Redis in its place when nobody takes it."""
+"""Prefetch against real PostgreSQL and Redis: while every handler is busy, a thread worker's
+next attempt is popped and its lease read ahead, handed over fresh, read again when old,
+never read ahead for long jobs or from under an idle handler, and given back to Redis in
+its place when nobody takes it."""
 
 from __future__ import annotations
 
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,7 +37,9 @@ def start_prefetcher(storage: LedgerRedisStorage) -> Iterator[object]:
 
     def start(config: PrefetchConfig, recent_runs: tuple[float, ...] = ()) -> Prefetcher:
         held = HeldConnections(api.engine())
-        prefetcher = Prefetcher(storage.pop, storage.give_back, held.leased, config)
+        prefetcher = Prefetcher(
+            storage.pop, storage.pop_ready, storage.give_back, held.leased_many, config
+        )
         for seconds in recent_runs:
             prefetcher.ran(seconds)
         prefetcher.start()
@@ -59,8 +63,8 @@ def test_a_handler_takes_the_read_ahead_attempt_from_memory(
 ) -> None:
     job_id = _submit()
     prefetcher = start_prefetcher(PrefetchConfig(depth=1))
-    wait_for(lambda: storage.size_of("default") == 0, 5, "the prefetch thread to pop the job")
-    data = prefetcher.take(5.0)
+    wait_for(lambda: prefetcher.ready_count == 1, 5, "the job to be read ahead")
+    data = prefetcher.take(1.0)
     assert data is not None and decode_job_message(data)[0] == job_id
     claimed = prefetcher.leased(job_id, 1)
     assert claimed is not None and (claimed.id, claimed.lease, claimed.type) == (
@@ -76,9 +80,9 @@ def test_an_attempt_taken_late_is_read_again_by_its_handler(
 ) -> None:
     job_id = _submit()
     prefetcher = start_prefetcher(PrefetchConfig(depth=1, fresh_seconds=0.0))
-    wait_for(lambda: storage.size_of("default") == 0, 5, "the prefetch thread to pop the job")
+    wait_for(lambda: prefetcher.ready_count == 1, 5, "the job to be read ahead")
     assert api.cancel_job(job_id) == "cancelled"  # lands after the prefetched read
-    data = prefetcher.take(5.0)
+    data = prefetcher.take(1.0)
     assert data is not None
     # the prefetched read is too old to trust: the handler reads the lease again and finds
     # nothing to run
@@ -96,12 +100,13 @@ def test_an_attempt_nobody_takes_goes_back_in_its_place(
     # same order as before: the best job is first in line again, for any worker
     assert storage.window("default") == before
     assert [decode_job_message(m)[0] for m in before] == [first, second]
-    # after a give-back it no longer reads ahead (its jobs run long): it pops for a waiting
-    # handler only
+    # after a give-back it no longer reads ahead (its jobs run long); a handler pops for
+    # itself
     time.sleep(0.5)  # what must not happen: a pop within this time
     assert storage.size_of("default") == 2
-    data = prefetcher.take(5.0)
+    data = prefetcher.take(1.0)
     assert data is not None and decode_job_message(data)[0] == first
+    assert prefetcher.leased(first, 1) is None  # not read ahead: the handler reads it
 
 
 def test_long_jobs_are_not_read_ahead(storage: LedgerRedisStorage, start_prefetcher) -> None:
@@ -110,7 +115,7 @@ def test_long_jobs_are_not_read_ahead(storage: LedgerRedisStorage, start_prefetc
     _submit()
     time.sleep(0.5)  # what must not happen: a pop within this time
     assert storage.size_of("default") == 1  # still there for an idle worker elsewhere
-    assert prefetcher.take(5.0) is not None  # a waiting handler still gets it
+    assert prefetcher.take(1.0) is not None  # a handler still gets it, popping for itself
 
 
 def test_stopping_gives_back_what_no_handler_took(
@@ -118,7 +123,7 @@ def test_stopping_gives_back_what_no_handler_took(
 ) -> None:
     job_id = _submit()
     prefetcher = start_prefetcher(PrefetchConfig(depth=1))
-    wait_for(lambda: storage.size_of("default") == 0, 5, "the prefetch thread to pop the job")
+    wait_for(lambda: prefetcher.ready_count == 1, 5, "the job to be read ahead")
     prefetcher.stop()
     [message] = storage.window("default")
     assert decode_job_message(message)[:2] == (job_id, 1)
@@ -130,12 +135,12 @@ def test_a_worker_stopped_with_a_read_ahead_job_hands_it_on_at_once(
     """SIGTERM while one handler runs and the next job is held: the held job goes back to
     Redis and another worker runs it without waiting for the reconciler (no maintainer
     runs here)."""
-    busy = api.submit_job("test.record", {"seconds": 1.0, "tag": "busy"})
-    first = processes.worker("--concurrency", "1")
-    wait_for(lambda: api.get_job(busy)["status"] == "running", 30, "the first job to start")
-    held = api.submit_job("test.record", {"tag": "held"})
+    busy = api.submit_job("test.record", {"seconds": 1.0, "tag": "busy"}, 9)  # runs first
+    held = api.submit_job("test.record", {"tag": "held"}, 1)
     storage = make_huey(get_settings(), ["default"]).storage
     assert isinstance(storage, LedgerRedisStorage)
+    first = processes.worker("--concurrency", "1")
+    wait_for(lambda: api.get_job(busy)["status"] == "running", 30, "the first job to start")
     wait_for(lambda: storage.size_of("default") == 0, 10, "the worker to read the next job ahead")
     first.send_signal(signal.SIGTERM)
     assert first.wait(30) == 0
@@ -144,3 +149,42 @@ def test_a_worker_stopped_with_a_read_ahead_job_hands_it_on_at_once(
     assert storage.size_of("default") == 1  # given back
     processes.worker("--concurrency", "1")
     wait_for(lambda: api.get_job(held)["status"] == "completed", 30, "the held job to run")
+
+
+def test_a_batch_is_popped_best_first_and_read_in_one_select(
+    storage: LedgerRedisStorage,
+) -> None:
+    low, high, cancelled = _submit(priority=1), _submit(priority=9), _submit(priority=5)
+    assert api.cancel_job(cancelled) == "cancelled"
+    entries = storage.pop_ready(5)
+    messages = [decode_job_message(e.data)[:2] for e in entries]
+    assert messages == [(high, 1), (cancelled, 1), (low, 1)]
+    assert storage.size_of("default") == 0
+    claims = HeldConnections(api.engine()).leased_many(messages)
+    assert set(claims) == {(high, 1), (low, 1)}  # a cancelled job has nothing to run
+    assert claims[(high, 1)].type == "demo.echo"
+    assert HeldConnections(api.engine()).leased_many([(low, 2)]) == {}  # a stale lease
+
+
+def test_an_idle_handler_pops_for_itself_and_nothing_is_read_ahead_of_it(
+    storage: LedgerRedisStorage, start_prefetcher
+) -> None:
+    prefetcher = start_prefetcher(PrefetchConfig(depth=1))
+    # Redis is empty: the one read-ahead finds nothing, and no other is tried until a job
+    # starts (no polling)
+    wait_for(lambda: prefetcher._taken_at_miss == 0, 5, "the first read-ahead to find nothing")
+    got: dict[str, object] = {}
+
+    def handler() -> None:
+        data = prefetcher.take(3.0)  # the Redis client's socket timeout is 5 s
+        got["data"] = data
+        got["claimed"] = None if data is None else prefetcher.leased(*decode_job_message(data)[:2])
+
+    thread = threading.Thread(target=handler)
+    thread.start()
+    wait_for(lambda: prefetcher._popping == 1, 5, "the handler to wait in its own pop")
+    job_id = _submit()
+    thread.join(10)
+    assert got["data"] is not None and decode_job_message(got["data"])[0] == job_id
+    assert got["claimed"] is None  # it popped the message itself and reads its own lease
+    assert prefetcher.given_back == 0
