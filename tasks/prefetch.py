@@ -44,16 +44,15 @@ log = logging.getLogger(__name__)
 Message = tuple[uuid.UUID, int]
 
 
-MIN_ERROR_DELAY = 0.1  # seconds before popping again after a Redis error, doubling
-MAX_ERROR_DELAY = 2.0
-
-
 @dataclass(frozen=True)
 class PrefetchConfig:
     depth: int = 1  # attempts held ready beyond the busy handlers
     hold_seconds: float = 0.5  # an attempt not taken within this is given back to Redis
     fresh_seconds: float = 0.05  # a lease read older than this is read again by the handler
     short_seconds: float = 0.1  # read ahead while recent jobs ran shorter than this (mean)
+    #: ... and at least this long: a read-ahead (a pop and a SELECT) takes about a
+    #: millisecond, so for shorter jobs it only adds work beside the handlers' own pops
+    min_seconds: float = 0.002
 
 
 @dataclass(frozen=True)
@@ -86,14 +85,13 @@ class Prefetcher(threading.Thread):
         self._cond = threading.Condition()
         self._ready: deque[_Ready] = deque()
         self._popping = 0  # handler threads waiting in their own pop
-        self._fetching = False  # the prefetch thread's pop is in flight
+        self._fetching = False  # a read-ahead is in flight
         self._taken = 0  # messages handed to handler threads so far
         self._taken_at_miss = -1  # ``_taken`` when a read-ahead last found Redis empty
         self._mean_run = 0.0  # moving mean of recent job run times, seconds
         self._stopping = threading.Event()
         self._local = threading.local()
         self.given_back = 0
-        self._error_delay = MIN_ERROR_DELAY
 
     # --- handler threads -------------------------------------------------------------------
 
@@ -106,7 +104,7 @@ class Prefetcher(threading.Thread):
             ready = self._ready.popleft() if self._ready else None
             if ready is not None:
                 self._taken += 1
-                self._cond.notify_all()
+                self._wake_if_needed()
             else:
                 self._popping += 1
         if ready is not None:
@@ -121,7 +119,7 @@ class Prefetcher(threading.Thread):
             with self._cond:
                 self._popping -= 1
                 self._taken += entry is not None
-                self._cond.notify_all()
+                self._wake_if_needed()
         return None if entry is None else entry.data
 
     @property
@@ -144,13 +142,20 @@ class Prefetcher(threading.Thread):
 
     # --- the prefetch thread ---------------------------------------------------------------
 
+    def _wake_if_needed(self) -> None:
+        """Under the lock: wake the prefetch thread only when it has something to do (a
+        wake-up per job would cost the handlers the GIL for nothing)."""
+        if self._should_read_ahead():
+            self._cond.notify()
+
     def _should_read_ahead(self) -> bool:
         """Under the lock: every handler is busy, fewer than ``depth`` attempts are ready,
-        recent jobs were short, and a job started since Redis was last found empty."""
+        recent jobs ran long enough to hide a read-ahead behind and short enough not to
+        hold one long, and a job started since Redis was last found empty."""
         return (
             self._popping == 0
             and len(self._ready) < self.config.depth
-            and self._mean_run < self.config.short_seconds
+            and self.config.min_seconds <= self._mean_run < self.config.short_seconds
             and self._taken != self._taken_at_miss
         )
 
@@ -215,29 +220,26 @@ class Prefetcher(threading.Thread):
                 if self._stopping.is_set():
                     break
                 if not overdue:
-                    self._fetching = True
+                    self._fetching = True  # handlers that come now wait for it: none pops
                     count = self.config.depth - len(self._ready)
                     taken = self._taken
             if overdue:
                 self._give_back(overdue)
                 continue
+            entries: list[PoppedEntry] = []
             ready: list[_Ready] = []
             try:
                 entries = self.pop_ready(count)
                 ready = self._read(entries) if entries else []
-                self._error_delay = MIN_ERROR_DELAY
-            except Exception as exc:  # Redis down or restarting: the handlers' pops wait too
-                log.warning("prefetch: cannot read from the queue (%s); retrying", exc)
-                entries = []
-                self._stopping.wait(self._error_delay)
-                self._error_delay = min(self._error_delay * 2, MAX_ERROR_DELAY)
+            except Exception as exc:  # Redis down: tried again once another job has started
+                log.warning("prefetch: cannot read from the queue: %s", exc)
             finally:
                 with self._cond:
                     self._fetching = False
                     self._ready.extend(ready)
                     if not entries:
                         self._taken_at_miss = taken
-                    self._cond.notify_all()
+                    self._cond.notify_all()  # handlers waiting for this read-ahead
         with self._cond:
             held = list(self._ready)
             self._ready.clear()

@@ -35,7 +35,9 @@ def storage(pg_redis: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Ledger
 def start_prefetcher(storage: LedgerRedisStorage) -> Iterator[object]:
     started: list[Prefetcher] = []
 
-    def start(config: PrefetchConfig, recent_runs: tuple[float, ...] = ()) -> Prefetcher:
+    def start(config: PrefetchConfig, recent_runs: tuple[float, ...] = (0.01,) * 10) -> Prefetcher:
+        """A prefetcher whose process recently ran ``recent_runs`` (10 ms jobs by default,
+        which it reads ahead for)."""
         held = HeldConnections(api.engine())
         prefetcher = Prefetcher(
             storage.pop, storage.pop_ready, storage.give_back, held.leased_many, config
@@ -111,7 +113,7 @@ def test_an_attempt_nobody_takes_goes_back_in_its_place(
 
 def test_long_jobs_are_not_read_ahead(storage: LedgerRedisStorage, start_prefetcher) -> None:
     # the recent jobs of this process ran long
-    prefetcher = start_prefetcher(PrefetchConfig(depth=1), recent_runs=(30.0, 30.0, 30.0))
+    prefetcher = start_prefetcher(PrefetchConfig(depth=1), recent_runs=(30.0,) * 3)
     _submit()
     time.sleep(0.5)  # what must not happen: a pop within this time
     assert storage.size_of("default") == 1  # still there for an idle worker elsewhere
@@ -133,13 +135,20 @@ def test_a_worker_stopped_with_a_read_ahead_job_hands_it_on_at_once(
     processes: Processes,
 ) -> None:
     """SIGTERM while one handler runs and the next job is held: the held job goes back to
-    Redis and another worker runs it without waiting for the reconciler (no maintainer
-    runs here)."""
-    busy = api.submit_job("test.record", {"seconds": 1.0, "tag": "busy"}, 9)  # runs first
-    held = api.submit_job("test.record", {"tag": "held"}, 1)
+    Redis, where the next worker takes it."""
+    first = processes.worker("--concurrency", "1")
+    warm_up = [api.submit_job("test.record", {"seconds": 0.01}) for _ in range(5)]
+    for job_id in warm_up:  # short jobs: the worker now reads ahead
+        wait_for(lambda j=job_id: api.get_job(j)["status"] == "completed", 30, "the warm-up")
+    processes.maintainer()  # dispatches the bulk submit below in one push
+    busy, held = api.submit_jobs(
+        [
+            {"type": "test.record", "data": {"seconds": 1.0, "tag": "busy"}, "priority": 9},
+            {"type": "test.record", "data": {"tag": "held"}, "priority": 1},
+        ]
+    )
     storage = make_huey(get_settings(), ["default"]).storage
     assert isinstance(storage, LedgerRedisStorage)
-    first = processes.worker("--concurrency", "1")
     wait_for(lambda: api.get_job(busy)["status"] == "running", 30, "the first job to start")
     wait_for(lambda: storage.size_of("default") == 0, 10, "the worker to read the next job ahead")
     first.send_signal(signal.SIGTERM)
@@ -149,21 +158,6 @@ def test_a_worker_stopped_with_a_read_ahead_job_hands_it_on_at_once(
     assert storage.size_of("default") == 1  # given back
     processes.worker("--concurrency", "1")
     wait_for(lambda: api.get_job(held)["status"] == "completed", 30, "the held job to run")
-
-
-def test_a_batch_is_popped_best_first_and_read_in_one_select(
-    storage: LedgerRedisStorage,
-) -> None:
-    low, high, cancelled = _submit(priority=1), _submit(priority=9), _submit(priority=5)
-    assert api.cancel_job(cancelled) == "cancelled"
-    entries = storage.pop_ready(5)
-    messages = [decode_job_message(e.data)[:2] for e in entries]
-    assert messages == [(high, 1), (cancelled, 1), (low, 1)]
-    assert storage.size_of("default") == 0
-    claims = HeldConnections(api.engine()).leased_many(messages)
-    assert set(claims) == {(high, 1), (low, 1)}  # a cancelled job has nothing to run
-    assert claims[(high, 1)].type == "demo.echo"
-    assert HeldConnections(api.engine()).leased_many([(low, 2)]) == {}  # a stale lease
 
 
 def test_an_idle_handler_pops_for_itself_and_nothing_is_read_ahead_of_it(
@@ -188,3 +182,19 @@ def test_an_idle_handler_pops_for_itself_and_nothing_is_read_ahead_of_it(
     assert got["data"] is not None and decode_job_message(got["data"])[0] == job_id
     assert got["claimed"] is None  # it popped the message itself and reads its own lease
     assert prefetcher.given_back == 0
+
+
+def test_a_batch_is_popped_best_first_and_read_in_one_select(
+    storage: LedgerRedisStorage,
+) -> None:
+    low, high, cancelled = _submit(priority=1), _submit(priority=9), _submit(priority=5)
+    assert api.cancel_job(cancelled) == "cancelled"
+    entries = storage.pop_ready(5)
+    messages = [decode_job_message(e.data)[:2] for e in entries]
+    assert messages == [(high, 1), (cancelled, 1), (low, 1)]
+    assert storage.size_of("default") == 0
+    assert storage.pop_ready(5) == []  # empty: no wait
+    claims = HeldConnections(api.engine()).leased_many(messages)
+    assert set(claims) == {(high, 1), (low, 1)}  # a cancelled job has nothing to run
+    assert claims[(high, 1)].type == "demo.echo"
+    assert HeldConnections(api.engine()).leased_many([(low, 2)]) == {}  # a stale lease
