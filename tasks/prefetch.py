@@ -13,8 +13,9 @@ while the handlers run, so a handler that finishes takes its next attempt from m
   waits for the next job to start before it looks again.
 - **Bounded.** A process holds at most ``depth`` attempts beyond its busy slots.
 - **Only for short jobs.** It reads ahead only while the recent jobs of the process ran
-  shorter than ``short_seconds`` on average, so a job never waits behind a long one in a
-  busy process while another worker is idle.
+  between ``min_seconds`` and ``short_seconds`` on average: a job never waits behind a long
+  one in a busy process while another worker is idle, and jobs shorter than a read-ahead
+  gain nothing from it.
 - **Given back.** An attempt that no handler took within ``hold_seconds`` is put back in
   Redis with its original score (same priority, same place), where any worker may take it;
   so is every ready attempt at shutdown. A process that dies holding one leaves a

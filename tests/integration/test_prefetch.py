@@ -60,12 +60,18 @@ def _submit(priority: int = 0) -> uuid.UUID:
     return job_id
 
 
+def _read_ahead(start_prefetcher, config: PrefetchConfig) -> tuple[uuid.UUID, Prefetcher]:
+    """A job in Redis, and a prefetcher that has read it ahead."""
+    job_id = _submit()
+    prefetcher = start_prefetcher(config)
+    wait_for(lambda: prefetcher.ready_count == 1, 5, "the job to be read ahead")
+    return job_id, prefetcher
+
+
 def test_a_handler_takes_the_read_ahead_attempt_from_memory(
     storage: LedgerRedisStorage, start_prefetcher
 ) -> None:
-    job_id = _submit()
-    prefetcher = start_prefetcher(PrefetchConfig(depth=1))
-    wait_for(lambda: prefetcher.ready_count == 1, 5, "the job to be read ahead")
+    job_id, prefetcher = _read_ahead(start_prefetcher, PrefetchConfig(depth=1))
     data = prefetcher.take(1.0)
     assert data is not None and decode_job_message(data)[0] == job_id
     claimed = prefetcher.leased(job_id, 1)
@@ -80,9 +86,7 @@ def test_a_handler_takes_the_read_ahead_attempt_from_memory(
 def test_an_attempt_taken_late_is_read_again_by_its_handler(
     storage: LedgerRedisStorage, start_prefetcher
 ) -> None:
-    job_id = _submit()
-    prefetcher = start_prefetcher(PrefetchConfig(depth=1, fresh_seconds=0.0))
-    wait_for(lambda: prefetcher.ready_count == 1, 5, "the job to be read ahead")
+    job_id, prefetcher = _read_ahead(start_prefetcher, PrefetchConfig(fresh_seconds=0.0))
     assert api.cancel_job(job_id) == "cancelled"  # lands after the prefetched read
     data = prefetcher.take(1.0)
     assert data is not None
@@ -123,9 +127,7 @@ def test_long_jobs_are_not_read_ahead(storage: LedgerRedisStorage, start_prefetc
 def test_stopping_gives_back_what_no_handler_took(
     storage: LedgerRedisStorage, start_prefetcher
 ) -> None:
-    job_id = _submit()
-    prefetcher = start_prefetcher(PrefetchConfig(depth=1))
-    wait_for(lambda: prefetcher.ready_count == 1, 5, "the job to be read ahead")
+    job_id, prefetcher = _read_ahead(start_prefetcher, PrefetchConfig(depth=1))
     prefetcher.stop()
     [message] = storage.window("default")
     assert decode_job_message(message)[:2] == (job_id, 1)
