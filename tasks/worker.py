@@ -216,6 +216,7 @@ class WorkerRuntime:
             if isinstance(exc, KeyboardInterrupt):
                 raise  # the worker is being interrupted: hand-back takes care of the job
             self._flush_progress(channel)
+            self._ran(started)
             if not (
                 isinstance(exc, registry.JobCancelled) and self._record_cancelled(claimed, started)
             ):
@@ -224,8 +225,7 @@ class WorkerRuntime:
                 self.writer.forget(claimed.id, claimed.lease)
             return
         self._flush_progress(channel)
-        if self.prefetcher is not None:
-            self.prefetcher.ran(time.monotonic() - started)
+        self._ran(started)
         stored = cap_result(result)
         self._count(failed=False)
         if self.writer is not None:  # thread workers: group commit
@@ -243,7 +243,12 @@ class WorkerRuntime:
                 claimed.attempt,
             )
 
-    def _ran(self, started: float) -> dict[str, Any]:
+    def _ran(self, started: float) -> None:
+        """Tell the prefetch thread how long a job ran (it reads ahead only for short ones)."""
+        if self.prefetcher is not None:
+            self.prefetcher.ran(time.monotonic() - started)
+
+    def _started_ago(self, started: float) -> dict[str, Any]:
         """What an outcome written by the handler thread records about the start: a thread
         worker's start record may still be pending (process workers claimed beforehand)."""
         if self.writer is None:
@@ -260,7 +265,7 @@ class WorkerRuntime:
         def do_cancel() -> bool:
             with write(self.engine) as conn:
                 return ledger.finish_cancelled(
-                    conn, claimed.id, claimed.lease, **self._ran(started)
+                    conn, claimed.id, claimed.lease, **self._started_ago(started)
                 )
 
         if not self._with_db_retry("cancel", do_cancel):
@@ -282,7 +287,7 @@ class WorkerRuntime:
         def do_fail() -> str | None:
             with write(self.engine) as conn:
                 return ledger.fail_attempt(
-                    conn, claimed.id, claimed.lease, entry, delay, **self._ran(started)
+                    conn, claimed.id, claimed.lease, entry, delay, **self._started_ago(started)
                 )
 
         status = self._with_db_retry("fail", do_fail)
