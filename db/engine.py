@@ -142,6 +142,12 @@ def read(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
+def sqlalchemy_error(exc: psycopg.Error, *, invalidated: bool = False) -> DBAPIError:
+    """A psycopg error of a connection used without SQLAlchemy, as SQLAlchemy would raise it
+    (``OperationalError``, ``IntegrityError``, ...), so callers catch one family."""
+    return DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=invalidated)
+
+
 @contextmanager
 def driver_write(engine: Engine) -> Iterator[psycopg.Connection[Any]]:
     """PostgreSQL: a pooled psycopg connection in autocommit, for one hot-path statement sent
@@ -153,7 +159,7 @@ def driver_write(engine: Engine) -> Iterator[psycopg.Connection[Any]]:
     try:
         fairy = engine.raw_connection()
     except psycopg.Error as exc:  # cannot connect
-        raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+        raise sqlalchemy_error(exc) from exc
     conn: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
     try:
         conn.autocommit = True
@@ -162,9 +168,7 @@ def driver_write(engine: Engine) -> Iterator[psycopg.Connection[Any]]:
         broken = conn.broken or conn.closed
         if broken:
             fairy.invalidate(exc)
-        raise DBAPIError.instance(
-            None, None, exc, psycopg.Error, connection_invalidated=broken
-        ) from exc
+        raise sqlalchemy_error(exc, invalidated=broken) from exc
     finally:
         if not (conn.broken or conn.closed):
             conn.autocommit = False  # the pool's other users expect SQLAlchemy's default

@@ -88,7 +88,8 @@ class NewJob:
     @property
     def due_without_keys(self) -> bool:
         """Due now, with no idempotency, tick or unique key to resolve before it is written:
-        such a job may be sent on insert (``insert_dispatched``)."""
+        such a job is one plain INSERT (``insert_one_dbapi``) and may be sent on insert
+        (``insert_dispatched``)."""
         keys = self.idempotency_key or self.tick_key or self.unique_key
         return self.scheduled_at is None and not keys
 
@@ -138,25 +139,20 @@ class _HotStatement:
         sql, constants = self._sql(conn.dialect)
         return conn.exec_driver_sql(sql, {**constants, **self._process(params)})
 
-    def execute_dbapi(self, dbapi_conn: Any, dialect: Any, params: dict[str, Any]) -> None:
-        """PostgreSQL: run it on a psycopg connection, as a prepared statement."""
+    def execute_dbapi(self, dbapi_conn: Any, dialect: Any, params: dict[str, Any]) -> Any:
+        """PostgreSQL: run it on a psycopg connection the caller holds, as a prepared
+        statement, without SQLAlchemy's per-call work (checkout, execution context, result).
+        Returns psycopg's cursor."""
         sql, constants = self._sql(dialect)
-        dbapi_conn.execute(sql, {**constants, **self._process(params)}, prepare=True)
+        return dbapi_conn.execute(sql, {**constants, **self._process(params)}, prepare=True)
 
     def fetch_one_dbapi(self, dbapi_conn: Any, dialect: Any, params: dict[str, Any]) -> Any:
-        """PostgreSQL: the first row on a psycopg connection the caller holds, as a prepared
-        statement, without SQLAlchemy's per-call work (checkout, execution context, result)."""
-        sql, constants = self._sql(dialect)
-        with dbapi_conn.cursor() as cur:
-            cur.execute(sql, {**constants, **self._process(params)}, prepare=True)
-            return cur.fetchone()
+        """:meth:`execute_dbapi`, its first row."""
+        return self.execute_dbapi(dbapi_conn, dialect, params).fetchone()
 
     def fetch_all_dbapi(self, dbapi_conn: Any, dialect: Any, params: dict[str, Any]) -> Any:
-        """:meth:`fetch_one_dbapi`, every row."""
-        sql, constants = self._sql(dialect)
-        with dbapi_conn.cursor() as cur:
-            cur.execute(sql, {**constants, **self._process(params)}, prepare=True)
-            return cur.fetchall()
+        """:meth:`execute_dbapi`, every row."""
+        return self.execute_dbapi(dbapi_conn, dialect, params).fetchall()
 
     def _process(self, params: dict[str, Any]) -> dict[str, Any]:
         procs = self._processors

@@ -241,7 +241,7 @@ def submit_job(
         sender = direct_dispatch.for_redis(str(settings.redis_url), settings.queue_namespace)
         sender.submit(engine(), new, settings.queue_dispatch_window)
         return new.id
-    if new.unique_key is None and not new.idempotency_key and is_postgres(engine()):
+    if new.due_without_keys and is_postgres(engine()):
         with driver_write(engine()) as conn:  # the common case: one statement, hot path
             ledger.insert_one_dbapi(conn, engine().dialect, new)
         return new.id

@@ -102,6 +102,11 @@ class PoppedEntry:
     def data(self) -> bytes:
         return self.member[8:]
 
+    @classmethod
+    def of(cls, key: bytes | str, member: bytes, score: float | bytes) -> PoppedEntry:
+        """From what Redis replies (``BZPOPMIN``, or ``ZPOPMIN`` inside a script)."""
+        return cls(key.decode() if isinstance(key, bytes) else key, member, float(score))
+
 
 class QueueStorage:
     """What the ledger needs from a Huey storage beyond Huey's own contract."""
@@ -148,6 +153,7 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
         super().__init__(name=name, **kwargs)
         self.queues = list(queues)
         self._keys = [self.key_for(q) for q in self.queues]
+        self._pop_many = self.conn.register_script(_POP_MANY_LUA)  # no I/O until first use
 
     def key_for(self, queue: str) -> str:
         return f"huey.redis.{self.name}.{queue}"
@@ -183,27 +189,19 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
         if not popped:
             return None
         key, member, score = popped
-        return PoppedEntry(key.decode() if isinstance(key, bytes) else key, member, score)
+        return PoppedEntry.of(key, member, score)
 
     def pop_ready(self, count: int) -> list[PoppedEntry]:
         """Up to ``count`` messages of the first of this worker's queues that has any
         (highest priority first), without waiting: one call, whatever the count."""
         if not self._keys:
             return []
-        found = self._pop_many_script(keys=self._keys, args=[count])
+        found = self._pop_many(keys=self._keys, args=[count])
         if not found:
             return []
         key, flat = found
-        key = key.decode() if isinstance(key, bytes) else key
         pairs = zip(flat[::2], flat[1::2], strict=True)
-        return [PoppedEntry(key, member, float(score)) for member, score in pairs]
-
-    @property
-    def _pop_many_script(self) -> Any:
-        script = self.__dict__.get("_pop_many")
-        if script is None:
-            script = self.__dict__["_pop_many"] = self.conn.register_script(_POP_MANY_LUA)
-        return script
+        return [PoppedEntry.of(key, member, score) for member, score in pairs]
 
     def give_back(self, entries: Sequence[PoppedEntry]) -> None:
         """Put popped messages back where they were (same score, same FIFO prefix)."""

@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from db import ledger
 from db import workers as worker_sql
-from db.engine import create_ledger_engine, read, write
+from db.engine import create_ledger_engine, read, sqlalchemy_error, write
 from db.settings import Settings
 from tasks import registry
 from tasks.attempt_writer import AttemptWriter
@@ -119,9 +119,7 @@ class HeldConnections:
         except psycopg.Error as exc:
             self._local.conn = None
             held.invalidate(exc)
-            raise DBAPIError.instance(
-                None, None, exc, psycopg.Error, connection_invalidated=True
-            ) from exc
+            raise sqlalchemy_error(exc, invalidated=True) from exc
 
 
 class WorkerRuntime:
