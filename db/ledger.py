@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Connection,
+    Float,
     Integer,
     Row,
     Text,
@@ -262,11 +263,11 @@ _B_QUEUE = bindparam("b_queue", "", type_=jobs.c.queue.type)
 _WINDOW = bindparam("window", 0, type_=Integer())
 
 
-def _jobs_of_queue(status: JobStatus) -> Any:
-    """The jobs of ``:b_queue`` in ``status`` (inline, not a parameter, so a generic plan can
-    use the partial index of that status)."""
+def _jobs_of_queue(status: JobStatus, queue: Any = _B_QUEUE) -> Any:
+    """The jobs of ``queue`` (``:b_queue`` unless given a column) in ``status`` (inline, not a
+    parameter, so a generic plan can use the partial index of that status)."""
     return select(jobs.c.id).where(
-        jobs.c.queue == _B_QUEUE, jobs.c.status == literal(status.value, literal_execute=True)
+        jobs.c.queue == queue, jobs.c.status == literal(status.value, literal_execute=True)
     )
 
 
@@ -354,6 +355,174 @@ def insert_dispatched(dbapi_conn: Any, dialect: Any, new: NewJob, window: int) -
     params = {**_params(new), "b_data": new.data_text, "window": window}
     row = _INSERT_DISPATCHED_PG.fetch_one_dbapi(dbapi_conn, dialect, params)
     return None if row is None else row[0] or None
+
+
+#: a batch of due jobs without keys as rows (``NewJob`` fields in parallel arrays, in order)
+_BATCH = (
+    func.unnest(
+        bindparam("ids", [], type_=postgresql.ARRAY(postgresql.UUID(as_uuid=True))),
+        bindparam("types", [], type_=postgresql.ARRAY(Text())),
+        bindparam("queues", [], type_=postgresql.ARRAY(Text())),
+        bindparam("priorities", [], type_=postgresql.ARRAY(Integer())),
+        bindparam("datas", [], type_=postgresql.ARRAY(Text())),
+        bindparam("max_attempts", [], type_=postgresql.ARRAY(Integer())),
+        bindparam("timeouts", [], type_=postgresql.ARRAY(Float())),
+    )
+    .table_valued(
+        "id",
+        "type",
+        "queue",
+        "priority",
+        "data",
+        "max_attempts",
+        "timeout_seconds",
+        with_ordinality="ord",
+    )
+    .render_derived(name="batch")
+)
+
+_BATCH_COLUMNS = [
+    "id",
+    "type",
+    "queue",
+    "priority",
+    "data",
+    "max_attempts",
+    "timeout_seconds",
+    "status",
+    "scheduled_at",
+    "attempt",
+    "lease",
+    "errors",
+    "created_at",
+    "updated_at",
+    "dispatched_at",
+]
+
+
+def _batch_rows(source: Any, status: Any, taken: Any, dispatched_at: Any) -> Any:
+    """The SELECT of a batch insert: ``source``'s rows with the given status, attempt and
+    lease (``taken``: 1 when dispatched, else 0) and ``dispatched_at``."""
+    return select(
+        source.c.id,
+        source.c.type,
+        source.c.queue,
+        source.c.priority,
+        cast(source.c.data, postgresql.JSONB()),
+        source.c.max_attempts,
+        source.c.timeout_seconds,
+        status,
+        db_now(),
+        taken,
+        taken,
+        cast(literal("[]"), postgresql.JSONB()),
+        db_now(),
+        db_now(),
+        dispatched_at,
+    )
+
+
+#: many due jobs without keys, ``queued``, in one statement (group commit of single
+#: submits); ON CONFLICT makes a retried batch (lost reply) harmless
+_INSERT_BATCH_PG = _HotStatement(
+    postgresql.insert(jobs)
+    .from_select(
+        _BATCH_COLUMNS,
+        _batch_rows(_BATCH, literal(S.QUEUED.value), literal(0), null()).order_by(_BATCH.c.ord),
+    )
+    .on_conflict_do_nothing(),
+    expanding=False,
+)
+
+#: the batch with each row's place among the batch's rows of its queue (1, 2, ...)
+_BATCH_RANKED = select(
+    _BATCH,
+    func.row_number().over(partition_by=_BATCH.c.queue, order_by=_BATCH.c.ord).label("rank"),
+).cte("ranked")
+
+#: per queue of the batch, ``_DIRECT``'s test: whether its jobs may be sent on insert, and how
+#: many of its jobs are ``dispatched`` already (counted up to ``:window``)
+_BATCH_QUEUES = select(_BATCH_RANKED.c.queue).distinct().cte("batch_queues")
+_BATCH_DIRECT = (
+    select(
+        _BATCH_QUEUES.c.queue,
+        and_(
+            ~_jobs_of_queue(S.QUEUED, _BATCH_QUEUES.c.queue).exists(),
+            _queue_not_paused(_BATCH_QUEUES.c.queue),
+        ).label("ok"),
+        select(func.count())
+        .select_from(
+            _jobs_of_queue(S.DISPATCHED, _BATCH_QUEUES.c.queue)
+            .correlate(_BATCH_QUEUES)
+            .limit(_WINDOW)
+            .subquery("sent")
+        )
+        .scalar_subquery()
+        .label("sent"),
+    )
+    .cte("direct")
+    .prefix_with("MATERIALIZED")
+)
+
+
+def _when_batch_direct(then: Any, otherwise: Any) -> Any:
+    room = _BATCH_DIRECT.c.sent + _BATCH_RANKED.c.rank <= _WINDOW
+    return case((and_(_BATCH_DIRECT.c.ok, room), then), else_=otherwise)
+
+
+#: many due jobs without keys in one statement: those of an idle queue ``dispatched`` under
+#: lease 1 while its window has room (the batch's earlier jobs of that queue count), the rest
+#: ``queued``, as ``_INSERT_DISPATCHED_PG`` decides for one job
+_INSERT_BATCH_DISPATCHED_PG = _HotStatement(
+    postgresql.insert(jobs)
+    .from_select(
+        _BATCH_COLUMNS,
+        _batch_rows(
+            _BATCH_RANKED,
+            _when_batch_direct(literal(S.DISPATCHED.value), literal(S.QUEUED.value)),
+            _when_batch_direct(literal(1), literal(0)),
+            _when_batch_direct(db_now(), null()),
+        )
+        .select_from(
+            _BATCH_RANKED.join(_BATCH_DIRECT, _BATCH_DIRECT.c.queue == _BATCH_RANKED.c.queue)
+        )
+        .order_by(_BATCH_RANKED.c.ord),
+    )
+    .on_conflict_do_nothing()
+    .returning(jobs.c.id, jobs.c.lease)
+)
+
+
+def _batch_params(new_jobs: Sequence[NewJob]) -> dict[str, Any]:
+    for new in new_jobs:
+        if not new.due_without_keys:
+            raise ValueError("a batch insert takes due jobs without keys only")
+    return {
+        "ids": [j.id for j in new_jobs],
+        "types": [j.type for j in new_jobs],
+        "queues": [j.queue for j in new_jobs],
+        "priorities": [j.priority for j in new_jobs],
+        "datas": [j.data_text for j in new_jobs],
+        "max_attempts": [j.max_attempts for j in new_jobs],
+        "timeouts": [j.timeout_seconds for j in new_jobs],
+    }
+
+
+def insert_batch_dbapi(dbapi_conn: Any, dialect: Any, new_jobs: Sequence[NewJob]) -> None:
+    """PostgreSQL, on a psycopg connection in autocommit: insert due jobs without keys,
+    ``queued``, in one statement (one commit for all)."""
+    _INSERT_BATCH_PG.execute_dbapi(dbapi_conn, dialect, _batch_params(new_jobs))
+
+
+def insert_batch_dispatched(
+    dbapi_conn: Any, dialect: Any, new_jobs: Sequence[NewJob], window: int
+) -> dict[uuid.UUID, int]:
+    """:func:`insert_dispatched` for many jobs in one statement. Returns the lease of each job
+    inserted ``dispatched`` (the caller pushes their messages); the others went in ``queued``
+    (or existed already)."""
+    params = {**_batch_params(new_jobs), "window": window}
+    rows = _INSERT_BATCH_DISPATCHED_PG.fetch_all_dbapi(dbapi_conn, dialect, params)
+    return {job_id: lease for job_id, lease in rows if lease}
 
 
 #: the columns a bulk COPY writes; the others take their defaults (NULL, lease 0)

@@ -10,6 +10,7 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -30,6 +31,7 @@ from tasks.errors import (
     JobNotFound,
     QueueError,
 )
+from tasks.group_commit import GroupCommit
 from tasks.payload import check_payload_text
 
 MAX_ATTEMPTS_LIMIT = 100
@@ -242,11 +244,25 @@ def submit_job(
         sender.submit(engine(), new, settings.queue_dispatch_window)
         return new.id
     if new.due_without_keys and is_postgres(engine()):
-        with driver_write(engine()) as conn:  # the common case: one statement, hot path
-            ledger.insert_one_dbapi(conn, engine().dialect, new)
+        _plain_inserts(engine()).run(new)  # the common case: one statement, group-committed
         return new.id
     with _writer(new) as conn:
         return _insert(conn, [new])[0]
+
+
+@lru_cache(maxsize=8)
+def _plain_inserts(eng: Engine) -> GroupCommit[ledger.NewJob]:
+    """PostgreSQL: due jobs without keys of concurrent ``submit_job`` calls, inserted
+    ``queued`` together (``tasks.group_commit``); a lone call is one prepared INSERT."""
+
+    def write(batch: list[ledger.NewJob]) -> None:
+        with driver_write(eng) as conn:
+            if len(batch) == 1:
+                ledger.insert_one_dbapi(conn, eng.dialect, batch[0])
+            else:
+                ledger.insert_batch_dbapi(conn, eng.dialect, batch)
+
+    return GroupCommit(write)
 
 
 def _writer(new: ledger.NewJob) -> Any:

@@ -20,7 +20,9 @@ submits, and the embedded SQLite mode keep the usual path.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import uuid
 from functools import lru_cache
 
 import redis
@@ -31,6 +33,7 @@ from db.engine import driver_write
 from db.settings import Settings
 from tasks import registry
 from tasks.broker import LedgerRedisStorage, encode_job_message
+from tasks.group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,10 @@ BACKOFF_SECONDS = 5.0
 
 
 class DirectDispatch:
-    """One per process and Redis: inserts eligible jobs dispatched and pushes their messages."""
+    """One per process and Redis: inserts eligible jobs dispatched and pushes their messages.
+
+    Concurrent submits are written together (``tasks.group_commit``): one statement inserts
+    the batch and one ``ZADD`` per queue sends the messages of its dispatched jobs."""
 
     def __init__(self, redis_url: str, namespace: str) -> None:
         pool = redis.ConnectionPool.from_url(
@@ -49,27 +55,56 @@ class DirectDispatch:
         )
         self.storage = LedgerRedisStorage(namespace, connection_pool=pool)
         self._off_until = 0.0
+        self._groups: dict[tuple[Engine, int], GroupCommit[ledger.NewJob]] = {}
+        self._groups_lock = threading.Lock()
 
     def submit(self, engine: Engine, new: ledger.NewJob, window: int) -> None:
         """Insert ``new`` (dispatched when its queue is idle, else queued) and push its message."""
+        self._group(engine, window).run(new)
+
+    def _group(self, engine: Engine, window: int) -> GroupCommit[ledger.NewJob]:
+        key = (engine, window)
+        group = self._groups.get(key)
+        if group is None:
+            with self._groups_lock:
+                group = self._groups.setdefault(
+                    key, GroupCommit(lambda batch: self._write(engine, window, batch))
+                )
+        return group
+
+    def _write(self, engine: Engine, window: int, batch: list[ledger.NewJob]) -> None:
         dispatch = time.monotonic() >= self._off_until
         with driver_write(engine) as conn:
-            if dispatch:
-                lease = ledger.insert_dispatched(conn, engine.dialect, new, window)
+            if not dispatch:
+                leases: dict[uuid.UUID, int] = {}
+                if len(batch) == 1:
+                    ledger.insert_one_dbapi(conn, engine.dialect, batch[0])
+                else:
+                    ledger.insert_batch_dbapi(conn, engine.dialect, batch)
+            elif len(batch) == 1:
+                lease = ledger.insert_dispatched(conn, engine.dialect, batch[0], window)
+                leases = {batch[0].id: lease} if lease else {}
             else:
-                lease = None
-                ledger.insert_one_dbapi(conn, engine.dialect, new)
-        if lease is None:
-            return  # queued: the insert's NOTIFY wakes the dispatcher
-        message = encode_job_message(new.id, lease, new.timeout_seconds)
+                leases = ledger.insert_batch_dispatched(conn, engine.dialect, batch, window)
+        # queued jobs: the insert's NOTIFY wakes the dispatcher
+        self._push([new for new in batch if new.id in leases], leases)
+
+    def _push(self, sent: list[ledger.NewJob], leases: dict[uuid.UUID, int]) -> None:
+        by_queue: dict[str, list[tuple[bytes, int]]] = {}
+        for new in sent:
+            message = encode_job_message(new.id, leases[new.id], new.timeout_seconds)
+            by_queue.setdefault(new.queue, []).append((message, new.priority))
         try:
-            self.storage.push(new.queue, [(message, new.priority)])
+            for queue, items in by_queue.items():
+                self.storage.push(queue, items)
         except (redis.RedisError, OSError) as exc:
             self._off_until = time.monotonic() + BACKOFF_SECONDS
             log.warning(
-                "job %s is saved but its message was not sent (%s); the reconciler sends it "
-                "again after its grace period. Submitting without direct dispatch for %.0f s.",
-                new.id,
+                "%d job(s) (%s) are saved but their messages were not sent (%s); the "
+                "reconciler sends them again after its grace period. Submitting without "
+                "direct dispatch for %.0f s.",
+                len(sent),
+                ", ".join(str(new.id) for new in sent[:5]),
                 exc,
                 BACKOFF_SECONDS,
             )

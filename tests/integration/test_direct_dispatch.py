@@ -102,7 +102,7 @@ def test_a_failed_push_loses_nothing(
     new = api.build_job("demo.echo", {"n": 2})
     with caplog.at_level(logging.WARNING, logger="tasks.direct_dispatch"):
         sender.submit(engine, new, window=200)  # no Redis listens on port 1
-    assert "its message was not sent" in caplog.text
+    assert "their messages were not sent" in caplog.text
     row = _job(new.id)
     assert (row["status"], row["lease"]) == ("dispatched", 1)  # saved all the same
 
