@@ -23,7 +23,7 @@ from typing import Any
 
 from bench import harness
 from db.settings import get_settings
-from tasks import api, direct_dispatch
+from tasks import api
 from tasks.group_commit import GroupCommit
 
 
@@ -101,14 +101,12 @@ class _Group:
 
 class _PlainGroup(_Group):
     def group(self) -> GroupCommit[Any]:
-        return api._plain_inserts(api.engine())
+        return api.plain_inserts()
 
 
 class _DirectGroup(_Group):
     def group(self) -> GroupCommit[Any]:
-        settings = get_settings()
-        sender = direct_dispatch.for_redis(str(settings.redis_url), settings.queue_namespace)
-        return sender._group(api.engine(), settings.queue_dispatch_window)
+        return api.direct_inserts()
 
 
 def _single_rate(seconds: float, threads: int, queues: int = 0) -> float:

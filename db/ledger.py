@@ -33,6 +33,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     tuple_,
     update,
 )
@@ -163,13 +164,15 @@ class _HotStatement:
 _NON_TERMINAL = ~jobs.c.status.in_(sorted(s.value for s in TERMINAL))
 
 
-def _queue_not_paused(queue: Any) -> Any:
-    """True unless the queue ``queue`` (a column or a parameter) is paused."""
-    return ~(
-        select(QueueControl.queue_name)
-        .where(QueueControl.queue_name == queue, QueueControl.paused.is_(True))
-        .exists()
+def _queue_not_paused(queue: Any, *correlate: Any) -> Any:
+    """True unless the queue ``queue`` (a column or a parameter) is paused; ``correlate``:
+    the enclosing FROM items that ``queue`` belongs to, where SQLAlchemy cannot tell."""
+    paused = select(QueueControl.queue_name).where(
+        QueueControl.queue_name == queue, QueueControl.paused.is_(True)
     )
+    if correlate:  # an empty correlate() would turn SQLAlchemy's own correlation off
+        paused = paused.correlate(*correlate)
+    return ~paused.exists()
 
 
 def _insert_statement(dialect_name: str) -> Any:
@@ -438,31 +441,31 @@ _INSERT_BATCH_PG = _HotStatement(
 _BATCH_RANKED = select(
     _BATCH,
     func.row_number().over(partition_by=_BATCH.c.queue, order_by=_BATCH.c.ord).label("rank"),
-).cte("ranked")
+).subquery("ranked")
 
-#: per queue of the batch, ``_DIRECT``'s test: whether its jobs may be sent on insert, and how
-#: many of its jobs are ``dispatched`` already (counted up to ``:window``)
-_BATCH_QUEUES = select(_BATCH_RANKED.c.queue).distinct().cte("batch_queues")
-_BATCH_DIRECT = (
-    select(
-        _BATCH_QUEUES.c.queue,
-        and_(
-            ~_jobs_of_queue(S.QUEUED, _BATCH_QUEUES.c.queue).exists(),
-            _queue_not_paused(_BATCH_QUEUES.c.queue),
-        ).label("ok"),
-        select(func.count())
-        .select_from(
-            _jobs_of_queue(S.DISPATCHED, _BATCH_QUEUES.c.queue)
-            .correlate(_BATCH_QUEUES)
-            .limit(_WINDOW)
-            .subquery("sent")
-        )
+#: per row of the batch, ``_DIRECT``'s test for its queue: whether the queue's jobs may be
+#: sent on insert, and how many of its jobs are ``dispatched`` already (counted up to
+#: ``:window``). Probes by index, with LIMIT so that PostgreSQL does not turn them into a
+#: scan of every queued job (it hashed a NOT EXISTS here).
+_BATCH_DIRECT = select(
+    and_(
+        _jobs_of_queue(S.QUEUED, _BATCH_RANKED.c.queue)
+        .correlate(_BATCH_RANKED)
+        .limit(1)
         .scalar_subquery()
-        .label("sent"),
+        .is_(None),
+        _queue_not_paused(_BATCH_RANKED.c.queue, _BATCH_RANKED),
+    ).label("ok"),
+    select(func.count())
+    .select_from(
+        _jobs_of_queue(S.DISPATCHED, _BATCH_RANKED.c.queue)
+        .correlate(_BATCH_RANKED)
+        .limit(_WINDOW)
+        .subquery("sent")
     )
-    .cte("direct")
-    .prefix_with("MATERIALIZED")
-)
+    .scalar_subquery()
+    .label("sent"),
+).lateral("direct")
 
 
 def _when_batch_direct(then: Any, otherwise: Any) -> Any:
@@ -483,9 +486,7 @@ _INSERT_BATCH_DISPATCHED_PG = _HotStatement(
             _when_batch_direct(literal(1), literal(0)),
             _when_batch_direct(db_now(), null()),
         )
-        .select_from(
-            _BATCH_RANKED.join(_BATCH_DIRECT, _BATCH_DIRECT.c.queue == _BATCH_RANKED.c.queue)
-        )
+        .select_from(_BATCH_RANKED.join(_BATCH_DIRECT, true()))
         .order_by(_BATCH_RANKED.c.ord),
     )
     .on_conflict_do_nothing()

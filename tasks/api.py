@@ -17,7 +17,15 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from db import controls, ledger, queries
-from db.engine import driver_write, engine_for, is_postgres, read, transaction, write
+from db.engine import (
+    driver_write,
+    engine_for,
+    hot_path_engine_for,
+    is_postgres,
+    read,
+    transaction,
+    write,
+)
 from db.locks import xact_lock
 from db.models import PRIORITY_MAX, PRIORITY_MIN
 from db.settings import get_settings
@@ -240,20 +248,31 @@ def submit_job(
     )
     settings = get_settings()
     if direct_dispatch.eligible(settings, engine(), new):
-        sender = direct_dispatch.for_redis(str(settings.redis_url), settings.queue_namespace)
-        sender.submit(engine(), new, settings.queue_dispatch_window)
+        direct_inserts().run(new)
         return new.id
     if new.due_without_keys and is_postgres(engine()):
-        _plain_inserts(engine()).run(new)  # the common case: one statement, group-committed
+        plain_inserts().run(new)  # the common case: one statement, group-committed
         return new.id
     with _writer(new) as conn:
         return _insert(conn, [new])[0]
 
 
+def plain_inserts() -> GroupCommit[ledger.NewJob]:
+    """PostgreSQL: the group commit of ``submit_job`` for due jobs without keys, inserted
+    ``queued`` (``tasks.group_commit``); a lone call is one prepared INSERT."""
+    return _plain_inserts(hot_path_engine_for(get_settings().ledger_url))
+
+
+def direct_inserts() -> GroupCommit[ledger.NewJob]:
+    """PostgreSQL with Redis: the group commit of ``submit_job`` under direct dispatch."""
+    settings = get_settings()
+    sender = direct_dispatch.for_redis(str(settings.redis_url), settings.queue_namespace)
+    eng = hot_path_engine_for(settings.ledger_url)
+    return sender.group(eng, settings.queue_dispatch_window)
+
+
 @lru_cache(maxsize=8)
 def _plain_inserts(eng: Engine) -> GroupCommit[ledger.NewJob]:
-    """PostgreSQL: due jobs without keys of concurrent ``submit_job`` calls, inserted
-    ``queued`` together (``tasks.group_commit``); a lone call is one prepared INSERT."""
 
     def write(batch: list[ledger.NewJob]) -> None:
         with driver_write(eng) as conn:

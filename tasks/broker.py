@@ -14,7 +14,7 @@ import logging
 import struct
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +117,11 @@ class QueueStorage:
         """Add messages ``(data, priority)`` to ``queue``, in the given order."""
         raise NotImplementedError
 
+    def push_many(self, by_queue: Mapping[str, Sequence[tuple[bytes, int]]]) -> None:
+        """:meth:`push` to several queues."""
+        for queue, items in by_queue.items():
+            self.push(queue, items)
+
     def size_of(self, queue: str) -> int:
         raise NotImplementedError
 
@@ -159,13 +164,23 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
         return f"huey.redis.{self.name}.{queue}"
 
     def push(self, queue: str, items: Sequence[tuple[bytes, int]]) -> None:
-        if not items:
-            return
-        base = int(time.time() * 1e6)
+        if items:
+            self.conn.zadd(self.key_for(queue), self._members(items))
+
+    def push_many(self, by_queue: Mapping[str, Sequence[tuple[bytes, int]]]) -> None:
+        """One round trip: a ZADD per queue, pipelined."""
+        pipe = self.conn.pipeline(transaction=False)
+        for queue, items in by_queue.items():
+            if items:
+                pipe.zadd(self.key_for(queue), self._members(items))
+        pipe.execute()
+
+    @staticmethod
+    def _members(items: Sequence[tuple[bytes, int]]) -> dict[bytes, int]:
         # score orders by priority (higher first); the prefix keeps FIFO within a priority.
         # One ZADD with every member: one command, whatever the batch.
-        members = {struct.pack(">Q", base + i) + data: -p for i, (data, p) in enumerate(items)}
-        self.conn.zadd(self.key_for(queue), members)
+        base = int(time.time() * 1e6)
+        return {struct.pack(">Q", base + i) + data: -p for i, (data, p) in enumerate(items)}
 
     #: set by a thread worker that prefetches (``tasks.prefetch``): handler threads take
     #: their messages from it instead of popping Redis themselves

@@ -60,9 +60,10 @@ class DirectDispatch:
 
     def submit(self, engine: Engine, new: ledger.NewJob, window: int) -> None:
         """Insert ``new`` (dispatched when its queue is idle, else queued) and push its message."""
-        self._group(engine, window).run(new)
+        self.group(engine, window).run(new)
 
-    def _group(self, engine: Engine, window: int) -> GroupCommit[ledger.NewJob]:
+    def group(self, engine: Engine, window: int) -> GroupCommit[ledger.NewJob]:
+        """The group commit of submits to ``engine`` (the hot-path engine in production)."""
         key = (engine, window)
         group = self._groups.get(key)
         if group is None:
@@ -95,8 +96,7 @@ class DirectDispatch:
             message = encode_job_message(new.id, leases[new.id], new.timeout_seconds)
             by_queue.setdefault(new.queue, []).append((message, new.priority))
         try:
-            for queue, items in by_queue.items():
-                self.storage.push(queue, items)
+            self.storage.push_many(by_queue)
         except (redis.RedisError, OSError) as exc:
             self._off_until = time.monotonic() + BACKOFF_SECONDS
             log.warning(

@@ -14,7 +14,7 @@ from db import ledger
 from db.engine import driver_write, write
 from db.queries import get_job
 from db.settings import get_settings
-from tasks import api, direct_dispatch, registry
+from tasks import api, registry
 from tasks.broker import QueueStorage, decode_job_message, make_huey, storage_of
 
 COMPARED = ("type", "queue", "priority", "data", "status", "attempt", "lease", "max_attempts")
@@ -133,7 +133,7 @@ def test_concurrent_submits_are_written_together_and_none_is_lost(
 ) -> None:
     monkeypatch.setenv("QUEUE_DIRECT_DISPATCH", "false")
     get_settings.cache_clear()
-    group = api._plain_inserts(api.engine())
+    group = api.plain_inserts()
     before = (group.batches, group.items)
     ids = _submit_from_threads(threads=12, per_thread=40, queues=1)
     assert len(set(ids)) == 480
@@ -146,9 +146,7 @@ def test_concurrent_submits_are_written_together_and_none_is_lost(
 
 
 def test_concurrent_direct_submits_send_each_dispatched_job_once(storage: QueueStorage) -> None:
-    settings = get_settings()
-    sender = direct_dispatch.for_redis(str(settings.redis_url), settings.queue_namespace)
-    group = sender._group(api.engine(), settings.queue_dispatch_window)
+    group = api.direct_inserts()
     before = (group.batches, group.items)
     ids = _submit_from_threads(threads=12, per_thread=40, queues=2)  # window 200 per queue
     statuses = {job_id: _job(job_id)["status"] for job_id in ids}
