@@ -297,29 +297,33 @@ def _when_direct(then: Any, otherwise: Any) -> Any:
     return case((_DIRECT.c.ok, then), else_=otherwise)
 
 
+#: the columns that a due job's INSERT ... SELECT writes (the others take their defaults)
+_INSERT_COLUMNS = [
+    "id",
+    "type",
+    "queue",
+    "priority",
+    "data",
+    "max_attempts",
+    "timeout_seconds",
+    "status",
+    "scheduled_at",
+    "attempt",
+    "lease",
+    "errors",
+    "created_at",
+    "updated_at",
+    "dispatched_at",
+]
+
+
 #: one due job inserted straight into ``dispatched`` (attempt 1, lease 1) when ``_DIRECT``
 #: holds, otherwise ``queued`` as a plain insert. The statement trigger sends no NOTIFY for a
 #: dispatched row: the producer pushes its message itself (``tasks.direct_dispatch``).
 _INSERT_DISPATCHED_PG = _HotStatement(
     postgresql.insert(jobs)
     .from_select(
-        [
-            "id",
-            "type",
-            "queue",
-            "priority",
-            "data",
-            "max_attempts",
-            "timeout_seconds",
-            "status",
-            "scheduled_at",
-            "attempt",
-            "lease",
-            "errors",
-            "created_at",
-            "updated_at",
-            "dispatched_at",
-        ],
+        _INSERT_COLUMNS,
         select(
             bindparam("b_id", None, type_=jobs.c.id.type),
             bindparam("b_type", "", type_=jobs.c.type.type),
@@ -371,36 +375,9 @@ _BATCH = (
         bindparam("max_attempts", [], type_=postgresql.ARRAY(Integer())),
         bindparam("timeouts", [], type_=postgresql.ARRAY(Float())),
     )
-    .table_valued(
-        "id",
-        "type",
-        "queue",
-        "priority",
-        "data",
-        "max_attempts",
-        "timeout_seconds",
-        with_ordinality="ord",
-    )
+    .table_valued(*_INSERT_COLUMNS[:7], with_ordinality="ord")  # id ... timeout_seconds
     .render_derived(name="batch")
 )
-
-_BATCH_COLUMNS = [
-    "id",
-    "type",
-    "queue",
-    "priority",
-    "data",
-    "max_attempts",
-    "timeout_seconds",
-    "status",
-    "scheduled_at",
-    "attempt",
-    "lease",
-    "errors",
-    "created_at",
-    "updated_at",
-    "dispatched_at",
-]
 
 
 def _batch_rows(source: Any, status: Any, taken: Any, dispatched_at: Any) -> Any:
@@ -430,7 +407,7 @@ def _batch_rows(source: Any, status: Any, taken: Any, dispatched_at: Any) -> Any
 _INSERT_BATCH_PG = _HotStatement(
     postgresql.insert(jobs)
     .from_select(
-        _BATCH_COLUMNS,
+        _INSERT_COLUMNS,
         _batch_rows(_BATCH, literal(S.QUEUED.value), literal(0), null()).order_by(_BATCH.c.ord),
     )
     .on_conflict_do_nothing(),
@@ -479,7 +456,7 @@ def _when_batch_direct(then: Any, otherwise: Any) -> Any:
 _INSERT_BATCH_DISPATCHED_PG = _HotStatement(
     postgresql.insert(jobs)
     .from_select(
-        _BATCH_COLUMNS,
+        _INSERT_COLUMNS,
         _batch_rows(
             _BATCH_RANKED,
             _when_batch_direct(literal(S.DISPATCHED.value), literal(S.QUEUED.value)),
