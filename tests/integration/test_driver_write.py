@@ -3,6 +3,8 @@ from the SQLAlchemy paths, and a connection it used goes back to the pool as it 
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError, ProgrammingError
@@ -53,3 +55,30 @@ def test_a_submit_to_a_down_ledger_raises_a_database_error(
     get_settings.cache_clear()
     with pytest.raises(OperationalError):
         api.submit_job("demo.echo", {"n": 1})
+
+
+def test_concurrent_submits_to_a_down_ledger_each_raise(
+    monkeypatch: pytest.MonkeyPatch, settings_env: dict[str, str]
+) -> None:
+    """Group commit: every caller of a failed batch gets the database error; none hangs."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    get_settings.cache_clear()
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def submit() -> None:
+        start.wait()
+        try:
+            api.submit_job("demo.echo", {"n": 1})
+        except OperationalError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submit) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert len(errors) == 8
+    assert api.plain_inserts().waiting == 0

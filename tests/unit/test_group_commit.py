@@ -3,6 +3,7 @@ who gets which error."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 
@@ -148,3 +149,28 @@ def test_at_most_max_in_flight_batches_are_written_at_once() -> None:
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         GroupCommit(lambda batch: None, max_in_flight=0)
+
+
+def test_a_forked_child_starts_with_an_idle_group() -> None:
+    """A child forked while the parent's batch is being written must not wait for it."""
+    rec = Recorder(hold_first=1)
+    group = GroupCommit(rec, max_in_flight=1)
+    outcomes: dict[object, object] = {}
+    parent_write = _caller(group, 0, outcomes, rec)
+    wait_for(lambda: rec.batches, 5, "the parent's batch to start")
+    waiting = _queue_up(group, [1], lambda i: _caller(group, i, outcomes, rec))
+    pid = os.fork()
+    if pid == 0:  # child: the held batch and the waiting caller are the parent's
+        code = 1
+        try:
+            done = threading.Event()
+            threading.Thread(target=lambda: (group.run("child"), done.set()), daemon=True).start()
+            code = 0 if done.wait(5) and group.waiting == 0 else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    rec.gate.set()
+    for t in [parent_write, *waiting]:
+        t.join(10)
+    assert os.WEXITSTATUS(status) == 0, "the child waited for its parent's batch"
+    assert outcomes == dict.fromkeys(range(2), "written") and "child" not in rec.written
