@@ -18,7 +18,7 @@ if str(ROOT) not in sys.path:  # pages import console.*, tasks.*, db.*
 
 import streamlit as st  # noqa: E402
 
-from console import auth, data, ui  # noqa: E402
+from console import auth, browser_sessions, data, ui  # noqa: E402
 from console.actions import readable  # noqa: E402
 
 VIEWS = Path(__file__).resolve().parent / "views"
@@ -40,6 +40,12 @@ if user is not None:
         st.error(f"Cannot check your account: {readable(exc)}")
         st.stop()
 if user is None:
+    try:  # a reload or a new tab: the browser's cookie may name a live session
+        user = auth.resume_session(engine)
+    except Exception as exc:
+        logging.getLogger("console").warning("console session not resumed: %s", exc)
+if user is None:
+    browser_sessions.write_cookie()  # clears the cookie after a logout or an expiry
     auth.login_form(engine)
     st.stop()
 
@@ -64,8 +70,9 @@ navigation = st.navigation(pages)
 with st.sidebar:
     st.caption(f"Signed in as **{user['name']}** ({user['role']})")
     if st.button("Log out", key="logout"):
-        auth.logout()
+        auth.logout(engine)
         st.rerun()
+    browser_sessions.write_cookie()  # after a login: the browser keeps the session's token
 
 
 def alert_banner() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import streamlit as st
 from sqlalchemy import Engine
 
+from console import browser_sessions
 from console.passwords import (
     MAX_PASSWORD,
     MAX_USERNAME,
@@ -34,6 +35,7 @@ __all__ = [
     "refresh_session",
     "require_admin",
     "require_user",
+    "resume_session",
 ]
 
 SESSION_KEY = "user"
@@ -76,6 +78,7 @@ def login_form(engine: Engine) -> None:
             return
         st.session_state[SESSION_KEY] = user
         st.session_state.pop("login_password", None)
+        browser_sessions.start(engine, user["name"])  # a reload keeps the login
         st.rerun()
 
 
@@ -87,7 +90,7 @@ def refresh_session(engine: Engine) -> dict[str, str] | None:
         return None
     role = db_role(engine, user["name"])
     if role is None:
-        logout()
+        logout(engine)
         st.session_state[NOTICE_KEY] = "Your session ended: the account is disabled or gone."
         return None
     if role != user["role"]:
@@ -96,9 +99,23 @@ def refresh_session(engine: Engine) -> dict[str, str] | None:
     return user
 
 
-def logout() -> None:
+def logout(engine: Engine | None = None) -> None:
+    """Forget the signed-in user; with ``engine``, also end this browser's stored session and
+    clear its cookie on the next run."""
+    if engine is not None:
+        browser_sessions.end(engine)
     for key in list(st.session_state.keys()):
         del st.session_state[key]
+    if engine is not None:
+        browser_sessions.forget_cookie()
+
+
+def resume_session(engine: Engine) -> dict[str, str] | None:
+    """The user of a stored session this browser's cookie names (after a reload)."""
+    user = browser_sessions.resume(engine, st.context.cookies)
+    if user is not None:
+        st.session_state[SESSION_KEY] = user
+    return user
 
 
 def require_admin() -> dict[str, str]:

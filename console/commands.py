@@ -18,8 +18,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from console import passwords as auth
-from db import users
-from db.engine import engine_for, read, write
+from db import console_sessions, users
+from db.engine import engine_for, read, transaction
 from db.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,10 @@ def list_users() -> None:
 
 
 def _set_disabled(name: str, disabled: bool) -> None:
-    with write(_engine()) as conn:
+    with transaction(_engine()) as conn:
         found = users.set_disabled(conn, name, disabled)
+        if disabled:  # signed-in browsers lose the session at their next step
+            console_sessions.end_all_of(conn, name)
     if not found:
         raise _fail(f"no user {name!r}")
     typer.echo(f"user {name} {'disabled' if disabled else 'enabled'}", err=True)
@@ -162,8 +164,9 @@ def set_password(
         new_hash = auth.hash_password(password)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    with write(_engine()) as conn:
+    with transaction(_engine()) as conn:
         found = users.set_password_hash(conn, name, new_hash)
+        ended = console_sessions.end_all_of(conn, name)
     if not found:
         raise _fail(f"no user {name!r}")
-    typer.echo(f"password of {name} changed", err=True)
+    typer.echo(f"password of {name} changed; {ended} signed-in browser(s) logged out", err=True)

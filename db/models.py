@@ -288,6 +288,24 @@ class User(Base):
     __table_args__ = (CheckConstraint("role IN ('admin', 'analyst')", name="role"),)
 
 
+class ConsoleSession(Base):
+    """A signed-in console browser: the SHA-256 of the random token in its cookie, so a reload
+    or a new tab keeps the login until it expires or the user logs out (``db.console_sessions``).
+    """
+
+    __tablename__ = "console_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_console_sessions_username", "username"),
+        Index("ix_console_sessions_expires_at", "expires_at"),
+    )
+
+
 class AuditEntry(Base):
     """Every admin action: who, what, which jobs, when, outcome."""
 

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     queue_poll_seconds: float = Field(default=0.5, gt=0)
     queue_shutdown_timeout: float = Field(default=25.0, ge=0)
     log_level: str = Field(default="INFO")
+    queue_console_session_hours: float = Field(
+        default=12.0, gt=0, description="an idle console login ends after this many hours"
+    )
     # retention and rollups (tasks/system_jobs.py, docs/metrics.md)
     queue_retention_completed_hours: float = Field(default=24.0, gt=0)
     queue_retention_failed_days: float = Field(default=7.0, gt=0)

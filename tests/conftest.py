@@ -33,6 +33,7 @@ TABLES = (
     "queue_alerts",
     "queue_alert_silences",
     "alert_notifications",
+    "console_sessions",
 )
 
 

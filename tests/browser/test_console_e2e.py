@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from console import browser_sessions
 from db.settings import get_settings
 from tasks import api
 from tests.acceptance.conftest import wait_for
@@ -110,3 +111,26 @@ def snap(tab: Any, path: Path) -> None:
     tab.wait_for_timeout(400)  # let charts re-layout and finish their transitions
     tab.screenshot(path=str(path))
     tab.set_viewport_size({"width": 1400, "height": 900})
+
+
+def _session_cookie(tab: Any) -> str | None:
+    found = [c["value"] for c in tab.context.cookies() if c["name"] == browser_sessions.COOKIE]
+    return found[0] if found else None
+
+
+def test_a_reload_keeps_the_login_until_log_out(console_page: Any) -> None:
+    tab = console_page
+    token = wait_for(lambda: _session_cookie(tab), 10, "the session cookie")
+    go(tab, "Jobs")
+    tab.reload()  # a new Streamlit session: the cookie brings the login back, on the same page
+    expect(tab.get_by_text("Signed in as")).to_be_visible()
+    tab.get_by_role("heading", name="Jobs").first.wait_for()
+    tab.get_by_role("button", name="Log out").click()
+    tab.get_by_role("button", name="Log in").wait_for()
+    wait_for(lambda: _session_cookie(tab) is None, 10, "the cookie to be cleared")
+    tab.context.add_cookies(  # even the old token, replayed, no longer logs in
+        [{"name": browser_sessions.COOKIE, "value": token, "url": tab.url}]
+    )
+    tab.reload()
+    tab.get_by_role("button", name="Log in").wait_for()
+    expect(tab.get_by_text("Signed in as")).to_have_count(0)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import streamlit as st
 from argon2 import PasswordHasher
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from console import passwords
+from console import browser_sessions, passwords
 from db import audit
 from db.engine import engine_for, read, write
-from db.models import AuditEntry, User
+from db.models import AuditEntry, ConsoleSession, User
 from db.users import set_disabled
 from tests.console.conftest import PASSWORD
 
@@ -172,3 +174,41 @@ def test_repeated_wrong_passwords_lock_the_username_for_a_while(
             .values(at=datetime.now(UTC) - passwords.LOGIN_LOCK - timedelta(seconds=1))
         )
     assert passwords.authenticate(engine, "alice", PASSWORD) == {"name": "alice", "role": "admin"}
+
+
+def _sessions(url: str) -> list[tuple[str, str]]:
+    with read(engine_for(url)) as conn:
+        rows = conn.execute(select(ConsoleSession.username, ConsoleSession.token_hash))
+        return [(r.username, r.token_hash) for r in rows]
+
+
+def test_a_login_is_stored_for_a_reload_and_a_logout_ends_it(
+    console_db: str, make_app: Callable[..., AppTest]
+) -> None:
+    at = log_in(make_app(None).run(), "alice", PASSWORD)
+    assert not at.exception
+    token = at.session_state[browser_sessions.TOKEN_KEY]
+    [(username, token_hash)] = _sessions(console_db)
+    assert username == "alice" and token_hash == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in token_hash  # only the hash is stored
+    at.sidebar.button(key="logout").click().run()
+    assert not at.exception and at.button[0].label == "Log in"
+    assert _sessions(console_db) == []
+
+
+def test_a_reload_resumes_a_live_session_only(console_db: str) -> None:
+    """What the app does with the cookie of a new browser session (AppTest cannot send
+    cookies; tests/browser covers the real reload)."""
+    engine = engine_for(console_db)
+    cookie = browser_sessions.COOKIE
+    browser_sessions.start(engine, "bob")
+    token = st.session_state[browser_sessions.TOKEN_KEY]
+    st.session_state.clear()
+    assert browser_sessions.resume(engine, {cookie: token}) == {"name": "bob", "role": "analyst"}
+    for bad in ({}, {cookie: "forged"}, {cookie: "x" * 5000}):
+        st.session_state.clear()  # a new browser session
+        assert browser_sessions.resume(engine, bad) is None
+    with write(engine) as conn:
+        set_disabled(conn, "bob", True)
+    st.session_state.clear()
+    assert browser_sessions.resume(engine, {cookie: token}) is None

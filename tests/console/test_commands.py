@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from console import commands, passwords
-from db.engine import engine_for, read
+from db import console_sessions
+from db.engine import engine_for, read, transaction
+from db.models import ConsoleSession
 from db.users import get_user, list_users
 
 
@@ -65,7 +69,16 @@ def test_user_add_list_disable(empty_ledger: str) -> None:
     )
     assert prompted.exit_code == 0, prompted.output
     assert passwords.authenticate(engine, "erin", "s3cret") is not None
+    now = datetime.now(UTC)
+    with transaction(engine) as conn:  # carol is signed in on two browsers
+        console_sessions.create(conn, "c1", "carol", now, timedelta(hours=1))
+        console_sessions.create(conn, "c2", "carol", now, timedelta(hours=1))
+        console_sessions.create(conn, "e1", "erin", now, timedelta(hours=1))
     assert runner.invoke(commands.user_app, ["disable", "carol"]).exit_code == 0
+    changed = runner.invoke(commands.user_app, ["passwd", "erin", "--password-stdin"], input="n\n")
+    assert changed.exit_code == 0 and "1 signed-in browser(s) logged out" in changed.output
+    with read(engine) as conn:  # both ended their sessions
+        assert conn.execute(select(func.count()).select_from(ConsoleSession)).scalar_one() == 0
     assert passwords.authenticate(engine, "carol", "pw1") is None
     with read(engine) as conn:
         assert get_user(conn, "carol")["disabled"] is True
