@@ -2,7 +2,7 @@
 
 Streamlit keeps ``st.session_state`` per browser tab connection, so a reload used to start a
 new, logged-out session. After a login the console writes a cookie with a random token (by a
-zero-height component whose script runs in the browser: ``st.context.cookies`` is read-only)
+one-pixel ``st.iframe`` whose script runs in the browser: ``st.context.cookies`` is read-only)
 and keeps the token's SHA-256 in ``console_sessions`` (``db.console_sessions``). A new session
 that brings the cookie resumes the login while the row lives: not expired
 (``QUEUE_CONSOLE_SESSION_HOURS`` after the last use), user enabled. Logging out deletes the row
@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import streamlit as st
-import streamlit.components.v1 as components
 from sqlalchemy import Engine
 
 from db import console_sessions
@@ -95,10 +94,11 @@ def write_cookie() -> None:
         return
     max_age = int(lifetime().total_seconds()) if value else 0
     cookie = json.dumps(f"{COOKIE}={value}; path=/; max-age={max_age}; SameSite=Strict")
-    components.html(
+    st.iframe(  # Streamlit runs the HTML in a same-origin frame: the cookie is the app's
         "<script>"
         'const secure = window.location.protocol === "https:" ? "; Secure" : "";'
         f"document.cookie = {cookie} + secure;"
         "</script>",
-        height=0,
+        height=1,  # the smallest it may be
+        alt="console session",
     )
