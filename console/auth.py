@@ -99,15 +99,13 @@ def refresh_session(engine: Engine) -> dict[str, str] | None:
     return user
 
 
-def logout(engine: Engine | None = None) -> None:
-    """Forget the signed-in user; with ``engine``, also end this browser's stored session and
-    clear its cookie on the next run."""
-    if engine is not None:
-        browser_sessions.end(engine)
+def logout(engine: Engine) -> None:
+    """Forget the signed-in user, end this browser's stored session and clear its cookie on
+    the next run."""
+    browser_sessions.end(engine)
     for key in list(st.session_state.keys()):
         del st.session_state[key]
-    if engine is not None:
-        browser_sessions.forget_cookie()
+    browser_sessions.forget_cookie()
 
 
 def resume_session(engine: Engine) -> dict[str, str] | None:

@@ -488,16 +488,22 @@ def _batch_params(new_jobs: Sequence[NewJob]) -> dict[str, Any]:
 
 def insert_batch_dbapi(dbapi_conn: Any, dialect: Any, new_jobs: Sequence[NewJob]) -> None:
     """PostgreSQL, on a psycopg connection in autocommit: insert due jobs without keys,
-    ``queued``, in one statement (one commit for all)."""
-    _INSERT_BATCH_PG.execute_dbapi(dbapi_conn, dialect, _batch_params(new_jobs))
+    ``queued``, in one statement (one commit for all; one job takes the one-row INSERT)."""
+    if len(new_jobs) == 1:
+        insert_one_dbapi(dbapi_conn, dialect, new_jobs[0])
+    else:
+        _INSERT_BATCH_PG.execute_dbapi(dbapi_conn, dialect, _batch_params(new_jobs))
 
 
 def insert_batch_dispatched(
     dbapi_conn: Any, dialect: Any, new_jobs: Sequence[NewJob], window: int
 ) -> dict[uuid.UUID, int]:
-    """:func:`insert_dispatched` for many jobs in one statement. Returns the lease of each job
-    inserted ``dispatched`` (the caller pushes their messages); the others went in ``queued``
-    (or existed already)."""
+    """:func:`insert_dispatched` for many jobs in one statement (one job takes the one-row
+    statement). Returns the lease of each job inserted ``dispatched`` (the caller pushes
+    their messages); the others went in ``queued`` (or existed already)."""
+    if len(new_jobs) == 1:
+        lease = insert_dispatched(dbapi_conn, dialect, new_jobs[0], window)
+        return {new_jobs[0].id: lease} if lease else {}
     params = {**_batch_params(new_jobs), "window": window}
     rows = _INSERT_BATCH_DISPATCHED_PG.fetch_all_dbapi(dbapi_conn, dialect, params)
     return {job_id: lease for job_id, lease in rows if lease}

@@ -276,10 +276,7 @@ def _plain_inserts(eng: Engine) -> GroupCommit[ledger.NewJob]:
 
     def write(batch: list[ledger.NewJob]) -> None:
         with driver_write(eng) as conn:
-            if len(batch) == 1:
-                ledger.insert_one_dbapi(conn, eng.dialect, batch[0])
-            else:
-                ledger.insert_batch_dbapi(conn, eng.dialect, batch)
+            ledger.insert_batch_dbapi(conn, eng.dialect, batch)
 
     return GroupCommit(write)
 

@@ -74,17 +74,10 @@ class DirectDispatch:
         return group
 
     def _write(self, engine: Engine, window: int, batch: list[ledger.NewJob]) -> None:
-        dispatch = time.monotonic() >= self._off_until
+        leases: dict[uuid.UUID, int] = {}
         with driver_write(engine) as conn:
-            if not dispatch:
-                leases: dict[uuid.UUID, int] = {}
-                if len(batch) == 1:
-                    ledger.insert_one_dbapi(conn, engine.dialect, batch[0])
-                else:
-                    ledger.insert_batch_dbapi(conn, engine.dialect, batch)
-            elif len(batch) == 1:
-                lease = ledger.insert_dispatched(conn, engine.dialect, batch[0], window)
-                leases = {batch[0].id: lease} if lease else {}
+            if time.monotonic() < self._off_until:  # after a failed push: the usual path
+                ledger.insert_batch_dbapi(conn, engine.dialect, batch)
             else:
                 leases = ledger.insert_batch_dispatched(conn, engine.dialect, batch, window)
         # queued jobs: the insert's NOTIFY wakes the dispatcher

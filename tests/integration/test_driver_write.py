@@ -47,23 +47,21 @@ def test_a_failed_statement_is_a_sqlalchemy_error_and_the_connection_lives_on(
         engine.dispose()
 
 
-def test_a_submit_to_a_down_ledger_raises_a_database_error(
-    monkeypatch: pytest.MonkeyPatch, settings_env: dict[str, str]
-) -> None:
+@pytest.fixture
+def down_ledger(monkeypatch: pytest.MonkeyPatch, settings_env: dict[str, str]) -> None:
+    """The job API pointed at a PostgreSQL that nothing listens on."""
     monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
     monkeypatch.delenv("REDIS_URL", raising=False)
     get_settings.cache_clear()
+
+
+def test_a_submit_to_a_down_ledger_raises_a_database_error(down_ledger: None) -> None:
     with pytest.raises(OperationalError):
         api.submit_job("demo.echo", {"n": 1})
 
 
-def test_concurrent_submits_to_a_down_ledger_each_raise(
-    monkeypatch: pytest.MonkeyPatch, settings_env: dict[str, str]
-) -> None:
+def test_concurrent_submits_to_a_down_ledger_each_raise(down_ledger: None) -> None:
     """Group commit: every caller of a failed batch gets the database error; none hangs."""
-    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
-    monkeypatch.delenv("REDIS_URL", raising=False)
-    get_settings.cache_clear()
     errors: list[BaseException] = []
     start = threading.Barrier(8)
 

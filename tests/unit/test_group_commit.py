@@ -72,6 +72,16 @@ def _queue_up(
     return threads
 
 
+def _behind_a_held_batch(
+    group: GroupCommit[object], rec: Recorder, outcomes: dict[object, object], items: list[object]
+) -> list[threading.Thread]:
+    """Caller 0 writes a batch that ``rec`` holds; then ``items`` queue up behind it, in order.
+    Returns every caller's thread (release with ``rec.gate.set()``)."""
+    first = _caller(group, 0, outcomes, rec)
+    wait_for(lambda: rec.batches, 5, "the first batch to start")
+    return [first, *_queue_up(group, items, lambda i: _caller(group, i, outcomes, rec))]
+
+
 def test_a_lone_caller_writes_its_item_itself_at_once() -> None:
     rec = Recorder()
     group = GroupCommit(rec)
@@ -86,11 +96,9 @@ def test_callers_that_arrive_during_a_write_go_together_in_arrival_order() -> No
     rec = Recorder(hold_first=1)
     group = GroupCommit(rec, max_in_flight=1)
     outcomes: dict[object, object] = {}
-    first = _caller(group, 0, outcomes, rec)
-    wait_for(lambda: rec.batches, 5, "the first batch to start")
-    rest = _queue_up(group, [1, 2, 3, 4], lambda i: _caller(group, i, outcomes, rec))
+    threads = _behind_a_held_batch(group, rec, outcomes, [1, 2, 3, 4])
     rec.gate.set()
-    for t in [first, *rest]:
+    for t in threads:
         t.join(10)
     assert rec.batches == [[0], [1, 2, 3, 4]]  # one statement for the four that waited
     assert rec.threads[1] == "caller-1"  # the first in line leads the next batch
@@ -102,11 +110,9 @@ def test_a_batch_takes_at_most_max_batch_items() -> None:
     rec = Recorder(hold_first=1)
     group = GroupCommit(rec, max_batch=3, max_in_flight=1)
     outcomes: dict[object, object] = {}
-    first = _caller(group, 0, outcomes, rec)
-    wait_for(lambda: rec.batches, 5, "the first batch to start")
-    rest = _queue_up(group, [1, 2, 3, 4, 5], lambda i: _caller(group, i, outcomes, rec))
+    threads = _behind_a_held_batch(group, rec, outcomes, [1, 2, 3, 4, 5])
     rec.gate.set()
-    for t in [first, *rest]:
+    for t in threads:
         t.join(10)
     assert rec.batches == [[0], [1, 2, 3], [4, 5]]
     assert outcomes == dict.fromkeys(range(6), "written")
@@ -116,11 +122,9 @@ def test_a_failed_batch_fails_each_of_its_callers_and_no_other() -> None:
     rec = Recorder(hold_first=1, fail_on=2)
     group = GroupCommit(rec, max_in_flight=1)
     outcomes: dict[object, object] = {}
-    first = _caller(group, 0, outcomes, rec)
-    wait_for(lambda: rec.batches, 5, "the first batch to start")
-    rest = _queue_up(group, [1, 2, 3], lambda i: _caller(group, i, outcomes, rec))
+    threads = _behind_a_held_batch(group, rec, outcomes, [1, 2, 3])
     rec.gate.set()
-    for t in [first, *rest]:
+    for t in threads:
         t.join(10)
     assert outcomes[0] == "written"
     for item in (1, 2, 3):  # one statement: all of the batch failed, each caller is told
@@ -156,9 +160,7 @@ def test_a_forked_child_starts_with_an_idle_group() -> None:
     rec = Recorder(hold_first=1)
     group = GroupCommit(rec, max_in_flight=1)
     outcomes: dict[object, object] = {}
-    parent_write = _caller(group, 0, outcomes, rec)
-    wait_for(lambda: rec.batches, 5, "the parent's batch to start")
-    waiting = _queue_up(group, [1], lambda i: _caller(group, i, outcomes, rec))
+    threads = _behind_a_held_batch(group, rec, outcomes, [1])
     pid = os.fork()
     if pid == 0:  # child: the held batch and the waiting caller are the parent's
         code = 1
@@ -170,7 +172,7 @@ def test_a_forked_child_starts_with_an_idle_group() -> None:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     rec.gate.set()
-    for t in [parent_write, *waiting]:
+    for t in threads:
         t.join(10)
     assert os.WEXITSTATUS(status) == 0, "the child waited for its parent's batch"
     assert outcomes == dict.fromkeys(range(2), "written") and "child" not in rec.written
