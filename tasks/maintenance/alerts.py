@@ -26,7 +26,7 @@ from db.locks import try_xact_lock
 from db.settings import Settings
 from metrics.rollup import db_clock
 from tasks import notify, registry
-from tasks.alert_rules import DEFAULT_RULES, Context, Rule, RuleConfigError, evaluate, load_rules
+from tasks.alert_rules import DEFAULT_RULES, Context, Rule, RulesFileLoader, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ class AlertEvaluator:
         self.engine = engine
         self.config = config
         self.interval = config.interval
-        self._fixed_rules = rules
+        # fixed rules (tests), or the file re-read every pass
+        self._loader = RulesFileLoader(config.rules_file) if rules is None else None
         self._rules: list[Rule] = list(rules) if rules is not None else list(DEFAULT_RULES)
         self._schedules = schedules
         self._thread: threading.Thread | None = None
@@ -110,12 +111,10 @@ class AlertEvaluator:
         self._stop = threading.Event()
 
     def rules(self) -> list[Rule]:
-        """The rules of this pass: the file is re-read, a broken file keeps the last good set."""
-        if self._fixed_rules is None:
-            try:
-                self._rules = load_rules(self.config.rules_file)
-            except (OSError, RuleConfigError) as exc:
-                log.error("alert rules file %s not loaded: %s", self.config.rules_file, exc)
+        """The rules of this pass: the file is re-read, a broken file keeps the last good set
+        (logged once per problem, ``RulesFileLoader``)."""
+        if self._loader is not None:
+            self._rules = self._loader.rules()
         return self._rules
 
     def run_once(self, now: datetime | None = None) -> int:

@@ -4,9 +4,12 @@ at once notify once."""
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,6 +161,32 @@ def test_disabled_rule_and_silence(ledger_url: str) -> None:
     )
     evaluator.run_once(now=t + timedelta(seconds=5))  # disabled/removed rules resolve
     assert sorted(s for _, s in events(ledger_url)) == ["firing", "firing", "resolved", "resolved"]
+
+
+def test_a_broken_rules_file_keeps_the_last_good_rules_across_passes(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clear_alerts(sqlite_url)
+    t = now_minute()
+    _depth(sqlite_url, t)
+    file = tmp_path / "alerts.json"
+    doc = {
+        "defaults": False,
+        "rules": [{"name": "deep", "kind": "queue_depth", "threshold": 100, "window_minutes": 3}],
+    }
+    file.write_text(json.dumps(doc))
+    evaluator = loop(sqlite_url, rules_file=file)
+    assert evaluator.run_once(now=t) == 1
+    assert events(sqlite_url) == [("deep:q1", "firing")]
+
+    doc["rules"][0]["window_minutes"] = "5"  # broken: a string
+    file.write_text(json.dumps(doc))
+    caplog.set_level(logging.INFO)
+    for i in range(1, 4):  # "deep" is still evaluated: its alert holds, nothing else fires
+        assert evaluator.run_once(now=t + timedelta(seconds=10 * i)) == 0
+    assert events(sqlite_url) == [("deep:q1", "firing")]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "window_minutes" in errors[0]
 
 
 def test_two_loops_at_once_notify_once(pg_url: str) -> None:
