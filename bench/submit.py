@@ -49,6 +49,7 @@ def main(argv: list[str]) -> int:
             )
         harness.flush_redis()
         os.environ["REDIS_URL"] = harness.REDIS_URL
+        os.environ["QUEUE_QUEUES"] = ",".join(f"q{i}" for i in range(1000))  # declared
         get_settings.cache_clear()
         api.submit_job("bench.noop", {})
         # no worker drains Redis here: spread the jobs over 1,000 queues so that each

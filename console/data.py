@@ -18,6 +18,7 @@ from console.errors import ConsoleError
 from db import audit, queries
 from db.engine import engine_for, read
 from db.settings import get_settings
+from db.states import JobStatus
 from tasks import api, registry
 
 JOBS_TTL = 3
@@ -55,8 +56,8 @@ def job_types() -> list[registry.JobType]:
 
 
 def known_queues(url: str) -> list[str]:
-    """Queues of the registered job types and of the registered workers."""
-    names = {t.queue for t in job_types()}
+    """The declared queues (job types' and QUEUE_QUEUES) and those of registered workers."""
+    names = set(api.declared_queues())
     for w in workers(url):
         names.update(w.get("queues") or [])
     return sorted(names)
@@ -176,7 +177,7 @@ def workers(url: str) -> list[dict[str, Any]]:
 
 @st.cache_data(ttl=JOBS_TTL, show_spinner=False, max_entries=20)
 def running_jobs(url: str) -> list[dict[str, Any]]:
-    return api.get_jobs(status="running", limit=5_000)
+    return api.get_jobs(status=JobStatus.RUNNING.value, limit=5_000)
 
 
 @st.cache_data(ttl=JOBS_TTL, show_spinner=False, max_entries=20)

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+import re
+from functools import cached_property, lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: a queue name: 1-64 letters, digits or underscores (Redis keys and metric labels carry it)
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 class Settings(BaseSettings):
@@ -17,6 +25,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL of the ledger")
     redis_url: str | None = Field(default=None, description="Redis URL for the Huey transport")
     queue_job_modules: str = Field(default="", description="comma-separated job-type modules")
+    queue_queues: str = Field(
+        default="",
+        description="comma-separated queues declared besides the queues of the job types",
+    )
     queue_data_dir: Path = Field(default=Path("var"), description="embedded-mode data folder")
     queue_namespace: str = Field(default="edurise", description="prefix of the Redis/Huey keys")
     queue_heartbeat_seconds: float = Field(default=2.0, gt=0)
@@ -67,6 +79,17 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="seconds between alert evaluations"
     )
 
+    @field_validator("queue_queues")
+    @classmethod
+    def _valid_queue_names(cls, value: str) -> str:
+        bad = [name for name in _names(value) if not QUEUE_NAME.match(name)]
+        if bad:
+            raise ValueError(
+                f"QUEUE_QUEUES: queue name {bad[0]!r} is invalid: 1-64 letters, digits or"
+                " underscores"
+            )
+        return value
+
     @property
     def ledger_url(self) -> str:
         if self.database_url:
@@ -79,7 +102,12 @@ class Settings(BaseSettings):
 
     @property
     def job_modules(self) -> list[str]:
-        return [m.strip() for m in self.queue_job_modules.split(",") if m.strip()]
+        return _names(self.queue_job_modules)
+
+    @cached_property
+    def queues(self) -> tuple[str, ...]:
+        """The queues QUEUE_QUEUES declares (the job types declare theirs)."""
+        return tuple(_names(self.queue_queues))
 
     @property
     def embedded(self) -> bool:

@@ -24,11 +24,20 @@ class InvalidPriority(QueueError, ValueError):
 
 
 class InvalidSchedule(QueueError, ValueError):
-    """The schedule is a naive datetime, negative, or of an unsupported type."""
+    """The schedule is a naive datetime, negative, of an unsupported type, or outside the
+    allowed window (``tasks.api.SCHEDULE_MAX_PAST`` / ``SCHEDULE_MAX_AHEAD``)."""
 
 
 class InvalidArgument(QueueError, ValueError):
     """Another argument (queue name, max_attempts, idempotency key, ...) is invalid."""
+
+
+class UnknownQueue(QueueError, LookupError):
+    """The queue is not declared (by a registered job type's queue or QUEUE_QUEUES)."""
+
+
+class IdempotencyConflict(QueueError):
+    """The idempotency key belongs to a live job of another type or with other data."""
 
 
 class JobNotFound(QueueError, LookupError):

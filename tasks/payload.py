@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -10,6 +11,8 @@ from pydantic import BaseModel, ValidationError
 from tasks.errors import InvalidJobData, PayloadTooLarge
 
 MAX_PAYLOAD_BYTES = 256 * 1024
+#: levels of nesting a payload may have: the object is level 1, each value one level deeper
+#: than its container (also checked on JSON text before it is parsed: ``loads_payload``)
 MAX_DEPTH = 32
 MAX_RESULT_BYTES = 64 * 1024
 _INT_LIMIT = 2**63
@@ -41,6 +44,33 @@ def _walk(value: Any, depth: int, path: str) -> None:
             raise InvalidJobData(f"strings may not contain NUL characters (at {path})")
     else:
         raise InvalidJobData(f"{type(value).__name__} is not a JSON value (at {path})")
+
+
+#: a JSON string (escapes included) or one bracket: brackets inside strings do not nest
+_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def _too_deep(where: str) -> InvalidJobData:
+    return InvalidJobData(f"data is nested deeper than {MAX_DEPTH} levels ({where})")
+
+
+def loads_payload(text: str) -> Any:
+    """Parse a payload's JSON text (``queuectl submit --data``, the console), refusing
+    nesting deeper than ``MAX_DEPTH`` before the parser recurses into it. Malformed text
+    raises ``json.JSONDecodeError`` as ``json.loads`` does."""
+    depth = 0
+    for token in _STRING_OR_BRACKET.finditer(text):
+        bracket = token.group()
+        if bracket in ("[", "{"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _too_deep(f"at character {token.start()}")
+        elif bracket in ("]", "}"):
+            depth -= 1
+    try:
+        return json.loads(text)
+    except RecursionError:  # not reached after the scan; kept so no traceback ever escapes
+        raise _too_deep("the parser ran out of stack") from None
 
 
 def encode_payload(data: Any) -> str:

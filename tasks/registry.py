@@ -7,7 +7,7 @@ import logging
 import random
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,11 +16,12 @@ from huey import crontab as huey_crontab
 from pydantic import BaseModel
 
 from db.models import PRIORITY_MAX, PRIORITY_MIN
+from db.settings import QUEUE_NAME
 from tasks.errors import InvalidArgument, UnknownJobType
 
 log = logging.getLogger(__name__)
 
-QUEUE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+DEFAULT_QUEUE = "default"  # the queue of a type that names none; always declared
 TYPE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 DEFAULT_PRIORITY = 5
 BUILTIN_MODULES = ("tasks.builtin", "tasks.edurise", "tasks.system_jobs")
@@ -162,7 +163,7 @@ class RateLimit:
 class JobType:
     name: str
     func: Handler
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
     priority: int = DEFAULT_PRIORITY
     max_attempts: int = 3
     backoff: float = 2.0  # seconds before the 2nd attempt; doubles each attempt
@@ -226,7 +227,7 @@ def register(job_type: JobType) -> JobType:
 def job(
     name: str,
     *,
-    queue: str = "default",
+    queue: str = DEFAULT_QUEUE,
     priority: int = DEFAULT_PRIORITY,
     max_attempts: int = 3,
     backoff: float = 2.0,
@@ -273,7 +274,7 @@ def periodic_job(
     crontab: str | None = None,
     every: timedelta | None = None,
     data: dict[str, Any] | None = None,
-    queue: str = "default",
+    queue: str = DEFAULT_QUEUE,
     priority: int = DEFAULT_PRIORITY,
     max_attempts: int = 1,
     backoff: float = 2.0,
@@ -321,6 +322,21 @@ def retry_delay(name: str, attempt: int) -> float:
 
 def all_types() -> list[JobType]:
     return sorted(_REGISTRY.values(), key=lambda t: t.name)
+
+
+def declared_queues(extra: Iterable[str] = ()) -> list[str]:
+    """The queues jobs may go to, sorted: ``default``, the queue of every registered type,
+    and ``extra`` (the ``QUEUE_QUEUES`` setting)."""
+    return sorted({DEFAULT_QUEUE, *(t.queue for t in _REGISTRY.values()), *extra})
+
+
+def is_declared(queue: str, extra: Collection[str] = ()) -> bool:
+    """Whether ``queue`` is in :func:`declared_queues` (without building the list)."""
+    return (
+        queue == DEFAULT_QUEUE
+        or queue in extra
+        or any(t.queue == queue for t in _REGISTRY.values())
+    )
 
 
 def limited_types() -> list[JobType]:

@@ -88,7 +88,7 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str, str]]:
     """Environment for the code under test (and its subprocesses); settings cache cleared."""
     env = {"QUEUE_DATA_DIR": str(tmp_path / "var"), **FAST_TIMINGS}
-    for key in ("DATABASE_URL", "REDIS_URL", "QUEUE_JOB_MODULES"):
+    for key in ("DATABASE_URL", "REDIS_URL", "QUEUE_JOB_MODULES", "QUEUE_QUEUES"):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -4,16 +4,21 @@ queue, and when: now, at a UTC date-time, or after a delay. Shows the new job's 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import streamlit as st
 
 from console import actions, auth, data, ui
-from tasks import registry
+from db.states import TERMINAL, JobStatus
+from tasks import api, registry
+from tasks.errors import QueueError
+from tasks.payload import loads_payload
 
 WHEN = ("Now", "At a date and time (UTC)", "After a delay")
-TERMINAL = ("completed", "failed", "cancelled")
+#: the date widget takes any date: outside its own bounds Streamlit would silently keep the
+#: previous date, so the bounds are wide and the job API's window check answers instead
+ANY_DATE = (date(1900, 1, 1), date(9999, 12, 31))
 
 auth.require_admin()
 ss = st.session_state
@@ -81,13 +86,19 @@ with st.form("submit_job"):
     priority = c1.number_input(
         "Priority (0-9, higher runs first)", min_value=0, max_value=9, step=1, key="submit_priority"
     )
-    queue = c2.text_input("Queue", key="submit_queue")
+    queue = c2.text_input(
+        "Queue", key="submit_queue", help="Declared queues: " + ", ".join(api.declared_queues())
+    )
     when = st.radio("When", WHEN, key="submit_when", horizontal=True)
     d1, d2, d3 = st.columns(3)
-    day = d1.date_input("Date (UTC)", key="submit_date")
+    day = d1.date_input(
+        "Date (UTC)", key="submit_date", min_value=ANY_DATE[0], max_value=ANY_DATE[1]
+    )
     clock = d2.time_input("Time (UTC)", key="submit_time", step=60)
-    delay = d3.number_input(
-        "Delay (seconds)", min_value=0.0, value=60.0, step=1.0, key="submit_delay"
+    delay = d3.number_input("Delay (seconds)", value=60.0, step=1.0, key="submit_delay")
+    st.caption(
+        f"A job may be scheduled from {api.SCHEDULE_MAX_PAST.days} day before now to"
+        f" {api.SCHEDULE_MAX_AHEAD.days} days (ten years) after now."
     )
     submitted = st.form_submit_button("Submit job", type="primary")
 
@@ -102,9 +113,11 @@ def _schedule() -> Any:
 
 if submitted:
     try:
-        payload = json.loads(payload_text or "")
+        payload = loads_payload(payload_text or "")
     except json.JSONDecodeError as exc:
         st.error(f"Invalid JSON: {exc}")
+    except QueueError as exc:  # nested deeper than a payload may be
+        st.error(str(exc))
     else:
         try:
             job_id = actions.submit(
@@ -137,10 +150,10 @@ if last:
         st.subheader("Last submitted job")
         st.markdown(f"Job `{last}` · type `{job['type']}` · queue `{job['queue']}`")
         st.metric("Status", status)
-        if job.get("progress") is not None and status == "running":
+        if job.get("progress") is not None and status == JobStatus.RUNNING:
             fraction = float(job["progress"])
             st.progress(min(1.0, max(0.0, fraction if fraction <= 1 else fraction / 100)))
-        if status == "scheduled":
+        if status == JobStatus.SCHEDULED:
             st.caption(f"Due {ui.fmt_time(job['scheduled_at'])}")
         if job.get("last_error"):
             st.caption(f"Last error: {job['last_error']}")

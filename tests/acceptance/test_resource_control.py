@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
 from sqlalchemy import func, select
 
 from db.engine import engine_for, read
 from db.models import Job
 from db.settings import get_settings
 from tasks import api
-from tasks.errors import InvalidArgument
+from tasks.errors import InvalidArgument, UnknownQueue
 from tests.acceptance.conftest import Processes, wait_for
 
 
@@ -28,7 +29,19 @@ def count(**where: str) -> int:
         return conn.execute(stmt).scalar_one()
 
 
-def test_paused_queue_dispatches_nothing_until_resumed(processes: Processes) -> None:
+@pytest.fixture
+def frozen_queue(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """A queue no job type names, declared by QUEUE_QUEUES (for this process and the worker
+    and maintainer processes: ask for it before ``processes``)."""
+    monkeypatch.setenv("QUEUE_QUEUES", "frozen")
+    settings_env["QUEUE_QUEUES"] = "frozen"
+    get_settings.cache_clear()
+    return "frozen"
+
+
+def test_paused_queue_dispatches_nothing_until_resumed(
+    frozen_queue: str, processes: Processes
+) -> None:
     api.pause_queue("frozen", by="test", reason="incident")
     processes.maintainer()
     processes.worker("--concurrency", "4", "--queues", "frozen,default")
@@ -145,6 +158,8 @@ def test_unique_jobs_within_their_window(use_ledger: str, monkeypatch) -> None: 
         pass
     else:
         raise AssertionError("a bad queue name must be refused")
+    with pytest.raises(UnknownQueue):
+        api.pause_queue("never_declared")
 
 
 def test_job_cancelled_raised_without_a_request_is_a_failure(processes: Processes) -> None:

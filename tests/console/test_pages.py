@@ -120,6 +120,31 @@ def test_admin_pauses_and_resumes_a_queue(
     assert entries[0]["details"] == {"reason": "maintenance window"}
 
 
+def test_pausing_an_undeclared_queue_is_refused(
+    console_db: str, make_app: Callable[..., AppTest]
+) -> None:
+    with write(engine_for(console_db)) as conn:  # an old worker still lists a retired queue
+        worker_sql.register(
+            conn,
+            worker_id=uuid.uuid4(),
+            name="old",
+            hostname="host-old",
+            pid=1234,
+            queues=["retired"],
+            concurrency=1,
+            worker_kind="thread",
+        )
+    at = make_app("admin").run()
+    at.switch_page("views/workers.py").run()
+    at.selectbox(key="control_queue").select("retired")
+    at.button(key="FormSubmitter:queue_control-Pause queue").click().run()
+    assert not at.exception
+    assert "'retired' is not declared" in at.error[0].value
+    assert api.get_queue_controls() == []
+    [entry] = audit_rows(engine_for(console_db))
+    assert (entry["action"], entry["target"], entry["outcome"]) == ("pause", "retired", "error")
+
+
 def test_analysts_have_no_queue_controls(console_db: str, make_app: Callable[..., AppTest]) -> None:
     at = make_app("analyst").run()
     at.switch_page("views/workers.py").run()

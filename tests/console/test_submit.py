@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from db.engine import engine_for
+from db.settings import get_settings
 from tests.console.conftest import audit_rows, job_rows
 
 SUBMIT = "FormSubmitter:submit_job-Submit job"
@@ -30,8 +32,10 @@ def fill(at: AppTest, type: str, data: str, *, priority: int = 5, queue: str = "
 
 
 def test_submit_creates_the_job_row_and_an_audit_entry(
-    console_db: str, make_app: Callable[..., AppTest]
+    console_db: str, make_app: Callable[..., AppTest], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("QUEUE_QUEUES", "urgent")  # a queue no job type names, declared
+    get_settings.cache_clear()
     at = submit_page(make_app)
     fill(at, "demo.echo", '{"x": 1}', priority=7, queue="urgent")
     at.button(key=SUBMIT).click().run()
@@ -133,4 +137,60 @@ def test_a_bad_queue_name_is_refused(console_db: str, make_app: Callable[..., Ap
     fill(at, "demo.echo", "{}", queue="no spaces allowed")
     at.button(key=SUBMIT).click().run()
     assert "queue name" in at.error[0].value
+    assert job_rows(engine_for(console_db)) == []
+
+
+@pytest.mark.parametrize("day", [date(2020, 1, 1), date(2099, 12, 31)])
+def test_a_date_outside_the_schedule_window_is_refused_not_changed(
+    console_db: str, make_app: Callable[..., AppTest], day: date
+) -> None:
+    """The date widget passes any date through (it used to drop 2099-12-31 silently and keep
+    today's); the job API refuses it with the allowed window and nothing is written."""
+    at = submit_page(make_app)
+    fill(at, "demo.echo", "{}")
+    at.radio(key="submit_when").set_value("At a date and time (UTC)")
+    at.date_input(key="submit_date").set_value(day)
+    at.button(key=SUBMIT).click().run()
+    assert not at.exception
+    assert at.date_input(key="submit_date").value == day
+    [error] = at.error
+    assert "allowed window" in error.value and "Traceback" not in error.value
+    assert job_rows(engine_for(console_db)) == []
+    [entry] = audit_rows(engine_for(console_db))
+    assert (entry["action"], entry["outcome"]) == ("schedule", "error")
+
+
+def test_deeply_nested_data_is_refused_without_a_traceback(
+    console_db: str, make_app: Callable[..., AppTest]
+) -> None:
+    at = submit_page(make_app)
+    fill(at, "demo.echo", '{"x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    at.button(key=SUBMIT).click().run()
+    assert not at.exception
+    assert "nested deeper than 32 levels" in at.error[0].value
+    assert job_rows(engine_for(console_db)) == []
+
+
+def test_an_undeclared_queue_is_refused_with_the_known_queues(
+    console_db: str, make_app: Callable[..., AppTest]
+) -> None:
+    at = submit_page(make_app)
+    fill(at, "demo.echo", "{}", queue="nope")
+    at.button(key=SUBMIT).click().run()
+    assert not at.exception
+    message = at.error[0].value
+    assert "'nope' is not declared" in message and "default, notifications, reports" in message
+    assert job_rows(engine_for(console_db)) == []
+
+
+def test_a_negative_delay_is_refused_not_changed(
+    console_db: str, make_app: Callable[..., AppTest]
+) -> None:
+    at = submit_page(make_app)
+    fill(at, "demo.echo", "{}")
+    at.radio(key="submit_when").set_value("After a delay")
+    at.number_input(key="submit_delay").set_value(-5.0)
+    at.button(key=SUBMIT).click().run()
+    assert not at.exception
+    assert "zero or more seconds" in at.error[0].value
     assert job_rows(engine_for(console_db)) == []

@@ -61,12 +61,12 @@ def test_bad_input_raises_and_writes_nothing(use_ledger: str, call, error) -> No
 
 
 def test_submit_and_read_back(use_ledger: str) -> None:
-    job_id = api.submit_job("demo.sleep", {"seconds": 0.5}, 7, queue="batch")
+    job_id = api.submit_job("demo.sleep", {"seconds": 0.5}, 7, queue="reports")
     job = api.get_job(job_id)
     assert (job["type"], job["priority"], job["queue"], job["status"]) == (
         "demo.sleep",
         7,
-        "batch",
+        "reports",
         "queued",
     )
     assert job["data"] == {"seconds": 0.5}
@@ -135,11 +135,11 @@ def test_idempotency_key(use_ledger: str) -> None:
 
 def test_filters_and_search(use_ledger: str) -> None:
     a = api.submit_job("demo.echo", {"student": "ada@example.org"})
-    b = api.submit_job("demo.sleep", {"seconds": 1}, queue="slow")
+    b = api.submit_job("demo.sleep", {"seconds": 1}, queue="reports")
     api.cancel_job(b)
     assert [j["id"] for j in api.get_jobs(status="cancelled")] == [b]
     assert [j["id"] for j in api.get_jobs(type="demo.echo")] == [a]
-    assert [j["id"] for j in api.get_jobs(queue="slow")] == [b]
+    assert [j["id"] for j in api.get_jobs(queue="reports")] == [b]
     assert [j["id"] for j in api.get_jobs(search="ada@example")] == [a]
     assert [j["id"] for j in api.get_jobs(search=str(b))] == [b]
     assert api.get_jobs(search="100%_nothing") == []

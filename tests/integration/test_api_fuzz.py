@@ -29,6 +29,8 @@ json_values = st.recursive(
 )
 types = st.sampled_from(["demo.echo", "demo.sleep", "demo.fail", "nope", "", "demo.echo'--"])
 priorities = st.one_of(st.none(), st.integers(-5, 15), st.text(max_size=2), st.floats())
+#: declared queues (the built-in types'), undeclared names and invalid ones
+queues = st.none() | st.sampled_from(["default", "reports", "system"]) | st.text(max_size=5)
 
 
 def count(url: str) -> int:
@@ -41,7 +43,7 @@ def count(url: str) -> int:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(job_type=types, data=json_values, priority=priorities, queue=st.none() | st.text(max_size=5))
+@given(job_type=types, data=json_values, priority=priorities, queue=queues)
 def test_submit_succeeds_or_raises_a_queue_error(
     use_ledger: str, job_type: str, data: Any, priority: Any, queue: Any
 ) -> None:

@@ -23,6 +23,7 @@ COMPARED = ("type", "queue", "priority", "data", "status", "attempt", "lease", "
 @pytest.fixture
 def storage(pg_redis: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> QueueStorage:
     monkeypatch.setenv("QUEUE_JOB_MODULES", "tests.jobs_for_tests")
+    monkeypatch.setenv("QUEUE_QUEUES", "busy,side")  # queues of no job type
     get_settings.cache_clear()
     registry.load_job_modules(["tests.jobs_for_tests"])
     return storage_of(make_huey(get_settings(), ["default", "reports", "busy"]))

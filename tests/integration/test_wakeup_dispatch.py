@@ -33,7 +33,7 @@ def test_the_insert_notification_names_the_queues_of_due_jobs(pg_redis: dict[str
             [
                 {"type": "demo.echo", "data": {}, "queue": "reports"},
                 {"type": "demo.echo", "data": {}},
-                {"type": "demo.echo", "data": {}, "queue": "later", "schedule": 3600},
+                {"type": "demo.echo", "data": {}, "queue": "notifications", "schedule": 3600},
             ]
         )
         assert listener.wait(5) == {"default", "reports"}  # COPY fires the trigger too

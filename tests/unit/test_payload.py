@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import BaseModel
 
 from tasks.errors import InvalidJobData, PayloadTooLarge
-from tasks.payload import MAX_PAYLOAD_BYTES, cap_result, check_payload
+from tasks.payload import MAX_DEPTH, MAX_PAYLOAD_BYTES, cap_result, check_payload, loads_payload
 
 
 class Point(BaseModel):
@@ -62,6 +64,28 @@ def test_depth_limit() -> None:
         node = node["n"]
     with pytest.raises(InvalidJobData, match="deeper"):
         check_payload(deep, None)
+
+
+def test_json_text_is_refused_by_depth_before_it_is_parsed() -> None:
+    deep = '{"x": ' + "[" * 100_000 + "]" * 100_000 + "}"  # json.loads: RecursionError
+    with pytest.raises(InvalidJobData, match=f"nested deeper than {MAX_DEPTH} levels"):
+        loads_payload(deep)
+    edge = "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1)
+    assert check_payload(loads_payload('{"x": ' + edge + "}"), None)
+    with pytest.raises(InvalidJobData, match="deeper"):
+        loads_payload('{"x": [' + edge + "]}")
+
+
+def test_brackets_inside_strings_do_not_count() -> None:
+    data = {"k[{": "[{" * 1000 + "\\", "q": '"[["', "n": [[1]]}
+    text = json.dumps(data)  # escaped quotes and backslashes inside the strings
+    assert '\\\\"' in text and '\\"[[' in text
+    assert loads_payload(text) == data
+
+
+def test_invalid_json_text_keeps_the_decoder_error() -> None:
+    with pytest.raises(json.JSONDecodeError):
+        loads_payload('{"x": ')
 
 
 def test_results_are_capped() -> None:

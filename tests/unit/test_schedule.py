@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from tasks.api import resolve_schedule
+from tasks.api import SCHEDULE_MAX_AHEAD, SCHEDULE_MAX_PAST, resolve_schedule
 from tasks.errors import InvalidArgument, InvalidSchedule
 from tasks.registry import Schedule
 
@@ -24,6 +24,39 @@ def test_schedule_forms() -> None:
 def test_bad_schedules(bad: object) -> None:
     with pytest.raises(InvalidSchedule):
         resolve_schedule(bad, NOW)
+
+
+def test_the_window_is_one_day_back_and_ten_years_ahead() -> None:
+    assert timedelta(days=1) == SCHEDULE_MAX_PAST
+    assert timedelta(days=3660) == SCHEDULE_MAX_AHEAD  # ten years of 366 days
+    assert resolve_schedule(NOW - SCHEDULE_MAX_PAST, NOW) == NOW - SCHEDULE_MAX_PAST
+    assert resolve_schedule(NOW + SCHEDULE_MAX_AHEAD, NOW) == NOW + SCHEDULE_MAX_AHEAD
+    assert resolve_schedule(SCHEDULE_MAX_AHEAD, NOW) == NOW + SCHEDULE_MAX_AHEAD
+    assert resolve_schedule(0, NOW) == NOW
+
+
+@pytest.mark.parametrize(
+    "outside",
+    [
+        NOW - SCHEDULE_MAX_PAST - timedelta(microseconds=1),
+        NOW + SCHEDULE_MAX_AHEAD + timedelta(microseconds=1),
+        SCHEDULE_MAX_AHEAD + timedelta(microseconds=1),
+        datetime.min.replace(tzinfo=UTC),
+        datetime.min.replace(tzinfo=timezone(timedelta(hours=14))),
+        datetime.max.replace(tzinfo=timezone(timedelta(hours=-14))),
+        timedelta.max,
+        float("inf"),
+        1e300,
+        2**80,
+    ],
+)
+def test_outside_the_window_is_an_invalid_schedule(outside: object) -> None:
+    with pytest.raises(InvalidSchedule) as info:
+        resolve_schedule(outside, NOW)
+    assert str(info.value).endswith(
+        "is outside the allowed window 2026-11-27T12:00:30Z .. 2036-12-05T12:00:30Z"
+        " (now - 1 day .. now + 3660 days)"
+    )
 
 
 def test_interval_ticks_are_aligned() -> None:
