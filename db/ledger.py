@@ -40,7 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from db.models import Job, QueueControl, Worker
-from db.states import LEASED, TERMINAL, JobStatus, Transition, sources
+from db.states import LEASED, TERMINAL, JobStatus, Transition, can, sources
 from db.types import JSONType, UTCDateTime, db_now, json_append
 
 S = JobStatus
@@ -62,6 +62,22 @@ class TransitionError(Exception):
                 f"cannot {transition.value} job {job_id}: it is {status} (allowed from: {allowed})"
             )
         super().__init__(msg)
+
+
+class KeyConflict(Exception):
+    """A job's idempotency key is held by a live job of another type or with other data."""
+
+    def __init__(self, new: NewJob, existing_id: uuid.UUID, existing_type: str) -> None:
+        self.job_id = new.id
+        self.key = new.idempotency_key
+        self.existing_id = existing_id
+        self.existing_type = existing_type
+        what = f"type {new.type!r}" if new.type != existing_type else "different data"
+        super().__init__(
+            f"idempotency key {self.key!r} belongs to live job {existing_id} of type"
+            f" {existing_type!r}; this submit has {what} (the same key answers only for the"
+            " same type and data)"
+        )
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,12 @@ class Claimed:
     lease: int
     max_attempts: int
     timeout_seconds: float | None
+    cancel_requested_at: datetime | None = None
+
+    @property
+    def cancel_requested(self) -> bool:
+        """A cancel came before the worker started the attempt."""
+        return self.cancel_requested_at is not None
 
 
 def _insert_for(dialect_name: str) -> Any:
@@ -575,14 +597,14 @@ def _resolve_conflicts(
     inserted = inserted | present  # same id already there: an insert retried after a lost reply
     keys = [j.idempotency_key for j in new_jobs if j.id not in inserted and j.idempotency_key]
     ticks = [j.tick_key for j in new_jobs if j.id not in inserted and j.tick_key]
-    by_key: dict[str, uuid.UUID] = {}
+    by_key: dict[str, Row[Any]] = {}
     if keys:
         rows = conn.execute(
-            select(jobs.c.idempotency_key, jobs.c.id).where(
+            select(jobs.c.idempotency_key, jobs.c.id, jobs.c.type, jobs.c.data).where(
                 jobs.c.idempotency_key.in_(keys), _NON_TERMINAL
             )
         )
-        by_key.update({k: i for k, i in rows})
+        by_key.update({row.idempotency_key: row for row in rows})
     by_tick: dict[str, uuid.UUID] = {}
     if ticks:
         rows = conn.execute(select(jobs.c.tick_key, jobs.c.id).where(jobs.c.tick_key.in_(ticks)))
@@ -592,12 +614,21 @@ def _resolve_conflicts(
         if j.id in inserted:
             out.append(j.id)
         elif j.idempotency_key and j.idempotency_key in by_key:
-            out.append(by_key[j.idempotency_key])
+            out.append(_same_job(j, by_key[j.idempotency_key]))
         elif j.tick_key and j.tick_key in by_tick:
             out.append(by_tick[j.tick_key])
         else:  # the conflicting row finished between our INSERT and SELECT: rare, so retry
             out.extend(insert_jobs(conn, [j]))
     return out
+
+
+def _same_job(new: NewJob, live: Row[Any]) -> uuid.UUID:
+    """The id of the live job holding ``new``'s idempotency key, if it is the same job:
+    same type and same data (compared as JSON values, so key order does not matter);
+    else :class:`KeyConflict`."""
+    if live.type != new.type or live.data != json.loads(new.data_text):
+        raise KeyConflict(new, live.id, live.type)
+    return live.id
 
 
 def _ids_from(conn: Connection, picked: Any) -> Any:
@@ -878,10 +909,19 @@ def dispatched_before(
     return out
 
 
-#: a lease that never started goes back: the job waits again and its attempt is not counted
+#: deliveries a job may get back without an attempt counted (``lease - attempt`` counts
+#: them: a dispatch takes both, a give-back returns the attempt only); past it, a delivery
+#: that nobody recorded as started costs an attempt, so no job circles for ever
+MAX_GIVEN_BACK = 10
+
+_CANCEL_ASKED = jobs.c.cancel_requested_at.is_not(None)
+
+#: a lease that never started goes back: the job waits again and its attempt is not counted;
+#: a job whose cancel was requested meanwhile ends ``cancelled`` instead
 _GIVE_BACK_VALUES: dict[str, Any] = {
-    "status": S.QUEUED.value,
-    "attempt": jobs.c.attempt - 1,
+    "status": case((_CANCEL_ASKED, literal(S.CANCELLED.value)), else_=literal(S.QUEUED.value)),
+    "attempt": case((_CANCEL_ASKED, jobs.c.attempt), else_=jobs.c.attempt - 1),
+    "finished_at": case((_CANCEL_ASKED, db_now()), else_=None),
     "dispatched_at": None,
     "updated_at": db_now(),
 }
@@ -889,17 +929,35 @@ _GIVE_BACK_VALUES: dict[str, Any] = {
 
 def requeue_lost(conn: Connection, leases: Iterable[tuple[uuid.UUID, int]]) -> int:
     """Dispatched jobs whose message ``(id, lease)`` is gone from Redis and that no worker
-    started go back to queued, giving their attempt back. The lease stays taken, so a late
-    worker holding that message can no longer write anything."""
+    took go back to queued, giving their attempt back (``cancelled`` if a cancel was
+    requested). The lease stays taken, so a late worker holding that message can no longer
+    write anything. A job that already got :data:`MAX_GIVEN_BACK` deliveries back is left
+    alone: the caller counts the attempt (:func:`still_dispatched`)."""
     pairs = list(leases)
     if not pairs:
         return 0
     stmt = (
         update(jobs)
-        .where(tuple_(jobs.c.id, jobs.c.lease).in_(pairs), _guarded(Transition.RECONCILE))
+        .where(
+            tuple_(jobs.c.id, jobs.c.lease).in_(pairs),
+            _guarded(Transition.RECONCILE),
+            jobs.c.lease - jobs.c.attempt < MAX_GIVEN_BACK,
+        )
         .values(**_GIVE_BACK_VALUES)
     )
     return conn.execute(stmt).rowcount
+
+
+def still_dispatched(conn: Connection, leases: Iterable[tuple[uuid.UUID, int]]) -> list[Row[Any]]:
+    """``(id, type, attempt, lease)`` of the given deliveries that are still ``dispatched``
+    under that lease (after :func:`requeue_lost`: those to count as attempts)."""
+    pairs = list(leases)
+    if not pairs:
+        return []
+    stmt = select(jobs.c.id, jobs.c.type, jobs.c.attempt, jobs.c.lease).where(
+        tuple_(jobs.c.id, jobs.c.lease).in_(pairs), jobs.c.status == S.DISPATCHED.value
+    )
+    return list(conn.execute(stmt))
 
 
 def orphaned_running(
@@ -945,6 +1003,9 @@ _CLAIMED_COLUMNS = (
     jobs.c.lease,
     jobs.c.max_attempts,
     jobs.c.timeout_seconds,
+    # the column itself: SQLite 3.40 answers 1 for "col IS NOT NULL" in UPDATE ... RETURNING
+    # when col is NULL
+    jobs.c.cancel_requested_at,
 )
 
 _QUEUE_NOT_PAUSED = _queue_not_paused(jobs.c.queue)
@@ -1328,14 +1389,23 @@ def hand_back_all(conn: Connection, worker_id: uuid.UUID) -> int:
 # --- admin transitions (job API) --------------------------------------------------------
 
 
-def cancel(conn: Connection, job_id: uuid.UUID) -> str:
-    """Cancel a job that has not started; for a running job, record the request.
+def cancel_target(conn: Connection, job_id: uuid.UUID) -> tuple[str, int]:
+    """``(status, lease)`` of a job about to be cancelled; :class:`TransitionError` when it
+    does not exist."""
+    row = conn.execute(select(jobs.c.status, jobs.c.lease).where(jobs.c.id == job_id)).first()
+    if row is None:
+        raise TransitionError(job_id, Transition.CANCEL, None)
+    return row[0], row[1]
 
-    Returns ``"cancelled"`` or ``"cancel_requested"``; raises :class:`TransitionError`.
-    """
+
+def cancel_unstarted(conn: Connection, job_id: uuid.UUID, lease: int) -> bool:
+    """Cancel a job that no worker has started, if it is still as the caller saw it
+    (``lease``): ``scheduled``, ``queued``, ``retrying``, or ``dispatched`` under a delivery
+    the caller knows no worker will start (blocked in Redis, or claimed in the ledger by
+    workers that claim). False when it moved meanwhile."""
     stmt = (
         update(jobs)
-        .where(jobs.c.id == job_id, _guarded(Transition.CANCEL))
+        .where(jobs.c.id == job_id, jobs.c.lease == lease, _guarded(Transition.CANCEL))
         .values(
             status=S.CANCELLED.value,
             cancel_requested_at=db_now(),
@@ -1343,18 +1413,38 @@ def cancel(conn: Connection, job_id: uuid.UUID) -> str:
             updated_at=db_now(),
         )
     )
-    if conn.execute(stmt).rowcount == 1:
-        return S.CANCELLED.value
-    requested = (
+    return conn.execute(stmt).rowcount == 1
+
+
+def request_cancel(conn: Connection, job_id: uuid.UUID) -> bool:
+    """Ask the attempt a worker holds (``running``, or ``dispatched`` and taken from Redis) to
+    stop: a worker that has not started it ends it ``cancelled`` without running it; a
+    running handler sees ``ctx.cancel_requested``. False when no worker holds it."""
+    stmt = (
         update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.status == S.RUNNING.value)
+        .where(jobs.c.id == job_id, jobs.c.status.in_(sorted(s.value for s in LEASED)))
         .values(
             cancel_requested_at=func.coalesce(jobs.c.cancel_requested_at, db_now()),
             updated_at=db_now(),
         )
     )
-    if conn.execute(requested).rowcount == 1:
-        return "cancel_requested"
+    return conn.execute(stmt).rowcount == 1
+
+
+def cancel(conn: Connection, job_id: uuid.UUID) -> str:
+    """Cancel a job whose deliveries workers claim in the ledger (no delivery marks): a
+    ``dispatched`` job is then not started until its claim commits, so cancelling it is
+    final. Returns ``"cancelled"`` or ``"cancel_requested"`` (running);
+    raises :class:`TransitionError`."""
+    for _ in range(3):
+        status, lease = cancel_target(conn, job_id)
+        if status == S.RUNNING.value:
+            if request_cancel(conn, job_id):
+                return "cancel_requested"
+        elif not can(Transition.CANCEL, status):
+            raise TransitionError(job_id, Transition.CANCEL, status)
+        elif cancel_unstarted(conn, job_id, lease):
+            return S.CANCELLED.value
     raise TransitionError(job_id, Transition.CANCEL, _status_of(conn, job_id))
 
 

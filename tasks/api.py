@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+import redis
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -29,21 +30,28 @@ from db.engine import (
 from db.locks import xact_lock
 from db.models import PRIORITY_MAX, PRIORITY_MIN
 from db.settings import get_settings
-from db.states import ALL_STATUSES
+from db.states import ALL_STATUSES, JobStatus, Transition, can
 from tasks import direct_dispatch, registry
 from tasks.errors import (
+    IdempotencyConflict,
     InvalidArgument,
     InvalidPriority,
     InvalidSchedule,
     InvalidTransition,
     JobNotFound,
     QueueError,
+    UnknownQueue,
 )
 from tasks.group_commit import GroupCommit
 from tasks.payload import check_payload_text
 
 MAX_ATTEMPTS_LIMIT = 100
 MAX_BULK = 10_000
+#: every schedule time lies within [now - SCHEDULE_MAX_PAST, now + SCHEDULE_MAX_AHEAD]
+SCHEDULE_MAX_PAST = timedelta(days=1)
+SCHEDULE_MAX_AHEAD = timedelta(days=3660)  # ten years (of 366 days)
+#: at most this many queue names are listed in an ``UnknownQueue`` message
+_LISTED_QUEUES = 50
 Schedule = datetime | timedelta | int | float
 
 __all__ = [
@@ -93,9 +101,24 @@ def _check_max_attempts(value: Any, default: int) -> int:
     return value
 
 
-def _check_queue(queue: Any, default: str) -> str:
-    if queue is None:
-        return default
+def declared_queues() -> list[str]:
+    """The queues jobs may go to, sorted: ``default``, the queue of every registered job
+    type, and the ``QUEUE_QUEUES`` setting."""
+    _load_registry()
+    return registry.declared_queues(get_settings().queues)
+
+
+def _unknown_queue(queue: str, known: list[str]) -> UnknownQueue:
+    listed = ", ".join(known[:_LISTED_QUEUES])
+    if len(known) > _LISTED_QUEUES:
+        listed += f", ... ({len(known) - _LISTED_QUEUES} more)"
+    return UnknownQueue(
+        f"queue {queue!r} is not declared (declared: {listed}); a queue is declared by a job"
+        " type (@job(queue=...)) or by the QUEUE_QUEUES setting"
+    )
+
+
+def _valid_queue_name(queue: Any) -> str:
     if not isinstance(queue, str) or not registry.QUEUE_NAME.match(queue):
         raise InvalidArgument(
             f"queue name {queue!r} is invalid: 1-64 letters, digits or underscores"
@@ -103,10 +126,26 @@ def _check_queue(queue: Any, default: str) -> str:
     return queue
 
 
+def check_declared_queue(queue: Any) -> str:
+    """``queue`` if it is a valid, declared queue name; else ``InvalidArgument`` or
+    ``UnknownQueue``."""
+    name = _valid_queue_name(queue)
+    _load_registry()
+    if not registry.is_declared(name, get_settings().queues):
+        raise _unknown_queue(name, declared_queues())
+    return name
+
+
+def _check_queue(queue: Any, default: str) -> str:
+    if queue is None or queue == default:  # a type's own queue is declared by the type
+        return default
+    return check_declared_queue(queue)
+
+
 def _require_queue(queue: Any) -> str:
     if queue is None:
         raise InvalidArgument("a queue name is required")
-    return _check_queue(queue, "")
+    return _valid_queue_name(queue)
 
 
 def _check_key(key: Any) -> str | None:
@@ -132,28 +171,61 @@ def _check_text(name: str, value: Any, max_length: int = 500) -> str | None:
     return value
 
 
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _days(delta: timedelta) -> str:
+    return f"{delta.days} day" if delta.days == 1 else f"{delta.days} days"
+
+
+def _outside_window(what: str, now: datetime) -> InvalidSchedule:
+    earliest, latest = now - SCHEDULE_MAX_PAST, now + SCHEDULE_MAX_AHEAD
+    return InvalidSchedule(
+        f"{what} is outside the allowed window {_iso(earliest)} .. {_iso(latest)}"
+        f" (now - {_days(SCHEDULE_MAX_PAST)} .. now + {_days(SCHEDULE_MAX_AHEAD)})"
+    )
+
+
+def _at(schedule: datetime, now: datetime) -> datetime:
+    """An aware datetime as UTC, within the window."""
+    if schedule.tzinfo is None or schedule.tzinfo.utcoffset(schedule) is None:
+        raise InvalidSchedule(
+            "schedule is a naive datetime; give a timezone (e.g. datetime.now(UTC))"
+        )
+    try:
+        due = schedule.astimezone(UTC)
+    except OverflowError:  # year 1 at +14:00 or year 9999 at -14:00: not a UTC datetime
+        raise _outside_window(f"schedule {schedule.isoformat()}", now) from None
+    if not now - SCHEDULE_MAX_PAST <= due <= now + SCHEDULE_MAX_AHEAD:
+        raise _outside_window(f"schedule {_iso(due)}", now)
+    return due
+
+
+def _delay_seconds(schedule: Any) -> float:
+    if isinstance(schedule, timedelta):
+        return schedule.total_seconds()
+    if isinstance(schedule, int | float) and not isinstance(schedule, bool):
+        try:
+            return float(schedule)
+        except OverflowError:  # an int beyond any float
+            return float("inf") if schedule > 0 else float("-inf")
+    raise InvalidSchedule(
+        f"schedule must be an aware datetime, a timedelta or seconds, got {type(schedule).__name__}"
+    )
+
+
 def resolve_schedule(schedule: Any, now: datetime | None = None) -> datetime:
-    """An aware datetime, a timedelta or a number of seconds from now -> aware UTC datetime."""
+    """An aware datetime, a timedelta or a number of seconds from now -> aware UTC datetime
+    within [now - SCHEDULE_MAX_PAST, now + SCHEDULE_MAX_AHEAD]; else ``InvalidSchedule``."""
     now = now or datetime.now(UTC)
     if isinstance(schedule, datetime):
-        if schedule.tzinfo is None or schedule.tzinfo.utcoffset(schedule) is None:
-            raise InvalidSchedule(
-                "schedule is a naive datetime; give a timezone (e.g. datetime.now(UTC))"
-            )
-        return schedule.astimezone(UTC)
-    if isinstance(schedule, timedelta):
-        seconds = schedule.total_seconds()
-    elif isinstance(schedule, int | float) and not isinstance(schedule, bool):
-        seconds = float(schedule)
-    else:
-        raise InvalidSchedule(
-            "schedule must be an aware datetime, a timedelta or seconds, "
-            f"got {type(schedule).__name__}"
-        )
+        return _at(schedule, now)
+    seconds = _delay_seconds(schedule)
     if seconds != seconds or seconds < 0:
         raise InvalidSchedule("a schedule delay must be zero or more seconds")
-    if seconds > 366 * 24 * 3600 * 10:
-        raise InvalidSchedule("a schedule delay may be at most ten years")
+    if seconds > SCHEDULE_MAX_AHEAD.total_seconds():
+        raise _outside_window(f"a delay of {seconds:g} seconds", now)
     return now + timedelta(seconds=seconds)
 
 
@@ -197,8 +269,18 @@ def unique_key(type_name: str, data: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _insert(conn: Connection, new_jobs: list[ledger.NewJob]) -> list[uuid.UUID]:
-    """Insert, answering a unique job (``unique_for``) with the job already in its window."""
+def _key_conflict(exc: ledger.KeyConflict, new_jobs: list[ledger.NewJob], bulk: bool) -> Exception:
+    if not bulk:
+        return IdempotencyConflict(str(exc))
+    index = next(i for i, new in enumerate(new_jobs) if new.id == exc.job_id)
+    return IdempotencyConflict(f"item {index}: {exc}")
+
+
+def _insert(
+    conn: Connection, new_jobs: list[ledger.NewJob], *, bulk: bool = False
+) -> list[uuid.UUID]:
+    """Insert, answering a unique job (``unique_for``) with the job already in its window,
+    and a live idempotency key of another type or data with ``IdempotencyConflict``."""
     out: list[uuid.UUID | None] = [None] * len(new_jobs)
     fresh: list[tuple[int, ledger.NewJob]] = []
     first_with_key: dict[str, int] = {}
@@ -216,7 +298,10 @@ def _insert(conn: Connection, new_jobs: list[ledger.NewJob]) -> list[uuid.UUID]:
                 continue
             first_with_key[new.unique_key] = i
         fresh.append((i, new))
-    ids = ledger.insert_jobs(conn, [n for _, n in fresh])
+    try:
+        ids = ledger.insert_jobs(conn, [n for _, n in fresh])
+    except ledger.KeyConflict as exc:  # raised inside the caller's transaction: rolled back
+        raise _key_conflict(exc, new_jobs, bulk) from None
     for (i, _), job_id in zip(fresh, ids, strict=True):
         out[i] = job_id
     for i, first in same_as.items():
@@ -312,7 +397,7 @@ def submit_jobs(items: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
     if not new_jobs:
         return []
     with transaction(engine()) as conn:
-        return _insert(conn, new_jobs)
+        return _insert(conn, new_jobs, bulk=True)
 
 
 def schedule_job(
@@ -357,19 +442,73 @@ def _transition_error(exc: ledger.TransitionError) -> Exception:
     return InvalidTransition(str(exc))
 
 
-def cancel_job(job_id: uuid.UUID | str) -> str:
-    """Cancel a job that has not finished.
+#: what :func:`cancel_job` returns
+CANCELLED = "cancelled"  # it never started and never will
+CANCEL_REQUESTED = "cancel_requested"  # a worker holds it: asked to stop
+#: what the CLI and the console say for each answer
+CANCEL_MESSAGES = {
+    CANCELLED: "cancelled before it started: it will never run",
+    CANCEL_REQUESTED: (
+        "cancel requested while running: a worker holds it; it ends cancelled if its handler "
+        "stops (ctx.cancel_requested) or had not started yet, else it runs to its end"
+    ),
+}
 
-    Returns ``"cancelled"`` when the job had not started (it will never run) or
-    ``"cancel_requested"`` when it is running: a failing attempt then ends ``cancelled``
-    instead of retrying, and a handler that finishes anyway ends ``completed``.
+
+def cancel_job(job_id: uuid.UUID | str) -> str:
+    """Cancel a job that has not finished, and say truthfully which of two things happened.
+
+    - ``"cancelled"``: no worker had started it, and none ever will; the job is ``cancelled``.
+    - ``"cancel_requested"``: a worker holds it (it is running, or a worker took its message
+      and is about to start it). A worker that has not started it yet ends it ``cancelled``
+      without running it; a running handler sees ``ctx.cancel_requested`` and may stop
+      (``JobCancelled``: ``cancelled``); a failing attempt ends ``cancelled`` instead of
+      retrying; a handler that finishes anyway ends ``completed``.
+
+    On Redis the delivery gate decides it: a dispatched job whose message no worker has taken
+    is blocked in Redis in one script (``QueueStorage.block_delivery``), then cancelled in the
+    ledger only if it is still under that delivery. Raises ``JobNotFound`` or
+    ``InvalidTransition`` (a finished job).
     """
     jid = _job_id(job_id)
+    settings = get_settings()
     try:
-        with write(engine()) as conn:
-            return ledger.cancel(conn, jid)
+        if not settings.redis_url:  # workers claim each attempt in the ledger
+            with write(engine()) as conn:
+                return ledger.cancel(conn, jid)
+        storage = direct_dispatch.for_redis(settings.redis_url, settings.queue_namespace).storage
+        return _cancel_with_delivery_gate(jid, storage)
     except ledger.TransitionError as exc:
         raise _transition_error(exc) from None
+
+
+def _cancel_with_delivery_gate(jid: uuid.UUID, storage: Any) -> str:
+    for _ in range(5):  # each round sees the job move on; five is plenty
+        with read(engine()) as conn:
+            status, lease = ledger.cancel_target(conn, jid)
+        if status == JobStatus.RUNNING:
+            with write(engine()) as conn:
+                if ledger.request_cancel(conn, jid):
+                    return CANCEL_REQUESTED
+            continue
+        if not can(Transition.CANCEL, status):
+            raise ledger.TransitionError(jid, Transition.CANCEL, status)
+        if status == JobStatus.DISPATCHED:
+            try:
+                blocked = storage.block_delivery(jid, lease)
+            except (redis.RedisError, OSError):
+                blocked = False  # cannot tell whether a worker has it: ask it to stop
+            if not blocked:
+                with write(engine()) as conn:
+                    if ledger.request_cancel(conn, jid):
+                        return CANCEL_REQUESTED
+                continue
+        with write(engine()) as conn:
+            if ledger.cancel_unstarted(conn, jid, lease):
+                return CANCELLED
+    with read(engine()) as conn:
+        status, _ = ledger.cancel_target(conn, jid)
+    raise ledger.TransitionError(jid, Transition.CANCEL, status)
 
 
 def retry_job(job_id: uuid.UUID | str) -> None:
@@ -416,9 +555,7 @@ def get_jobs(
     bad = [s for s in statuses if s not in ALL_STATUSES]
     if bad:
         raise InvalidArgument(f"unknown status {bad[0]!r} (one of: {', '.join(ALL_STATUSES)})")
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
-            raise InvalidSchedule(f"{name} must be an aware datetime")
+    since, until = _filter_time("since", since), _filter_time("until", until)
     if not isinstance(limit, int) or not 1 <= limit <= 10_000:
         raise InvalidArgument("limit must be between 1 and 10000")
     if not isinstance(offset, int) or offset < 0:
@@ -437,6 +574,18 @@ def get_jobs(
         )
 
 
+def _filter_time(name: str, value: Any) -> datetime | None:
+    """A ``get_jobs`` time bound as aware UTC (any instant a UTC datetime can hold)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidSchedule(f"{name} must be an aware datetime")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidSchedule(f"{name} is out of range: {value.isoformat()}") from None
+
+
 def get_queue_stats() -> dict[str, dict[str, Any]]:
     """Per queue: ``counts`` by status, ``oldest_waiting_seconds``, ``live_workers``."""
     with read(engine()) as conn:
@@ -447,7 +596,7 @@ def pause_queue(queue: str, *, by: str | None = None, reason: str | None = None)
     """Stop dispatching ``queue``: its jobs stay ``queued`` (running jobs finish). Jobs
     already handed to Redis are taken back. Survives restarts. Returns how many were taken
     back."""
-    name = _require_queue(queue)
+    name = check_declared_queue(_require_queue(queue))
     _check_text("by", by, 200)
     _check_text("reason", reason, 500)
     with transaction(engine()) as conn:
@@ -456,9 +605,13 @@ def pause_queue(queue: str, *, by: str | None = None, reason: str | None = None)
 
 
 def resume_queue(queue: str) -> None:
-    """Dispatch ``queue`` again (who resumed it is recorded by the console's audit log)."""
+    """Dispatch ``queue`` again (who resumed it is recorded by the console's audit log).
+    The queue must be declared, or paused (a pause outlives the queue's declaration)."""
     name = _require_queue(queue)
+    known = declared_queues()
     with transaction(engine()) as conn:
+        if name not in known and name not in controls.paused_queues(conn):
+            raise _unknown_queue(name, known)
         controls.set_paused(conn, name, False, None, None)
 
 

@@ -12,7 +12,9 @@ A handler thread hands its records over and goes on at once:
   started) or the rescuer (running) runs it again (at-least-once).
 
 Every write is fenced on the attempt's lease. Shutdown writes everything pending, starts
-included, before unfinished jobs are handed back.
+included, before unfinished jobs are handed back. Once a start or an outcome has committed the
+ledger refuses the delivery by itself, so its mark in Redis (the delivery gate,
+``tasks.broker``) is released, one script per batch.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,9 +72,14 @@ _Event = _Start | _Outcome | _Forget
 
 
 class AttemptWriter(threading.Thread):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        release: Callable[[list[tuple[uuid.UUID, int]]], None] | None = None,
+    ) -> None:
         super().__init__(name="attempt-writer", daemon=True)
         self.engine = engine
+        self.release = release
         self._queue: queue.Queue[_Event] = queue.Queue()
         self._pending_starts: dict[tuple[uuid.UUID, int], _Start] = {}
         self._closing = threading.Event()
@@ -133,12 +141,14 @@ class AttemptWriter(threading.Thread):
 
     def _flush(self, events: list[_Event]) -> None:
         outcomes: list[ledger.Outcome] = []
+        written: list[tuple[uuid.UUID, int]] = []  # recorded (or fenced): marks to release
         now = time.monotonic()
         for ev in events:
             if isinstance(ev, _Start):
                 self._pending_starts[(ev.job_id, ev.lease)] = ev
                 continue
             self._pending_starts.pop((ev.job_id, ev.lease), None)
+            written.append((ev.job_id, ev.lease))
             if isinstance(ev, _Outcome):
                 outcomes.append(
                     ledger.Outcome(
@@ -174,6 +184,9 @@ class AttemptWriter(threading.Thread):
             self._write(f"{len(due)} start record(s)", lambda conn: ledger.start_many(conn, rows))
             for s in due:
                 self._pending_starts.pop((s.job_id, s.lease), None)
+            written += [(s.job_id, s.lease) for s in due]
+        if written and self.release is not None:
+            self.release(written)
 
     def run(self) -> None:
         while not (self._closing.is_set() and self._queue.empty()):

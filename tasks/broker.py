@@ -58,10 +58,15 @@ def decode_job_message(data: bytes) -> tuple[uuid.UUID, int, float | None]:
     lease = obj["lease"]
     if isinstance(lease, bool) or not isinstance(lease, int) or lease < 1:
         raise ForgedMessage("message lease is not a positive integer")
+    text = obj["id"]
     try:
-        return uuid.UUID(str(obj["id"])), lease, timeout
+        job_id = uuid.UUID(text) if isinstance(text, str) else None
     except ValueError:
-        raise ForgedMessage("message id is not a UUID") from None
+        job_id = None
+    # only the canonical spelling: the delivery gate marks the id exactly as written
+    if job_id is None or str(job_id) != text:
+        raise ForgedMessage("message id is not a UUID in canonical form")
+    return job_id, lease, timeout
 
 
 class JobMessageSerializer(Serializer):
@@ -112,6 +117,21 @@ class QueueStorage:
     """What the ledger needs from a Huey storage beyond Huey's own contract."""
 
     queues: list[str]
+    #: True when a pop marks its delivery taken atomically (Redis): a copy of a message
+    #: never reaches a handler. False: workers claim each attempt in the ledger instead.
+    marks_deliveries: bool = False
+
+    def release(self, deliveries: Sequence[tuple[uuid.UUID, int]]) -> None:
+        """Forget the marks of deliveries whose start or outcome the ledger has recorded."""
+
+    def block_delivery(self, job_id: uuid.UUID, lease: int) -> bool:
+        """Mark ``(job_id, lease)`` taken unless a worker took it first (cancel). True: no
+        worker will ever start it."""
+        raise NotImplementedError
+
+    def delivered(self, deliveries: Sequence[tuple[uuid.UUID, int]]) -> set[tuple[uuid.UUID, int]]:
+        """The deliveries a worker popped (their mark still holds that lease)."""
+        return set()
 
     def push(self, queue: str, items: Sequence[tuple[bytes, int]]) -> None:
         """Add messages ``(data, priority)`` to ``queue``, in the given order."""
@@ -141,14 +161,94 @@ class QueueStorage:
         return leases
 
 
-#: ZPOPMIN with a count on the first non-empty key, as BZPOPMIN picks its key
-_POP_MANY_LUA = """
+#: The delivery gate, shared by the scripts below. A message's ``(job id, lease)`` is marked
+#: taken in Redis in the same script that pops it: the key ``<mark prefix><job id>`` holds the
+#: highest lease popped for the job. A copy of a message already taken (same id, same or an
+#: older lease) is dropped inside the script, so it never reaches a handler: one start per
+#: delivery, whatever Redis holds (docs/architecture.md, "One start per delivery").
+#: A member this system did not write is returned unmarked: the worker's decoder refuses it.
+_TAKE_LUA = """
+local function take(member, prefix, ttl)
+  local ok, msg = pcall(cjson.decode, string.sub(member, 9))
+  if not ok or type(msg) ~= 'table' or type(msg.id) ~= 'string'
+     or type(msg.lease) ~= 'number' then
+    return true
+  end
+  local mark = prefix .. msg.id
+  local held = tonumber(redis.call('GET', mark) or '0') or 0
+  if held >= msg.lease then return false end
+  redis.call('SET', mark, string.format('%d', msg.lease), 'EX', ttl)
+  return true
+end
+"""
+
+#: ZPOPMIN with a count on the first non-empty key (as BZPOPMIN picks its key), each message
+#: marked taken; copies of taken messages are dropped. Replies ``{key, {member, score, ...},
+#: dropped}`` or false when every queue is empty.
+_POP_MANY_LUA = (
+    _TAKE_LUA
+    + """
 for _, key in ipairs(KEYS) do
   local popped = redis.call('ZPOPMIN', key, ARGV[1])
-  if #popped > 0 then return {key, popped} end
+  if #popped > 0 then
+    local out, dropped = {}, 0
+    for i = 1, #popped, 2 do
+      if take(popped[i], ARGV[2], ARGV[3]) then
+        table.insert(out, popped[i])
+        table.insert(out, popped[i + 1])
+      else
+        dropped = dropped + 1
+      end
+    end
+    return {key, out, dropped}
+  end
 end
 return false
 """
+)
+
+#: mark one member popped by BZPOPMIN: 1 taken, 0 a copy of a taken message (drop it)
+_MARK_LUA = _TAKE_LUA + "return take(ARGV[1], ARGV[2], ARGV[3]) and 1 or 0"
+
+#: put popped, never-started messages back in place (``key, score, member`` triples in
+#: ARGV from 4 on) and unmark them, so whoever pops them next may start them
+_GIVE_BACK_LUA = """
+for i = 4, #ARGV, 3 do
+  local member = ARGV[i + 2]
+  redis.call('ZADD', ARGV[i], ARGV[i + 1], member)
+  local ok, msg = pcall(cjson.decode, string.sub(member, 9))
+  if ok and type(msg) == 'table' and type(msg.id) == 'string'
+     and type(msg.lease) == 'number' then
+    local mark = ARGV[2] .. msg.id
+    if tonumber(redis.call('GET', mark)) == msg.lease then redis.call('DEL', mark) end
+  end
+end
+return 1
+"""
+
+#: forget the marks of deliveries the ledger now refuses anyway (``id, lease`` pairs in
+#: ARGV from 2 on): only a mark still holding that lease is removed
+_RELEASE_LUA = """
+for i = 2, #ARGV, 2 do
+  local mark = ARGV[1] .. ARGV[i]
+  if redis.call('GET', mark) == ARGV[i + 1] then redis.call('DEL', mark) end
+end
+return 1
+"""
+
+#: a producer cancelling a dispatched job: mark ``(id, lease)`` taken unless a worker took it
+#: first. 1: blocked (no worker has it, none ever will start it); 0: a worker has it
+_BLOCK_LUA = """
+local mark = ARGV[1] .. ARGV[2]
+local held = tonumber(redis.call('GET', mark) or '0') or 0
+if held >= tonumber(ARGV[3]) then return 0 end
+redis.call('SET', mark, ARGV[3], 'EX', ARGV[4])
+return 1
+"""
+
+#: how long a delivery mark outlives its pop when nothing releases it (a worker died holding
+#: it): the reconciler reads it to tell a worker's death from a message Redis lost
+MARK_TTL_SECONDS = 3600
 
 
 class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
@@ -158,7 +258,15 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
         super().__init__(name=name, **kwargs)
         self.queues = list(queues)
         self._keys = [self.key_for(q) for q in self.queues]
-        self._pop_many = self.conn.register_script(_POP_MANY_LUA)  # no I/O until first use
+        # no I/O until first use
+        self._pop_many = self.conn.register_script(_POP_MANY_LUA)
+        self._mark = self.conn.register_script(_MARK_LUA)
+        self._give_back = self.conn.register_script(_GIVE_BACK_LUA)
+        self._release = self.conn.register_script(_RELEASE_LUA)
+        self._block = self.conn.register_script(_BLOCK_LUA)
+        self.mark_prefix = f"huey.taken.{self.name}:"
+
+    marks_deliveries = True
 
     def key_for(self, queue: str) -> str:
         return f"huey.redis.{self.name}.{queue}"
@@ -193,37 +301,79 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
         return None if entry is None else entry.data
 
     def pop(self, timeout: float) -> PoppedEntry | None:
-        """The next message of this worker's queues (highest priority first), waiting up to
-        ``timeout`` seconds for one."""
+        """The next message of this worker's queues (highest priority first), marked taken,
+        waiting up to ``timeout`` seconds for one. Copies of taken messages are dropped."""
         if not self._keys:
             return None
-        try:
-            popped = self.conn.bzpopmin(self._keys, timeout=timeout)
-        except (TimeoutError, TypeError, IndexError):
-            return None
-        if not popped:
-            return None
-        key, member, score = popped
-        return PoppedEntry.of(key, member, score)
+        ready = self.pop_ready(1)  # one round trip while there is work
+        if ready:
+            return ready[0]
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                popped = self.conn.bzpopmin(self._keys, timeout=max(left, 0.01))
+            except (TimeoutError, TypeError, IndexError):
+                return None
+            if not popped:
+                return None
+            entry = PoppedEntry.of(*popped)
+            if self._mark(args=[entry.member, self.mark_prefix, MARK_TTL_SECONDS]):
+                return entry
+            log.info("dropped a copy of a message already taken (%r)", entry.data[:200])
+        return None
 
     def pop_ready(self, count: int) -> list[PoppedEntry]:
         """Up to ``count`` messages of the first of this worker's queues that has any
-        (highest priority first), without waiting: one call, whatever the count."""
+        (highest priority first), marked taken, without waiting: one call, whatever the
+        count. Copies of taken messages are dropped on the way."""
         if not self._keys:
             return []
-        found = self._pop_many(keys=self._keys, args=[count])
-        if not found:
-            return []
-        key, flat = found
-        pairs = zip(flat[::2], flat[1::2], strict=True)
-        return [PoppedEntry.of(key, member, score) for member, score in pairs]
+        while True:
+            found = self._pop_many(
+                keys=self._keys, args=[count, self.mark_prefix, MARK_TTL_SECONDS]
+            )
+            if not found:
+                return []
+            key, flat, dropped = found
+            if dropped:
+                log.info("dropped %d copy(ies) of messages already taken", dropped)
+            pairs = zip(flat[::2], flat[1::2], strict=True)
+            entries = [PoppedEntry.of(key, member, score) for member, score in pairs]
+            if entries or not dropped:
+                return entries
 
     def give_back(self, entries: Sequence[PoppedEntry]) -> None:
-        """Put popped messages back where they were (same score, same FIFO prefix)."""
-        with self.conn.pipeline(transaction=False) as pipe:
-            for e in entries:
-                pipe.zadd(e.key, {e.member: e.score})
-            pipe.execute()
+        """Put popped messages that no handler started back where they were (same score,
+        same FIFO prefix), unmarked: one script, whatever the count."""
+        if not entries:
+            return
+        args: list[Any] = [0, self.mark_prefix, MARK_TTL_SECONDS]
+        for e in entries:
+            args += [e.key, e.score, e.member]
+        self._give_back(args=args)
+
+    def release(self, deliveries: Sequence[tuple[uuid.UUID, int]]) -> None:
+        if not deliveries:
+            return
+        args: list[Any] = [self.mark_prefix]
+        for job_id, lease in deliveries:
+            args += [str(job_id), str(lease)]
+        self._release(args=args)
+
+    def block_delivery(self, job_id: uuid.UUID, lease: int) -> bool:
+        args = [self.mark_prefix, str(job_id), str(lease), MARK_TTL_SECONDS]
+        return bool(self._block(args=args))
+
+    def delivered(self, deliveries: Sequence[tuple[uuid.UUID, int]]) -> set[tuple[uuid.UUID, int]]:
+        pairs = list(deliveries)
+        if not pairs:
+            return set()
+        marks = self.conn.mget([f"{self.mark_prefix}{job_id}" for job_id, _ in pairs])
+        return {
+            (job_id, lease)
+            for (job_id, lease), mark in zip(pairs, marks, strict=True)
+            if mark is not None and int(mark) == lease
+        }
 
     def size_of(self, queue: str) -> int:
         return int(self.conn.zcard(self.key_for(queue)))

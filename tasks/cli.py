@@ -19,6 +19,7 @@ from console.commands import user_app
 from db.settings import get_settings
 from tasks import api
 from tasks.errors import QueueError
+from tasks.payload import loads_payload
 
 app = typer.Typer(
     help="EduRise Queue: PostgreSQL-ledger job queue with Huey workers.",
@@ -137,13 +138,12 @@ def worker(
     settings = get_settings()
     if kind not in ("thread", "process"):
         raise _fail("--kind must be thread or process")
-    registry.load_job_modules(settings.job_modules)
-    names = [q.strip() for q in queues.split(",") if q.strip()] or sorted(
-        {t.queue for t in registry.all_types()}
-    )
+    names = [q.strip() for q in queues.split(",") if q.strip()]
     bad = [q for q in names if not registry.QUEUE_NAME.match(q)]
     if bad:
         raise _fail(f"invalid queue name {bad[0]!r}")
+    with _Guard():
+        names = [api.check_declared_queue(q) for q in names] or api.declared_queues()
     run_worker(settings, names, concurrency, kind)
 
 
@@ -175,9 +175,11 @@ def up(
 
 def _parse_data(data: str) -> Any:
     try:
-        return json.loads(data)
+        return loads_payload(data)
     except json.JSONDecodeError as exc:
         raise _fail(f"--data is not valid JSON: {exc}") from None
+    except QueueError as exc:  # nested deeper than the payload limit
+        raise _fail(str(exc)) from None
 
 
 @app.command()
@@ -261,7 +263,7 @@ def cancel(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Cancel a job (a running job gets a cancel request)."""
     with _Guard():
         outcome = api.cancel_job(job_id)
-    typer.echo(outcome)
+    typer.echo(f"{outcome}: {api.CANCEL_MESSAGES[outcome]}")
 
 
 @app.command()

@@ -106,3 +106,9 @@ def raises_cancelled(data: dict, ctx: JobContext) -> None:
     from tasks.registry import JobCancelled
 
     raise JobCancelled("not really")
+
+
+@job("test.crash", max_attempts=2, backoff=0.1)
+def crash(data: dict, ctx: JobContext) -> None:
+    """Kills its worker process at once (a segfault or an OOM kill, as a job sees it)."""
+    os._exit(1)

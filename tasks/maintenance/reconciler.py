@@ -1,7 +1,16 @@
 """Reconciler: ``dispatched`` jobs whose message (job id and lease) is no longer in Redis and
-that no worker started (Redis flushed or restarted, a push that never happened, a worker
-killed between its pop and its start record) go back to ``queued``, giving their attempt
-back. Their lease stays used, so a worker that still holds such a message writes nothing.
+that no worker recorded as started.
+
+- **No worker took it** (Redis flushed or restarted, a push that never happened): back to
+  ``queued``, giving the attempt back (``cancelled`` if a cancel was requested). The lease
+  stays used, so a message that turns up later starts nothing.
+- **A worker took it** (its delivery mark in Redis still holds the lease: the worker died
+  between its pop and its start record, or a job killed it at once): the delivery counts as
+  an attempt, like a rescued one: ``retrying``, ``failed`` when none is left, ``cancelled``
+  if a cancel was requested, with an ``errors`` entry that says so. A job that kills its
+  worker therefore uses up its attempts instead of crash-looping workers for ever.
+- A job given back :data:`db.ledger.MAX_GIVEN_BACK` times already is counted the same way, so
+  even without marks (Redis lost them) no job circles for ever.
 
 A job counts as lost only when two passes in a row find it so. One pass reads the ledger, then
 Redis: a message popped between the two reads is in neither, while its worker is running it
@@ -13,11 +22,13 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine
 
 from db import ledger
 from db.engine import read, write
+from tasks import registry
 from tasks.broker import QueueStorage
 
 log = logging.getLogger(__name__)
@@ -50,8 +61,31 @@ class Reconciler:
         self._suspects = missing - self._suspects
         if not lost:
             return 0
+        taken = self.storage.delivered(lost)
         with write(self.engine) as conn:
-            n = ledger.requeue_lost(conn, lost)
+            n = ledger.requeue_lost(conn, [d for d in lost if d not in taken])
         if n:
             log.warning("requeued %d dispatched job(s) whose message was lost", n)
+        with read(self.engine) as conn:
+            counted = ledger.still_dispatched(conn, lost)
+        for job in counted:
+            n += self._count_attempt(job, taken=(job.id, job.lease) in taken)
         return n
+
+    def _count_attempt(self, job: Any, *, taken: bool) -> int:
+        """End a delivery that no worker recorded as started as a failed attempt."""
+        reason = (
+            "worker lost: it took the job from the queue and died before recording its start"
+            if taken
+            else f"delivered {ledger.MAX_GIVEN_BACK} times without a recorded start"
+        )
+        entry = ledger.error_entry(
+            job.attempt, f"Rescued: {reason}", traceback=None, worker=None, kind="rescued"
+        )
+        delay = registry.retry_delay(job.type, job.attempt)
+        with write(self.engine) as conn:
+            status = ledger.fail_attempt(conn, job.id, job.lease, entry, delay)
+        if status is None:
+            return 0
+        log.warning("job %s attempt %d: %s -> %s", job.id, job.attempt, reason, status)
+        return 1
