@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 log = logging.getLogger(__name__)
 
 CHANNEL = "queue_jobs_inserted"
+RECONNECT_SECONDS = 1.0  # while the connection is down, try to reconnect this often
 
 
 class Listener:
@@ -21,6 +22,8 @@ class Listener:
         url = make_url(sqlalchemy_url).set(drivername="postgresql")
         self._conninfo = url.render_as_string(hide_password=False)
         self._conn: psycopg.Connection | None = None
+        self._down_since: float | None = None  # time.monotonic() of the failure, while down
+        self._retry_at = 0.0
 
     def _connect(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
@@ -30,14 +33,28 @@ class Listener:
 
     def wait(self, timeout: float) -> set[str] | None:
         """Block up to ``timeout`` seconds. None if no notification arrived; else the queues
-        that got due jobs, as far as the notification names them (empty: look at all)."""
+        that got due jobs, as far as the notification names them (empty: look at all).
+        While the connection is down: polls (sleeps ``timeout``), reconnects at most every
+        ``RECONNECT_SECONDS``, and logs the outage once and its end once."""
+        if self._down_since is not None and time.monotonic() < self._retry_at:
+            time.sleep(timeout)
+            return None
         try:
             conn = self._connect()
+            if self._down_since is not None:
+                log.info(
+                    "LISTEN connection is back after %.1fs", time.monotonic() - self._down_since
+                )
+                self._down_since = None
             for note in conn.notifies(timeout=timeout, stop_after=1):
                 return {q for q in note.payload.split(",") if q}
             return None
         except psycopg.Error as exc:
-            log.warning("LISTEN connection failed (%s); polling until it is back", exc)
+            if self._down_since is None:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                log.warning("LISTEN connection failed (%s); polling until it is back", first)
+                self._down_since = time.monotonic()
+            self._retry_at = time.monotonic() + RECONNECT_SECONDS
             self.close()
             time.sleep(timeout)
             return None

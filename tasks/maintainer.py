@@ -8,13 +8,14 @@ import threading
 import time
 from collections.abc import Callable
 
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from db.engine import engine_for, is_sqlite
+from db.engine import engine_for, is_sqlite, read
 from db.notify import Listener
 from db.settings import Settings
 from tasks import registry
-from tasks.broker import make_huey, storage_of
+from tasks.broker import LedgerRedisStorage, make_huey, storage_of
 from tasks.maintenance import MaintenanceLoop
 from tasks.maintenance.alerts import AlertEvaluator, alerts_config
 from tasks.maintenance.dispatcher import Dispatcher, DispatcherConfig
@@ -22,6 +23,12 @@ from tasks.maintenance.periodic import PeriodicConfig, PeriodicEnqueuer
 from tasks.maintenance.reconciler import Reconciler, ReconcilerConfig
 from tasks.maintenance.rescuer import Rescuer, RescuerConfig
 from tasks.maintenance.stager import Stager, StagerConfig
+from tasks.service_wait import (
+    Outage,
+    ledger_unreachable,
+    redis_unreachable,
+    wait_for_servers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,7 @@ class Maintainer:
         self.settings = settings
         self.engine = engine_for(settings.ledger_url)
         storage = storage_of(make_huey(settings))
+        self.redis = storage.conn if isinstance(storage, LedgerRedisStorage) else None
         poll = settings.queue_poll_seconds
         self.dispatcher = Dispatcher(
             self.engine, storage, DispatcherConfig(settings.queue_dispatch_window, poll)
@@ -56,22 +64,39 @@ class Maintainer:
             AlertEvaluator(self.engine, alerts_config(settings)),
         ]
         self._next_run = dict.fromkeys((loop.name for loop in self.loops), 0.0)
+        #: a loop that cannot reach the ledger or Redis says so once, and once when it can
+        self._outages = {
+            loop.name: Outage(
+                loop.name,
+                log,
+                down="%s pass failed, will retry: %s",
+                still="%s pass failed again: %s",
+                back="%s pass succeeded again after %.1fs",
+            )
+            for loop in self.loops
+        }
         self.listener = None if is_sqlite(self.engine) else Listener(settings.ledger_url)
 
     def _pass(self, loop: MaintenanceLoop) -> int:
         self._next_run[loop.name] = time.monotonic() + loop.interval
         return self._logged(loop.name, loop.run_once)
 
-    @staticmethod
-    def _logged(name: str, run: Callable[[], int]) -> int:
-        """``run()``; a failure is logged and the pass counts as having done nothing."""
+    def _logged(self, name: str, run: Callable[[], int]) -> int:
+        """``run()``; a failure is logged and the pass counts as having done nothing. A
+        server that cannot be reached is logged once per outage of the loop, in one line."""
+        outage = self._outages[name]
         try:
-            return run()
-        except (SQLAlchemyError, OSError, ConnectionError) as exc:
-            log.warning("%s pass failed, will retry: %s", name, exc)
-        except Exception:
-            log.exception("%s pass failed, will retry", name)
-        return 0
+            done = run()
+        except Exception as exc:
+            if ledger_unreachable(exc) or redis_unreachable(exc):
+                outage.failed(exc)
+            elif isinstance(exc, SQLAlchemyError):
+                log.warning("%s pass failed, will retry: %s", name, exc)
+            else:
+                log.exception("%s pass failed, will retry", name)
+            return 0
+        outage.answered()
+        return done
 
     def _run_due(self, *, force_dispatch: bool, queues: set[str] | None = None) -> None:
         """Run every loop that is due. Woken by new jobs, the dispatcher goes first (latency),
@@ -101,7 +126,15 @@ class Maintainer:
             log.debug("window check failed: %s", exc)
             return True
 
+    def _ping_ledger(self) -> None:
+        with read(self.engine) as conn:
+            conn.execute(text("SELECT 1"))
+
     def run(self, stop: threading.Event) -> None:
+        # started while the ledger or Redis is down or starting up: wait for them
+        if not wait_for_servers(self._ping_ledger, self.redis, stop):
+            log.info("maintainer stopped")
+            return
         log.info(
             "maintainer started (ledger: %s, transport: %s)",
             self.engine.dialect.name,

@@ -15,6 +15,7 @@ from pathlib import Path
 from db.engine import engine_for
 from db.migrate import upgrade
 from db.settings import Settings
+from tasks.service_wait import ledger_unreachable, stop_on_signals, wait_until_reachable
 
 log = logging.getLogger(__name__)
 CONSOLE_APP = Path(__file__).resolve().parent.parent / "console" / "app.py"
@@ -46,7 +47,15 @@ def children(settings: Settings, concurrency: int, with_console: bool) -> list[C
 
 
 def run_all(settings: Settings, *, concurrency: int, with_console: bool) -> None:
-    upgrade(engine_for(settings.ledger_url))
+    # a ledger that is down or starting up is waited for (migrating is the probe); Ctrl-C or
+    # SIGTERM meanwhile stops at once
+    engine = engine_for(settings.ledger_url)
+    with stop_on_signals() as stop:
+        migrated = wait_until_reachable(
+            lambda: upgrade(engine), "ledger", unreachable=ledger_unreachable, stop=stop
+        )
+    if not migrated:
+        return
     if with_console:
         from console.commands import ensure_admin
 

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
-from huey.consumer import Consumer
+from huey.consumer import Consumer, Scheduler, Worker, WorkerRecycle
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from db import ledger
 from db import workers as worker_sql
@@ -34,9 +34,10 @@ from db.engine import create_ledger_engine, read, sqlalchemy_error, write
 from db.settings import Settings
 from tasks import registry
 from tasks.attempt_writer import AttemptWriter
-from tasks.broker import RUN_JOB_TASK, LedgerRedisStorage, make_huey
+from tasks.broker import RUN_JOB_TASK, LedgerRedisStorage, QueueStorage, make_huey, storage_of
 from tasks.payload import cap_result
 from tasks.prefetch import PrefetchConfig, Prefetcher
+from tasks.service_wait import Outage, redis_unreachable, stop_on_signals, wait_for_servers
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -111,7 +112,10 @@ class HeldConnections:
     def _on_held(self, read: Callable[[Any], T]) -> T:
         held = getattr(self._local, "conn", None)
         if held is None:
-            held = self.engine.raw_connection()
+            try:
+                held = self.engine.raw_connection()
+            except psycopg.Error as exc:  # cannot connect (down, starting up): retried
+                raise sqlalchemy_error(exc) from exc
             held.driver_connection.autocommit = True
             self._local.conn = held
         try:
@@ -136,6 +140,11 @@ class WorkerRuntime:
         self.writer: AttemptWriter | None = None  # thread workers: group commit
         self.held: HeldConnections | None = None  # thread workers on PostgreSQL
         self.prefetcher: Prefetcher | None = None  # thread workers on PostgreSQL and Redis
+        #: the transport's delivery gate (Redis marks each pop taken): a thread worker then
+        #: reads its lease and records the start later; without it (SQLite transport, or
+        #: process workers), every attempt is claimed in the ledger before it runs
+        self.storage: QueueStorage | None = None
+        self.reads_leases = False
 
     def _with_db_retry(self, what: str, fn: Callable[[], T]) -> T:
         """Retry a ledger write through a database outage; give up only when stopping (the
@@ -162,20 +171,44 @@ class WorkerRuntime:
 
     def _begin(self, job_id: uuid.UUID, lease: int, *, retried: bool) -> ledger.Claimed | None:
         """The attempt this message may run, or None (stale, duplicate, cancelled, paused)."""
-        if self.held is not None:  # thread worker: read the lease, record the start later
+        if self.reads_leases:  # the pop marked the delivery taken: read the lease, no write
+            if self.held is None:
+                with read(self.engine) as conn:
+                    return ledger.leased(conn, job_id, lease)
             if self.prefetcher is not None and not retried:
                 claimed = self.prefetcher.leased(job_id, lease)
                 if claimed is not None:
                     return claimed
             return self.held.leased(job_id, lease)
-        if self.writer is not None:
-            with read(self.engine) as conn:
-                return ledger.leased(conn, job_id, lease)
-        with write(self.engine) as conn:  # process worker: claim before running
+        with write(self.engine) as conn:  # claim before running
             claimed = ledger.claim(conn, job_id, self.worker_id, lease)
             if claimed is None and retried:  # did the lost reply carry our claim?
                 claimed = ledger.claimed_by(conn, job_id, self.worker_id)
-            return claimed
+        if claimed is not None:
+            self._release([(claimed.id, claimed.lease)])  # the ledger now refuses copies
+        return claimed
+
+    def _release(self, deliveries: list[tuple[uuid.UUID, int]]) -> None:
+        """Forget delivery marks the ledger has made redundant (best effort: they expire)."""
+        if self.storage is None or not self.storage.marks_deliveries:
+            return
+        try:
+            self.storage.release(deliveries)
+        except Exception as exc:
+            log.debug("delivery marks not released (they expire): %s", exc)
+
+    def _cancelled_before_start(self, claimed: ledger.Claimed) -> None:
+        """A cancel was requested before this worker started the attempt: end it
+        ``cancelled`` without running the handler."""
+
+        def do_cancel() -> bool:
+            with write(self.engine) as conn:
+                return ledger.finish_cancelled(conn, claimed.id, claimed.lease)
+
+        if self._with_db_retry("cancel", do_cancel):
+            log.info("job %s: cancelled before it started", claimed.id)
+            self._count(failed=False)
+        self._release([(claimed.id, claimed.lease)])
 
     def run(self, job_id_text: str, lease: int) -> None:
         job_id = uuid.UUID(job_id_text)
@@ -190,8 +223,11 @@ class WorkerRuntime:
         if claimed is None:
             log.debug("job %s: nothing to run (stale or duplicate message, cancelled)", job_id)
             return
+        if claimed.cancel_requested:
+            self._cancelled_before_start(claimed)
+            return
         started = time.monotonic()
-        if self.writer is not None:
+        if self.writer is not None and self.reads_leases:
             self.writer.started(claimed.id, claimed.lease, self.worker_id, started)
         channel = AttemptChannel(self, claimed)
         ctx = registry.JobContext(
@@ -249,7 +285,7 @@ class WorkerRuntime:
     def _started_ago(self, started: float) -> dict[str, Any]:
         """What an outcome written by the handler thread records about the start: a thread
         worker's start record may still be pending (process workers claimed beforehand)."""
-        if self.writer is None:
+        if not self.reads_leases:
             return {}
         return {"worker_id": self.worker_id, "started_ago": time.monotonic() - started}
 
@@ -327,8 +363,94 @@ class Heartbeat(threading.Thread):
                 log.warning("heartbeat failed: %s", exc)
 
 
+class QueueReader(Worker):
+    """Huey's worker loop, except that a read failing because Redis is unreachable (stopped,
+    restarting) is one warning per outage for all the handlers of the process, and one line
+    when Redis answers again, instead of a traceback per read. Huey's backoff (up to the
+    consumer's ``max_delay``) paces the tries."""
+
+    redis_outage: Outage
+
+    def loop(self, now: Any = None) -> None:
+        try:
+            task = self.huey.dequeue()
+        except Exception as exc:
+            if redis_unreachable(exc):
+                self.redis_outage.failed(exc)
+            else:
+                self._logger.exception("Error reading from queue")
+            self.sleep()
+            return
+        self.redis_outage.answered()
+        if task is None:
+            if not self.huey.storage.blocking:
+                self.sleep()
+            return
+        self.delay = self.default_delay
+        self.task_count += 1
+        try:
+            self.huey.execute(task, now)
+        except Exception:
+            self._logger.exception("Unhandled error during execution of task %s.", task.id)
+        if self.max_tasks and self.task_count >= self.max_tasks:
+            raise WorkerRecycle()
+
+
+class ScheduleReader(Scheduler):
+    """Huey's scheduler loop (every second it moves due ETA messages to the queue; ledger
+    messages carry no ETA, so there are none), with a Redis outage logged once, shared with
+    the handlers, instead of a traceback a second."""
+
+    redis_outage: Outage
+
+    def loop(self, now: Any = None) -> None:
+        current = self._next_loop
+        self._next_loop += self.interval
+        if self._next_loop < time.monotonic():  # fell behind: skip an iteration, as Huey does
+            self._next_loop = time.monotonic()
+            return
+        try:
+            due = self.huey.read_schedule(now)
+        except Exception as exc:
+            if redis_unreachable(exc):
+                self.redis_outage.failed(exc)
+            else:
+                self._logger.exception("Error reading schedule.")
+            due = []
+        else:
+            self.redis_outage.answered()
+        for task in due:
+            try:
+                self.huey.enqueue(task)
+            except Exception:
+                self._logger.exception("Error enqueueing %s.", task)
+        if self.periodic and self._next_periodic <= time.monotonic():  # off: the maintainer's
+            while self._next_periodic <= time.monotonic():
+                self._next_periodic += self.periodic_task_seconds
+            self.enqueue_periodic_tasks(now)
+        self.sleep_for_interval(current, self.interval)
+
+
 class LedgerConsumer(Consumer):
-    """Huey's consumer with SIGTERM, SIGINT and SIGHUP all graceful (finish, then hand back)."""
+    """Huey's consumer with SIGTERM, SIGINT and SIGHUP all graceful (finish, then hand back),
+    and a Redis outage logged once (:class:`QueueReader`, :class:`ScheduleReader`)."""
+
+    worker_class = QueueReader
+    scheduler_class = ScheduleReader
+
+    def __init__(self, huey: Any, **kwargs: Any) -> None:
+        self.redis_outage = Outage("Redis", log)  # before Huey's __init__ creates the workers
+        super().__init__(huey, **kwargs)
+
+    def _create_worker(self) -> Worker:
+        worker = super()._create_worker()
+        worker.redis_outage = self.redis_outage
+        return worker
+
+    def _create_scheduler(self) -> Scheduler:
+        scheduler = super()._create_scheduler()
+        scheduler.redis_outage = self.redis_outage
+        return scheduler
 
     def _set_signal_handlers(self) -> None:
         self._signal_actions = {
@@ -363,14 +485,17 @@ def run_worker(
     if kind == "process":
         os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
 
-    if kind == "thread":  # process workers claim and commit each attempt themselves
-        runtime.writer = AttemptWriter(engine)
-        runtime.writer.start()
-        if engine.dialect.name == "postgresql":
-            runtime.held = HeldConnections(engine)
-
     huey = make_huey(settings, queues)
-    storage = huey.storage
+    storage = storage_of(huey)
+    runtime.storage = storage
+    # one start per delivery: a thread worker on a transport that marks each pop taken
+    # reads its lease; any other claims the attempt in the ledger (docs/architecture.md)
+    runtime.reads_leases = kind == "thread" and storage.marks_deliveries
+    if kind == "thread":  # process workers commit each attempt themselves
+        runtime.writer = AttemptWriter(engine, release=runtime._release)
+        runtime.writer.start()
+        if engine.dialect.name == "postgresql" and runtime.reads_leases:
+            runtime.held = HeldConnections(engine)
     prefetch = settings.queue_prefetch > 0 and isinstance(storage, LedgerRedisStorage)
     if prefetch and runtime.held is not None:
         runtime.prefetcher = Prefetcher(
@@ -401,7 +526,28 @@ def run_worker(
                 worker_kind=kind,
             )
 
-    register()
+    # Redis, then the ledger (registering is the probe): a worker started while either is
+    # down or starting up waits for it; SIGTERM/SIGINT while waiting stops it at once
+    redis_client = huey.storage.conn if isinstance(huey.storage, LedgerRedisStorage) else None
+    tries = 0
+
+    def register_at_start() -> None:
+        nonlocal tries
+        tries += 1
+        try:
+            register()
+        except IntegrityError:  # the row has a fresh id: a try whose reply was lost wrote it
+            if tries == 1:
+                raise
+
+    with stop_on_signals() as stop:
+        ready = wait_for_servers(register_at_start, redis_client, stop)
+    if not ready:  # stopped before it registered: nothing to hand back
+        if runtime.prefetcher is not None:
+            runtime.prefetcher.stop()
+        if runtime.writer is not None:
+            runtime.writer.close()
+        return
     heartbeat = Heartbeat(runtime, register)
     heartbeat.start()
     log.info("worker %s on queues %s with %d %s(s)", worker_id, queues, concurrency, kind)

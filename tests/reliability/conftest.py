@@ -118,6 +118,10 @@ class PrivatePostgres:
     def restart(self) -> None:
         self._ctl("restart")
 
+    def halt(self) -> None:
+        """Stop the server and keep its data: :meth:`start` brings it back."""
+        self._ctl("stop")
+
     def stop(self) -> None:
         self._ctl("stop")
         shutil.rmtree(self.root, ignore_errors=True)
