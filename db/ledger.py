@@ -40,7 +40,17 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from db.models import Job, QueueControl, Worker
-from db.states import LEASED, TERMINAL, JobStatus, Transition, can, sources
+from db.states import (
+    LEASED,
+    TERMINAL,
+    TRANSITIONS,
+    JobStatus,
+    Transition,
+    can,
+    sorted_values,
+    sources,
+    sql_list,
+)
 from db.types import JSONType, UTCDateTime, db_now, json_append
 
 S = JobStatus
@@ -184,6 +194,8 @@ class _HotStatement:
 
 
 _NON_TERMINAL = ~jobs.c.status.in_(sorted(s.value for s in TERMINAL))
+#: inline status literals of the constant text() statements, rendered from the enum
+_QUEUED, _RUNNING, _COMPLETED = (sql_list([s]) for s in (S.QUEUED, S.RUNNING, S.COMPLETED))
 
 
 def _queue_not_paused(queue: Any, *correlate: Any) -> Any:
@@ -782,12 +794,12 @@ def dispatch(
 #: Distinct queues with queued jobs by skip-scan over the dispatch-order index: one index
 #: probe per queue, however long the backlog (a plain DISTINCT reads every queued row).
 _QUEUED_QUEUES = text(
-    """
+    f"""
     WITH RECURSIVE q(queue) AS (
-        SELECT (SELECT queue FROM queue_jobs WHERE status = 'queued' ORDER BY queue LIMIT 1)
+        SELECT (SELECT queue FROM queue_jobs WHERE status = {_QUEUED} ORDER BY queue LIMIT 1)
         UNION ALL
         SELECT (SELECT j.queue FROM queue_jobs j
-                WHERE j.status = 'queued' AND j.queue > q.queue ORDER BY j.queue LIMIT 1)
+                WHERE j.status = {_QUEUED} AND j.queue > q.queue ORDER BY j.queue LIMIT 1)
         FROM q WHERE q.queue IS NOT NULL
     )
     SELECT queue FROM q WHERE queue IS NOT NULL
@@ -845,7 +857,7 @@ def active_counts(conn: Connection, types: Sequence[str]) -> dict[str, int]:
         return {}
     rows = conn.execute(
         select(jobs.c.type, func.count())
-        .where(jobs.c.type.in_(list(types)), jobs.c.status.in_(["dispatched", "running"]))
+        .where(jobs.c.type.in_(list(types)), jobs.c.status.in_(sorted_values(LEASED)))
         .group_by(jobs.c.type)
     )
     return {t: int(n) for t, n in rows}
@@ -1142,14 +1154,14 @@ def _ran(worker_id: uuid.UUID | None, started_ago: float | None) -> dict[str, An
 
 
 _START_MANY_PG = text(
-    """
+    f"""
     UPDATE queue_jobs AS j
-    SET status = 'running', worker_id = v.worker_id, updated_at = now(),
+    SET status = {_RUNNING}, worker_id = v.worker_id, updated_at = now(),
         started_at = now() - make_interval(secs => v.ago)
     FROM unnest(CAST(:ids AS uuid[]), CAST(:leases AS integer[]), CAST(:workers AS uuid[]),
                 CAST(:agos AS double precision[])) AS v(id, lease, worker_id, ago)
     WHERE j.id = ANY(CAST(:ids AS uuid[])) AND j.id = v.id
-      AND j.status = 'dispatched' AND j.lease = v.lease
+      AND j.status IN ({sql_list(TRANSITIONS[Transition.START][0])}) AND j.lease = v.lease
     """
 )
 
@@ -1220,9 +1232,9 @@ def complete(
 
 
 _COMPLETE_MANY_PG = text(
-    """
+    f"""
     UPDATE queue_jobs AS j
-    SET status = 'completed', result = v.result,
+    SET status = {_COMPLETED}, result = v.result,
         completed_at = now() - make_interval(secs => v.fago),
         finished_at = now() - make_interval(secs => v.fago),
         started_at = COALESCE(now() - make_interval(secs => v.sago), j.started_at),
@@ -1233,7 +1245,7 @@ _COMPLETE_MANY_PG = text(
                 CAST(:fagos AS double precision[]))
          AS v(id, lease, result, worker_id, sago, fago)
     WHERE j.id = ANY(CAST(:ids AS uuid[])) AND j.id = v.id
-      AND j.status IN ('dispatched', 'running') AND j.lease = v.lease
+      AND j.status IN ({sql_list(TRANSITIONS[Transition.COMPLETE][0])}) AND j.lease = v.lease
     RETURNING j.id
     """
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 
@@ -23,6 +24,17 @@ TERMINAL: frozenset[JobStatus] = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED})
 WAITING: frozenset[JobStatus] = frozenset({S.SCHEDULED, S.QUEUED, S.DISPATCHED, S.RETRYING})
 #: states in which an attempt holds a lease: its writes are fenced on ``lease``
 LEASED: frozenset[JobStatus] = frozenset({S.DISPATCHED, S.RUNNING})
+#: not finished: every state but the terminal ones
+LIVE: frozenset[JobStatus] = frozenset(JobStatus) - TERMINAL
+#: finished by a handler's outcome (the finishes counted as throughput; ``cancelled`` is not)
+FINISHED: frozenset[JobStatus] = frozenset({S.COMPLETED, S.FAILED})
+#: waiting and due: counted in a queue's depth whatever their ``scheduled_at``
+READY: frozenset[JobStatus] = frozenset({S.QUEUED, S.DISPATCHED})
+#: waiting for their due time (``scheduled_at``); counted in a queue's depth once due
+DELAYED: frozenset[JobStatus] = frozenset({S.SCHEDULED, S.RETRYING})
+#: live jobs that have been due at least once (all live states but ``scheduled``): the ones
+#: that can carry the errors of earlier attempts
+IN_FLIGHT: frozenset[JobStatus] = LIVE - {S.SCHEDULED}
 
 
 class Transition(StrEnum):
@@ -30,7 +42,9 @@ class Transition(StrEnum):
 
     DISPATCH = "dispatch"  # dispatcher takes the attempt (a new lease), pushes the id to Redis
     # (a producer may also insert a due job already dispatched: ledger.insert_dispatched)
-    RECONCILE = "reconcile"  # message lost in Redis, nobody started it: the attempt is given back
+    # message lost in Redis, no worker took it: the attempt is given back (cancelled instead
+    # if a cancel was requested)
+    RECONCILE = "reconcile"
     STAGE = "stage"  # due time reached
     CLAIM = "claim"  # a worker starts an attempt before running it (process workers)
     START = "start"  # a worker records, after the fact, that it started the leased attempt
@@ -40,14 +54,16 @@ class Transition(StrEnum):
     CANCEL = "cancel"  # cancelled before it started
     FINISH_CANCELLED = "finish_cancelled"  # running job whose cancel was requested stopped
     RETRY = "retry"  # admin re-runs a failed or cancelled job
-    RESCUE = "rescue"  # running job of a dead worker (to retrying / failed / cancelled)
+    # attempt of a dead worker: running with a stale heartbeat (rescuer), or taken from Redis
+    # and never recorded as started (reconciler); to retrying / failed / cancelled
+    RESCUE = "rescue"
     HAND_BACK = "hand_back"  # worker shutting down returns a job (cancelled if asked)
 
 
 #: transition -> (states it may start from, states it may end in)
 TRANSITIONS: dict[Transition, tuple[frozenset[JobStatus], frozenset[JobStatus]]] = {
     Transition.DISPATCH: (frozenset({S.QUEUED}), frozenset({S.DISPATCHED})),
-    Transition.RECONCILE: (frozenset({S.DISPATCHED}), frozenset({S.QUEUED})),
+    Transition.RECONCILE: (frozenset({S.DISPATCHED}), frozenset({S.QUEUED, S.CANCELLED})),
     Transition.STAGE: (frozenset({S.SCHEDULED, S.RETRYING}), frozenset({S.QUEUED})),
     Transition.CLAIM: (frozenset({S.QUEUED, S.DISPATCHED}), frozenset({S.RUNNING})),
     Transition.START: (frozenset({S.DISPATCHED}), frozenset({S.RUNNING})),
@@ -63,7 +79,7 @@ TRANSITIONS: dict[Transition, tuple[frozenset[JobStatus], frozenset[JobStatus]]]
     Transition.FINISH_CANCELLED: (LEASED, frozenset({S.CANCELLED})),
     Transition.RETRY: (frozenset({S.FAILED, S.CANCELLED}), frozenset({S.QUEUED})),
     Transition.RESCUE: (
-        frozenset({S.RUNNING}),
+        LEASED,
         frozenset({S.RETRYING, S.FAILED, S.CANCELLED}),
     ),
     Transition.HAND_BACK: (frozenset({S.RUNNING}), frozenset({S.QUEUED, S.CANCELLED})),
@@ -77,3 +93,26 @@ def sources(transition: Transition) -> list[str]:
 
 def can(transition: Transition, status: str) -> bool:
     return JobStatus(status) in TRANSITIONS[transition][0]
+
+
+def sorted_values(statuses: Iterable[str]) -> tuple[str, ...]:
+    """The values of ``statuses`` (members or their strings), sorted and deduplicated: what
+    an ``IN`` list binds, stable from run to run (a frozenset's order is not). Raises
+    ``ValueError`` for a string that is not a status."""
+    return tuple(sorted({JobStatus(s).value for s in statuses}))
+
+
+def in_order(statuses: Iterable[str]) -> tuple[str, ...]:
+    """The values of ``statuses`` in the order of :class:`JobStatus` (for display: labels,
+    filters, messages)."""
+    chosen = {JobStatus(s) for s in statuses}
+    return tuple(s.value for s in JobStatus if s in chosen)
+
+
+def sql_list(statuses: Iterable[str]) -> str:
+    """``'a', 'b'``: the sorted statuses as inline SQL literals, for constant statements built
+    at import (a partial index ``WHERE status = 'queued'`` needs the literal in the statement
+    for a generic plan to use it; a bind parameter cannot prove the predicate). Only ever
+    rendered from :class:`JobStatus` values (anything else raises ``ValueError``), never from
+    input."""
+    return ", ".join(f"'{v}'" for v in sorted_values(statuses))

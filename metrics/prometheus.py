@@ -38,6 +38,7 @@ from db.engine import engine_for, read
 from db.models import Job, Worker
 from db.models import Metric as QueueMetric
 from db.settings import get_settings
+from db.states import LIVE, JobStatus, in_order
 from metrics import hist
 from metrics.rollup import MINUTE, current_depth, db_clock, floor_minute, live_workers
 
@@ -47,7 +48,10 @@ jobs = Job.__table__
 workers = Worker.__table__
 queue_metrics = QueueMetric.__table__
 
-LIVE_STATUSES = ("scheduled", "queued", "dispatched", "running", "retrying")
+#: the ``status`` labels of ``edurise_jobs``, in the order of ``JobStatus``
+LIVE_STATUSES = in_order(LIVE)
+#: the ``status`` labels of ``edurise_jobs_finished``
+COMPLETED, FAILED = JobStatus.COMPLETED.value, JobStatus.FAILED.value
 #: histogram bucket bounds (seconds)
 BOUNDS = (
     0.001,
@@ -158,8 +162,8 @@ class LedgerCollector:
             w = window.setdefault(
                 r.queue_name,
                 {
-                    "completed": 0,
-                    "failed": 0,
+                    COMPLETED: 0,
+                    FAILED: 0,
                     "jobs": 0,
                     "busy": 0.0,
                     "slot_s": 0.0,
@@ -167,8 +171,8 @@ class LedgerCollector:
                     "w": {},
                 },
             )
-            w["completed"] += r.completed_count
-            w["failed"] += r.failed_count
+            w[COMPLETED] += r.completed_count
+            w[FAILED] += r.failed_count
             w["jobs"] += r.job_count
             if r.worker_slots:
                 w["busy"] += r.busy_seconds
@@ -229,8 +233,8 @@ class LedgerCollector:
             g_slots.add_metric([q], float(n_slots))
             if w is None:
                 continue
-            finished.add_metric([q, "completed"], float(w["completed"]))
-            finished.add_metric([q, "failed"], float(w["failed"]))
+            finished.add_metric([q, COMPLETED], float(w[COMPLETED]))
+            finished.add_metric([q, FAILED], float(w[FAILED]))
             g_tput.add_metric([q], w["jobs"] / seconds)
             if w["slot_s"]:
                 g_util.add_metric([q], min(1.0, w["busy"] / w["slot_s"]))

@@ -36,8 +36,10 @@ from sqlalchemy import (
     type_coerce,
 )
 
+from db import states
 from db.engine import read, transaction
 from db.models import Job, Metric, TypeMetric, Worker
+from db.states import JobStatus, sorted_values
 from db.types import UTCDateTime
 from metrics import hist
 from metrics.queueing import erlang_c, servers_needed, wait_percentile
@@ -67,8 +69,8 @@ queue_metrics = Metric.__table__
 type_metrics = TypeMetric.__table__
 
 RESOLUTIONS = {"minute": MINUTE, "hour": timedelta(hours=1), "day": timedelta(days=1)}
-WAITING_STATUSES = ("dispatched", "queued", "retrying", "scheduled")
-IN_FLIGHT = ("dispatched", "queued", "retrying", "running")
+WAITING_STATUSES = sorted_values(states.WAITING)
+IN_FLIGHT = sorted_values(states.IN_FLIGHT)
 
 
 def _stale_seconds() -> float:
@@ -711,7 +713,7 @@ def overview_kpis(engine: Engine) -> dict[str, Any]:
         until = floor_minute(now)
         waiting = sum(current_depth(conn, now).values())
         running = conn.execute(
-            select(func.count()).select_from(jobs).where(jobs.c.status == "running")
+            select(func.count()).select_from(jobs).where(jobs.c.status == JobStatus.RUNNING.value)
         ).scalar_one()
         live = conn.execute(
             select(func.count())
@@ -830,7 +832,7 @@ def error_groups(
         select(jobs.c.id, jobs.c.status, jobs.c.errors)
         .where(
             or_(
-                and_(jobs.c.status == "failed", jobs.c.finished_at >= since),
+                and_(jobs.c.status == JobStatus.FAILED.value, jobs.c.finished_at >= since),
                 and_(jobs.c.status.in_(IN_FLIGHT), jobs.c.updated_at >= since),
             ),
             nonempty,
@@ -875,7 +877,7 @@ def error_groups(
                 g["message_sample"] = str(entry.get("error") or "")[:500]
                 g["example_job_id"] = job_id
                 g["location"] = fp.location
-        if status == "failed" and last_group in groups:
+        if status == JobStatus.FAILED and last_group in groups:
             ids = groups[last_group]["job_ids"]
             if len(ids) < MAX_GROUP_JOB_IDS:
                 ids.append(job_id)

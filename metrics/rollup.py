@@ -43,9 +43,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
+from db import states
 from db.engine import read, transaction
 from db.locks import try_xact_lock
 from db.models import Job, Metric, TypeMetric, Worker
+from db.states import JobStatus, sorted_values, sql_list
 from db.types import UTCDateTime
 from metrics import hist
 
@@ -58,9 +60,9 @@ type_metrics = TypeMetric.__table__
 
 MINUTE = timedelta(minutes=1)
 QUANTILES = (0.5, 0.95, 0.99)
-FINISHED = ("completed", "failed")
-TERMINAL = ("cancelled", "completed", "failed")
-IN_FLIGHT = ("dispatched", "queued", "retrying", "running")
+FINISHED = sorted_values(states.FINISHED)
+TERMINAL = sorted_values(states.TERMINAL)
+IN_FLIGHT = sorted_values(states.IN_FLIGHT)
 ERROR_KINDS = ("error", "rescued")
 #: error entries carry the worker's clock; candidates are looked up this much earlier
 CLOCK_SKEW = timedelta(seconds=60)
@@ -172,7 +174,7 @@ def _started_population(ws: datetime, we: datetime) -> Any:
         jobs.c.started_at < we,
         or_(
             and_(jobs.c.finished_at >= ws, jobs.c.status.in_(TERMINAL)),
-            jobs.c.status == "running",
+            jobs.c.status == JobStatus.RUNNING.value,
         ),
     )
 
@@ -183,7 +185,7 @@ def _busy_population(ws: datetime, we: datetime) -> Any:
         jobs.c.started_at < we,
         or_(
             and_(jobs.c.finished_at >= ws, jobs.c.status.in_(TERMINAL)),
-            jobs.c.status == "running",
+            jobs.c.status == JobStatus.RUNNING.value,
         ),
     )
 
@@ -212,7 +214,7 @@ def compute_python(conn: Connection, ws: datetime, we: datetime, now: datetime) 
         for key in _keys(queue, job_type, floor_minute(finished_at)):
             agg = aggs[key]
             agg.job_count += 1
-            if status == "completed":
+            if status == JobStatus.COMPLETED:
                 agg.completed_count += 1
             else:
                 agg.failed_count += 1
@@ -278,8 +280,14 @@ def compute_python(conn: Connection, ws: datetime, we: datetime, now: datetime) 
 # --- the computation in SQL (PostgreSQL) -----------------------------------------------------
 
 _MINUTE_OF = "date_bin('1 minute', {col}, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
-_TERMINAL_SQL = "('cancelled', 'completed', 'failed')"
-_IN_FLIGHT_SQL = "('dispatched', 'queued', 'retrying', 'running')"
+# statuses inline (rendered from db.states at import, never from input), as the partial
+# indexes' predicates are written: a generic plan can use an index only on a literal
+_TERMINAL_SQL = f"({sql_list(states.TERMINAL)})"
+_IN_FLIGHT_SQL = f"({sql_list(states.IN_FLIGHT)})"
+_FINISHED_SQL = f"({sql_list(states.FINISHED)})"
+_RUNNING = sql_list([JobStatus.RUNNING])
+_COMPLETED = sql_list([JobStatus.COMPLETED])
+_FAILED = sql_list([JobStatus.FAILED])
 
 
 def _percentile_query(population: str, extra_columns: str, extra_aggregates: str) -> str:
@@ -320,21 +328,21 @@ _FINISHED_POP = f"""
                 ELSE greatest(0, extract(epoch FROM finished_at - started_at) * 1000)::float8
            END AS ms
     FROM queue_jobs
-    WHERE finished_at >= :ws AND finished_at < :we AND status IN ('completed', 'failed')"""
+    WHERE finished_at >= :ws AND finished_at < :we AND status IN {_FINISHED_SQL}"""
 
 _STARTED_POP = f"""
     SELECT queue, type, {_MINUTE_OF.format(col="started_at")} AS m,
            greatest(0, extract(epoch FROM started_at - scheduled_at) * 1000)::float8 AS ms
     FROM queue_jobs
     WHERE started_at >= :ws AND started_at < :we
-      AND ((finished_at >= :ws AND status IN {_TERMINAL_SQL}) OR status = 'running')"""
+      AND ((finished_at >= :ws AND status IN {_TERMINAL_SQL}) OR status = {_RUNNING})"""
 
 SQL_FINISHED = _percentile_query(
     _FINISHED_POP,
     ", agg.n, agg.completed, agg.failed, agg.mean_ms",
-    """, count(*) AS n,
-           count(*) FILTER (WHERE status = 'completed') AS completed,
-           count(*) FILTER (WHERE status = 'failed') AS failed,
+    f""", count(*) AS n,
+           count(*) FILTER (WHERE status = {_COMPLETED}) AS completed,
+           count(*) FILTER (WHERE status = {_FAILED}) AS failed,
            avg(ms) AS mean_ms""",
 )
 SQL_STARTED = _percentile_query(_STARTED_POP, "", "")
@@ -371,7 +379,7 @@ CROSS JOIN LATERAL generate_series(
     least(coalesce(j.finished_at, :now), :we) - interval '1 microsecond',
     interval '1 minute') AS s(m)
 WHERE j.started_at IS NOT NULL AND j.started_at < :we
-  AND ((j.finished_at >= :ws AND j.status IN {_TERMINAL_SQL}) OR j.status = 'running')
+  AND ((j.finished_at >= :ws AND j.status IN {_TERMINAL_SQL}) OR j.status = {_RUNNING})
 GROUP BY GROUPING SETS ((j.queue, s.m), (j.queue, j.type, s.m))
 """
 
@@ -434,8 +442,8 @@ def compute_postgresql(
 def current_depth(conn: Connection, now: datetime) -> dict[str, int]:
     """Jobs waiting per queue: queued or dispatched, or scheduled/retrying and due."""
     waiting = or_(
-        jobs.c.status.in_(("dispatched", "queued")),
-        and_(jobs.c.status.in_(("retrying", "scheduled")), jobs.c.scheduled_at <= now),
+        jobs.c.status.in_(sorted_values(states.READY)),
+        and_(jobs.c.status.in_(sorted_values(states.DELAYED)), jobs.c.scheduled_at <= now),
     )
     rows = conn.execute(select(jobs.c.queue, func.count()).where(waiting).group_by(jobs.c.queue))
     return {q: int(n) for q, n in rows}

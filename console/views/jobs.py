@@ -9,11 +9,14 @@ from typing import Any
 import streamlit as st
 
 from console import actions, auth, data, ui
-from db.states import ALL_STATUSES
+from db.states import ALL_STATUSES, LEASED, TRANSITIONS, JobStatus, Transition, in_order
+from tasks import api
 
 PAGE_SIZES = (25, 50, 100, 200)
-CANCELLABLE = ("scheduled", "queued", "dispatched", "retrying", "running")
-RETRYABLE = ("failed", "cancelled")
+#: what cancel_job accepts: the cancel transition's sources, and a running job (its cancel is
+#: requested, the job API answers "cancel_requested")
+CANCELLABLE = in_order(TRANSITIONS[Transition.CANCEL][0] | {JobStatus.RUNNING})
+RETRYABLE = in_order(TRANSITIONS[Transition.RETRY][0])
 VERBS = {"cancel": "cancelled", "retry": "retried"}
 TABLE_COLUMNS = [
     "id",
@@ -277,7 +280,7 @@ def _detail(job: dict[str, Any]) -> None:
     m[2].metric("Queue", job["queue"])
     m[3].metric("Priority", job["priority"])
     m[4].metric("Attempt", f"{job['attempt']}/{job['max_attempts']}")
-    if job["cancel_requested_at"] is not None and job["status"] == "running":
+    if job["cancel_requested_at"] is not None and job["status"] in LEASED:
         st.warning(f"Cancel requested at {ui.fmt_time(job['cancel_requested_at'])}")
     if job.get("progress") is not None:
         fraction = float(job["progress"])
@@ -295,7 +298,8 @@ def _detail(job: dict[str, Any]) -> None:
             except actions.ActionError as exc:
                 st.error(str(exc))
             else:
-                ss["jobs_flash"] = ("success", f"Job {jid}: {outcome.replace('_', ' ')}")
+                message = api.CANCEL_MESSAGES.get(outcome, outcome)
+                ss["jobs_flash"] = ("success", f"Job {jid}: {message}")
                 st.rerun()
         if job["status"] in RETRYABLE and a2.button("Retry job", key="job_retry"):
             try:
@@ -320,7 +324,8 @@ def _detail(job: dict[str, Any]) -> None:
         "wait (due → start)": ui.fmt_seconds(_duration(job["scheduled_at"], job.get("started_at"))),
         "run time": ui.fmt_seconds(
             _duration(
-                job.get("started_at"), finished or (now if job["status"] == "running" else None)
+                job.get("started_at"),
+                finished or (now if job["status"] == JobStatus.RUNNING else None),
             )
         ),
         "worker": str(job["worker_id"]) if job.get("worker_id") else "—",

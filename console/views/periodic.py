@@ -8,7 +8,11 @@ from typing import Any
 import streamlit as st
 
 from console import actions, auth, data, ui
+from db.states import TERMINAL, JobStatus
 from tasks import registry
+
+#: a last run that ended without completing is flagged
+UNSUCCESSFUL = TERMINAL - {JobStatus.COMPLETED}
 
 user = auth.require_user()
 admin = user["role"] == "admin"
@@ -34,7 +38,7 @@ def _flag(row: dict[str, Any]) -> str:
         return f"MISSED {missed}"
     if row.get("late"):
         return "LATE"
-    if row.get("last_status") in ("failed", "cancelled"):
+    if row.get("last_status") in UNSUCCESSFUL:
         return f"last run {row['last_status']}"
     return "on time"
 

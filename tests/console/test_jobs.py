@@ -147,7 +147,7 @@ def test_cancel_and_retry_one_job(console_db: str, make_app: Callable[..., AppTe
     at.button(key="job_cancel").click().run()
     assert not at.exception
     assert api.get_job(job_id)["status"] == "cancelled"
-    assert at.success[0].value == f"Job {job_id}: cancelled"
+    assert at.success[0].value == f"Job {job_id}: cancelled before it started: it will never run"
     at.button(key="job_retry").click().run()
     assert api.get_job(job_id)["status"] == "queued"
     entries = audit_rows(engine_for(console_db))

@@ -35,6 +35,12 @@ def test_round_trip() -> None:
         b'"x": 1}',
         # a message of the first version (no lease): the reconciler sends the job again
         b'{"v": 1, "id": "00000000-0000-0000-0000-000000000000", "timeout": null}',
+        # other spellings of an id: the delivery gate marks ids exactly as written, so only
+        # the canonical one may run (a copy spelled otherwise would escape its mark)
+        b'{"v": 2, "id": "0000000A-0000-0000-0000-000000000000", "lease": 1, "timeout": null}',
+        b'{"v": 2, "id": "{00000000-0000-0000-0000-000000000000}", "lease": 1, "timeout": 1}',
+        b'{"v": 2, "id": "00000000000000000000000000000000", "lease": 1, "timeout": null}',
+        b'{"v": 2, "id": 5, "lease": 1, "timeout": null}',
         b"\xff\xfe",
     ],
 )

@@ -1,6 +1,24 @@
 from __future__ import annotations
 
-from db.states import TERMINAL, TRANSITIONS, JobStatus, Transition, can
+import pytest
+
+from db.states import (
+    DELAYED,
+    FINISHED,
+    IN_FLIGHT,
+    LEASED,
+    LIVE,
+    READY,
+    TERMINAL,
+    TRANSITIONS,
+    WAITING,
+    JobStatus,
+    Transition,
+    can,
+    in_order,
+    sorted_values,
+    sql_list,
+)
 
 
 def test_terminal_states_have_no_way_out_except_admin_retry() -> None:
@@ -29,3 +47,22 @@ def test_every_state_is_reachable() -> None:
             if sources & reachable:
                 reachable |= targets
     assert reachable == set(JobStatus)
+
+
+def test_named_sets_of_states() -> None:
+    assert set(JobStatus) == LIVE | TERMINAL and not LIVE & TERMINAL
+    assert READY | DELAYED == WAITING and not READY & DELAYED
+    assert TRANSITIONS[Transition.STAGE][0] == DELAYED
+    assert WAITING | {JobStatus.RUNNING} == LIVE
+    assert LIVE - {JobStatus.SCHEDULED} == IN_FLIGHT
+    assert LEASED <= LIVE and FINISHED < TERMINAL
+
+
+def test_status_lists_for_sql_are_sorted_and_only_statuses() -> None:
+    assert sorted_values(TERMINAL) == ("cancelled", "completed", "failed")
+    assert sorted_values(["running", JobStatus.RUNNING, "queued"]) == ("queued", "running")
+    assert sql_list(TERMINAL) == "'cancelled', 'completed', 'failed'"
+    assert sql_list([JobStatus.QUEUED]) == "'queued'"
+    with pytest.raises(ValueError):
+        sql_list(["queued') OR (1=1"])
+    assert in_order(LIVE) == ("scheduled", "queued", "dispatched", "running", "retrying")
