@@ -877,12 +877,26 @@ def starts_since(conn: Connection, job_type: str, period_seconds: float) -> int:
     return int(conn.execute(stmt).scalar_one())
 
 
-def requeue_dispatched(conn: Connection, queue: str) -> int:
-    """Take back every dispatched job of ``queue`` (pausing it) and the attempts they took:
-    their messages start nothing (a worker checks the lease is still dispatched)."""
+def dispatched_of_queue(conn: Connection, queue: str) -> list[tuple[uuid.UUID, int]]:
+    """``(id, lease)`` of every dispatched job of ``queue``."""
+    stmt = select(jobs.c.id, jobs.c.lease).where(
+        jobs.c.queue == queue, jobs.c.status == S.DISPATCHED.value
+    )
+    return [(job_id, lease) for job_id, lease in conn.execute(stmt)]
+
+
+def requeue_dispatched(
+    conn: Connection, queue: str, only: Sequence[tuple[uuid.UUID, int]] | None = None
+) -> int:
+    """Take back the dispatched jobs of ``queue`` (pausing it) and the attempts they took:
+    every one, or ``only`` those deliveries ``(id, lease)`` that are still dispatched. Their
+    messages start nothing (a worker checks the lease is still dispatched)."""
+    if only is not None and not only:
+        return 0
+    picked = [] if only is None else [tuple_(jobs.c.id, jobs.c.lease).in_(list(only))]
     stmt = (
         update(jobs)
-        .where(jobs.c.queue == queue, _guarded(Transition.RECONCILE))
+        .where(jobs.c.queue == queue, _guarded(Transition.RECONCILE), *picked)
         .values(**_GIVE_BACK_VALUES)
     )
     return conn.execute(stmt).rowcount

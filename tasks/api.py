@@ -493,16 +493,12 @@ def _cancel_with_delivery_gate(jid: uuid.UUID, storage: Any) -> str:
             continue
         if not can(Transition.CANCEL, status):
             raise ledger.TransitionError(jid, Transition.CANCEL, status)
-        if status == JobStatus.DISPATCHED:
-            try:
-                blocked = storage.block_delivery(jid, lease)
-            except (redis.RedisError, OSError):
-                blocked = False  # cannot tell whether a worker has it: ask it to stop
-            if not blocked:
-                with write(engine()) as conn:
-                    if ledger.request_cancel(conn, jid):
-                        return CANCEL_REQUESTED
-                continue
+        # dispatched: a worker may have taken it, or Redis cannot tell: ask it to stop
+        if status == JobStatus.DISPATCHED and not _blocked(storage, jid, lease):
+            with write(engine()) as conn:
+                if ledger.request_cancel(conn, jid):
+                    return CANCEL_REQUESTED
+            continue
         with write(engine()) as conn:
             if ledger.cancel_unstarted(conn, jid, lease):
                 return CANCELLED
@@ -599,9 +595,27 @@ def pause_queue(queue: str, *, by: str | None = None, reason: str | None = None)
     name = check_declared_queue(_require_queue(queue))
     _check_text("by", by, 200)
     _check_text("reason", reason, 500)
+    settings = get_settings()
     with transaction(engine()) as conn:
         controls.set_paused(conn, name, True, by, reason)
-        return ledger.requeue_dispatched(conn, name)
+        if not settings.redis_url:  # workers claim in the ledger: dispatched = not started
+            return ledger.requeue_dispatched(conn, name)
+        sent = ledger.dispatched_of_queue(conn, name)
+    # take back only the deliveries no worker has taken (blocked in Redis first, as a
+    # cancel does): a job a worker has just begun runs to its end instead of being fenced
+    storage = direct_dispatch.for_redis(settings.redis_url, settings.queue_namespace).storage
+    blocked = [(job_id, lease) for job_id, lease in sent if _blocked(storage, job_id, lease)]
+    with transaction(engine()) as conn:
+        return ledger.requeue_dispatched(conn, name, only=blocked)
+
+
+def _blocked(storage: Any, job_id: uuid.UUID, lease: int) -> bool:
+    """Block a delivery unless a worker took it; False when Redis cannot be asked (the
+    reconciler then deals with the job once its message is found missing)."""
+    try:
+        return bool(storage.block_delivery(job_id, lease))
+    except (redis.RedisError, OSError):
+        return False
 
 
 def resume_queue(queue: str) -> None:

@@ -33,6 +33,7 @@ from sqlalchemy.exc import DBAPIError
 
 from db import ledger
 from db.engine import write
+from tasks.service_wait import one_line
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class AttemptWriter(threading.Thread):
                 if self._closing.is_set():
                     log.error("dropping %s: database down at shutdown", what)
                     return
-                log.warning("%s write failed (%s); retrying in %.1fs", what, exc, delay)
+                log.warning("%s write failed (%s); retrying in %.1fs", what, one_line(exc), delay)
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_DELAY)
 

@@ -37,7 +37,13 @@ from tasks.attempt_writer import AttemptWriter
 from tasks.broker import RUN_JOB_TASK, LedgerRedisStorage, QueueStorage, make_huey, storage_of
 from tasks.payload import cap_result
 from tasks.prefetch import PrefetchConfig, Prefetcher
-from tasks.service_wait import Outage, redis_unreachable, stop_on_signals, wait_for_servers
+from tasks.service_wait import (
+    Outage,
+    one_line,
+    redis_unreachable,
+    stop_on_signals,
+    wait_for_servers,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -159,7 +165,9 @@ class WorkerRuntime:
                 )  # SQLite reports a missing table/column (schema mismatch) as operational
                 if not transient or self.stopping.is_set():
                     raise
-                log.warning("%s: database unavailable (%s); retrying in %.1fs", what, exc, delay)
+                log.warning(
+                    "%s: database unavailable (%s); retrying in %.1fs", what, one_line(exc), delay
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -221,7 +229,10 @@ class WorkerRuntime:
 
         claimed = self._with_db_retry("claim", begin)
         if claimed is None:
-            log.debug("job %s: nothing to run (stale or duplicate message, cancelled)", job_id)
+            log.debug("job %s: nothing to run (stale message, cancelled, paused)", job_id)
+            # the ledger refused this delivery: no worker holds it (the reconciler must not
+            # take it for a worker's death)
+            self._release([(job_id, lease)])
             return
         if claimed.cancel_requested:
             self._cancelled_before_start(claimed)
@@ -360,7 +371,7 @@ class Heartbeat(threading.Thread):
             try:
                 self.beat()
             except Exception as exc:  # keep beating through database outages
-                log.warning("heartbeat failed: %s", exc)
+                log.warning("heartbeat failed: %s", one_line(exc))
 
 
 class QueueReader(Worker):

@@ -1,0 +1,91 @@
+"""The delivery gate in Redis, against real PostgreSQL and Redis: each pop marks its
+``(job id, lease)`` taken in the same script, copies of a taken delivery are dropped, a
+give-back unmarks, and cancel and pause act only on deliveries no worker has taken."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from db.settings import get_settings
+from tasks import api, registry
+from tasks.broker import LedgerRedisStorage, decode_job_message, make_huey
+
+
+@pytest.fixture
+def storage(pg_redis: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> LedgerRedisStorage:
+    monkeypatch.setenv("QUEUE_JOB_MODULES", "tests.jobs_for_tests")
+    get_settings.cache_clear()
+    registry.load_job_modules(["tests.jobs_for_tests"])
+    storage = make_huey(get_settings(), ["default"]).storage
+    assert isinstance(storage, LedgerRedisStorage)
+    return storage
+
+
+def _sent() -> uuid.UUID:
+    """A job whose message waits in Redis (its producer sent it: the queue was idle)."""
+    job_id = api.submit_job("demo.echo", {"x": 1})
+    assert api.get_job(job_id)["status"] == "dispatched"
+    return job_id
+
+
+def _ids(entries: list) -> list[uuid.UUID]:
+    return [decode_job_message(e.data)[0] for e in entries]
+
+
+def test_copies_of_a_taken_delivery_are_dropped_by_every_pop(
+    storage: LedgerRedisStorage,
+) -> None:
+    job_id = _sent()
+    message = storage.window("default")[0]
+    storage.push("default", [(message, 0)] * 3)  # four copies in all
+    first = storage.pop(0.1)
+    assert first is not None and _ids([first]) == [job_id]
+    assert storage.pop_ready(10) == []  # the copies, dropped inside the script
+    assert storage.size_of("default") == 0
+    storage.push("default", [(message, 0)])  # a copy arriving later
+    assert storage.pop(0.2) is None  # the blocking path drops it as well
+    assert storage.delivered([(job_id, 1)]) == {(job_id, 1)}
+
+
+def test_a_give_back_unmarks_so_the_next_pop_takes_it(storage: LedgerRedisStorage) -> None:
+    job_id = _sent()
+    popped = storage.pop_ready(1)
+    storage.give_back(popped)
+    assert storage.delivered([(job_id, 1)]) == set()
+    assert _ids(storage.pop_ready(1)) == [job_id]
+
+
+def test_a_release_forgets_only_the_lease_it_names(storage: LedgerRedisStorage) -> None:
+    job_id = _sent()
+    storage.pop_ready(1)
+    storage.release([(job_id, 2)])  # another delivery: the mark stays
+    assert storage.delivered([(job_id, 1)]) == {(job_id, 1)}
+    storage.release([(job_id, 1)])
+    assert storage.delivered([(job_id, 1)]) == set()
+
+
+def test_cancel_blocks_an_untaken_delivery_and_only_asks_for_a_taken_one(
+    storage: LedgerRedisStorage,
+) -> None:
+    taken, waiting = _sent(), _sent()
+    assert _ids(storage.pop_ready(1)) == [taken]  # a worker took the first
+    assert api.cancel_job(waiting) == "cancelled"
+    assert api.get_job(waiting)["status"] == "cancelled"
+    assert storage.pop_ready(5) == []  # its message is dropped at the pop
+    assert api.cancel_job(taken) == "cancel_requested"  # the worker holds it
+    job = api.get_job(taken)
+    assert (job["status"], job["cancel_requested_at"] is not None) == ("dispatched", True)
+
+
+def test_pause_takes_back_only_the_deliveries_no_worker_has_taken(
+    storage: LedgerRedisStorage,
+) -> None:
+    taken, waiting = _sent(), _sent()
+    assert _ids(storage.pop_ready(1)) == [taken]
+    assert api.pause_queue("default") == 1
+    assert api.get_job(waiting)["status"] == "queued"
+    assert api.get_job(taken)["status"] == "dispatched"  # its worker runs it to its end
+    assert storage.pop_ready(5) == []  # the taken-back job's message is dropped
+    api.resume_queue("default")
