@@ -14,7 +14,8 @@ A handler thread hands its records over and goes on at once:
 Every write is fenced on the attempt's lease. Shutdown writes everything pending, starts
 included, before unfinished jobs are handed back. Once a start or an outcome has committed the
 ledger refuses the delivery by itself, so its mark in Redis (the delivery gate,
-``tasks.broker``) is released, one script per batch.
+``tasks.broker``) is released: one script for everything written within
+``RELEASE_SECONDS`` (a mark only costs memory until then; it expires anyway).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ START_DELAY = 0.05  # record an attempt as running once it has run this long
 #: retries through a database outage stay frequent: until a pending record is written, the
 #: reconciler may take the job back once the outage ends (docs/architecture.md, "Leases")
 MAX_RETRY_DELAY = 1.0
+RELEASE_SECONDS = 0.25  # release delivery marks at most this often (one script each time)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class AttemptWriter(threading.Thread):
         super().__init__(name="attempt-writer", daemon=True)
         self.engine = engine
         self.release = release
+        self._to_release: list[tuple[uuid.UUID, int]] = []
+        self._released_at = time.monotonic()
         self._queue: queue.Queue[_Event] = queue.Queue()
         self._pending_starts: dict[tuple[uuid.UUID, int], _Start] = {}
         self._closing = threading.Event()
@@ -186,8 +190,19 @@ class AttemptWriter(threading.Thread):
             for s in due:
                 self._pending_starts.pop((s.job_id, s.lease), None)
             written += [(s.job_id, s.lease) for s in due]
-        if written and self.release is not None:
-            self.release(written)
+        self._release_marks(written)
+
+    def _release_marks(self, written: list[tuple[uuid.UUID, int]]) -> None:
+        if self.release is None:
+            return
+        self._to_release += written
+        now = time.monotonic()
+        if self._to_release and (
+            self._closing.is_set() or now - self._released_at >= RELEASE_SECONDS
+        ):
+            batch, self._to_release = self._to_release, []
+            self._released_at = now
+            self.release(batch)
 
     def run(self) -> None:
         while not (self._closing.is_set() and self._queue.empty()):
