@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from db.states import ALL_STATUSES
+from db.states import ALL_STATUSES, JobStatus
 from db.types import JSONType, UTCDateTime
 
 NAMING = {
@@ -36,7 +36,22 @@ PRIORITY_MIN = 0
 PRIORITY_MAX = 9
 
 _status_list = ", ".join(f"'{s}'" for s in ALL_STATUSES)
-_terminal = "status IN ('completed', 'failed', 'cancelled')"
+
+
+def _status_in(*statuses: JobStatus) -> str:
+    """``status = 'a'`` / ``status IN ('a', 'b')``, in the order given: the index predicates
+    and checks as the migrations wrote them, rendered from the enum."""
+    values = ", ".join(f"'{s.value}'" for s in statuses)
+    return f"status = {values}" if len(statuses) == 1 else f"status IN ({values})"
+
+
+S = JobStatus
+_terminal = _status_in(S.COMPLETED, S.FAILED, S.CANCELLED)
+_QUEUED = _status_in(S.QUEUED)
+_DUE = _status_in(S.SCHEDULED, S.RETRYING)
+_DISPATCHED = _status_in(S.DISPATCHED)
+_RUNNING = _status_in(S.RUNNING)
+_ACTIVE = _status_in(S.DISPATCHED, S.RUNNING)
 
 
 class Base(DeclarativeBase):
@@ -95,27 +110,27 @@ class Job(Base):
             text("priority DESC"),
             "scheduled_at",
             "id",
-            postgresql_where=text("status = 'queued'"),
-            sqlite_where=text("status = 'queued'"),
+            postgresql_where=text(_QUEUED),
+            sqlite_where=text(_QUEUED),
         ),
         Index(
             "ix_queue_jobs_due",
             "scheduled_at",
-            postgresql_where=text("status IN ('scheduled', 'retrying')"),
-            sqlite_where=text("status IN ('scheduled', 'retrying')"),
+            postgresql_where=text(_DUE),
+            sqlite_where=text(_DUE),
         ),
         Index(
             "ix_queue_jobs_dispatched",
             "queue",
             "dispatched_at",
-            postgresql_where=text("status = 'dispatched'"),
-            sqlite_where=text("status = 'dispatched'"),
+            postgresql_where=text(_DISPATCHED),
+            sqlite_where=text(_DISPATCHED),
         ),
         Index(
             "ix_queue_jobs_running",
             "worker_id",
-            postgresql_where=text("status = 'running'"),
-            sqlite_where=text("status = 'running'"),
+            postgresql_where=text(_RUNNING),
+            sqlite_where=text(_RUNNING),
         ),
         Index(
             "ix_queue_jobs_finished",
@@ -134,8 +149,8 @@ class Job(Base):
         Index(
             "ix_queue_jobs_active_type",  # per-type concurrency limits
             "type",
-            postgresql_where=text("status IN ('dispatched', 'running')"),
-            sqlite_where=text("status IN ('dispatched', 'running')"),
+            postgresql_where=text(_ACTIVE),
+            sqlite_where=text(_ACTIVE),
         ),
         Index("ix_queue_jobs_status_created", "status", "created_at"),
         Index("ix_queue_jobs_queue_created", "queue", "created_at"),

@@ -18,6 +18,7 @@ from db.engine import engine_for, read
 from db.models import Job
 from db.retention import prune_jobs, prune_metrics
 from db.settings import Settings, get_settings
+from db.states import JobStatus
 from metrics.rollup import db_clock, oldest_finish, rollup, rollup_holes
 from tasks.registry import JobContext, periodic_job
 
@@ -59,7 +60,7 @@ def _previous_coverage(engine: Engine) -> datetime | None:
     with read(engine) as conn:
         result = conn.execute(
             select(jobs.c.result)
-            .where(jobs.c.type == ROLLUP, jobs.c.status == "completed")
+            .where(jobs.c.type == ROLLUP, jobs.c.status == JobStatus.COMPLETED.value)
             .order_by(jobs.c.created_at.desc())
             .limit(1)
         ).scalar_one_or_none()
