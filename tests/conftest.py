@@ -13,7 +13,7 @@ from db.engine import create_ledger_engine, engine_for
 from db.migrate import upgrade
 from db.settings import get_settings
 from tests import services
-from tests.processes import Processes
+from tests.processes import Processes, processes_for
 
 FAST_TIMINGS = {
     "QUEUE_HEARTBEAT_SECONDS": "0.5",
@@ -34,6 +34,7 @@ TABLES = (
     "queue_alert_silences",
     "alert_notifications",
     "console_sessions",
+    "login_throttle",
 )
 
 
@@ -125,10 +126,7 @@ def pg_redis(
 def processes(
     pg_redis: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Processes]:
-    env = {**pg_redis, "QUEUE_JOB_MODULES": "tests.jobs_for_tests"}
-    monkeypatch.setenv("QUEUE_JOB_MODULES", "tests.jobs_for_tests")
-    get_settings.cache_clear()
-    procs = Processes(env, tmp_path)
+    procs = processes_for(pg_redis, monkeypatch, tmp_path)
     try:
         yield procs
     finally:

@@ -26,6 +26,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
+def processes_for(
+    settings_env: dict[str, str], monkeypatch: Any, log_dir: Path, **services: str
+) -> Processes:
+    """Processes that run the test job types with ``settings_env`` and ``services``
+    (``DATABASE_URL=…, REDIS_URL=…``; none: the embedded default); this test process's
+    environment and settings point at the same services."""
+    from db.settings import get_settings
+
+    env = {**settings_env, **services, "QUEUE_JOB_MODULES": "tests.jobs_for_tests"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    return Processes(env, log_dir)
+
+
 class Processes:
     """Starts ``queuectl`` subprocesses with the test environment; stops them all at the end."""
 

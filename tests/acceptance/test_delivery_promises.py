@@ -20,31 +20,30 @@ import pytest
 from db.settings import get_settings
 from tasks import api
 from tasks.broker import make_huey, storage_of
-from tests.processes import Processes, wait_for
+from tests.processes import Processes, processes_for, wait_for
 
 SYSTEMS = ["postgres+redis", "embedded"]
 
 
-@pytest.fixture(params=SYSTEMS)
-def system(
-    request: pytest.FixtureRequest,
-    settings_env: dict[str, str],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.fixture
+def embedded(
+    settings_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Processes]:
-    """Worker and maintainer processes on PostgreSQL + Redis, or on the embedded default
-    (SQLite ledger, SQLite transport: no delivery marks, workers claim in the ledger)."""
-    if request.param == "postgres+redis":
-        yield request.getfixturevalue("processes")
-        return
-    monkeypatch.setenv("QUEUE_JOB_MODULES", "tests.jobs_for_tests")
-    get_settings.cache_clear()
-    procs = Processes({**settings_env, "QUEUE_JOB_MODULES": "tests.jobs_for_tests"}, tmp_path)
+    """Processes on the embedded default (SQLite ledger, SQLite transport: no delivery
+    marks, workers claim each attempt in the ledger), migrated."""
+    procs = processes_for(settings_env, monkeypatch, tmp_path)
     try:
         assert procs.cli("migrate").returncode == 0
         yield procs
     finally:
         procs.stop_all()
+
+
+@pytest.fixture(params=SYSTEMS)
+def system(request: pytest.FixtureRequest) -> Processes:
+    """Worker and maintainer processes on PostgreSQL + Redis, or on the embedded default."""
+    name = "processes" if request.param == "postgres+redis" else "embedded"
+    return request.getfixturevalue(name)
 
 
 def _executions(data_dir: Path) -> list[str]:
@@ -89,30 +88,22 @@ def test_three_copies_of_a_message_run_the_handler_once(
 
 @pytest.mark.slow
 def test_copies_of_a_message_run_once_on_the_embedded_default(
-    settings_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    embedded: Processes, settings_env: dict[str, str]
 ) -> None:
-    env = {**settings_env, "QUEUE_JOB_MODULES": "tests.jobs_for_tests"}
-    monkeypatch.setenv("QUEUE_JOB_MODULES", "tests.jobs_for_tests")
-    get_settings.cache_clear()
-    procs = Processes(env, tmp_path)
-    try:
-        assert procs.cli("migrate").returncode == 0
-        job_id = api.submit_job("test.record", {"seconds": 0.3, "tag": "copied"})
-        maintainer = procs.maintainer()
-        wait_for(lambda: _status(job_id) == "dispatched", 20, "the maintainer to send the job")
-        maintainer.terminate()
-        assert maintainer.wait(timeout=30) == 0
-        _copy_message(job_id, 2)
+    job_id = api.submit_job("test.record", {"seconds": 0.3, "tag": "copied"})
+    maintainer = embedded.maintainer()
+    wait_for(lambda: _status(job_id) == "dispatched", 20, "the maintainer to send the job")
+    maintainer.terminate()
+    assert maintainer.wait(timeout=30) == 0
+    _copy_message(job_id, 2)
 
-        worker = procs.worker("--concurrency", "3")
-        storage = storage_of(make_huey(get_settings()))
-        wait_for(lambda: _status(job_id) == "completed", 20, "the job to complete")
-        wait_for(lambda: storage.size_of("default") == 0, 10, "every copy to be popped")
-        worker.terminate()
-        assert worker.wait(timeout=30) == 0
-        assert _executions(Path(settings_env["QUEUE_DATA_DIR"])) == [str(job_id)]
-    finally:
-        procs.stop_all()
+    worker = embedded.worker("--concurrency", "3")
+    storage = storage_of(make_huey(get_settings()))
+    wait_for(lambda: _status(job_id) == "completed", 20, "the job to complete")
+    wait_for(lambda: storage.size_of("default") == 0, 10, "every copy to be popped")
+    worker.terminate()
+    assert worker.wait(timeout=30) == 0
+    assert _executions(Path(settings_env["QUEUE_DATA_DIR"])) == [str(job_id)]
 
 
 @pytest.mark.slow

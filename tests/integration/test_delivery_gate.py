@@ -6,21 +6,8 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
-
-from db.settings import get_settings
-from tasks import api, registry
-from tasks.broker import LedgerRedisStorage, decode_job_message, make_huey
-
-
-@pytest.fixture
-def storage(pg_redis: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> LedgerRedisStorage:
-    monkeypatch.setenv("QUEUE_JOB_MODULES", "tests.jobs_for_tests")
-    get_settings.cache_clear()
-    registry.load_job_modules(["tests.jobs_for_tests"])
-    storage = make_huey(get_settings(), ["default"]).storage
-    assert isinstance(storage, LedgerRedisStorage)
-    return storage
+from tasks import api
+from tasks.broker import LedgerRedisStorage, decode_job_message
 
 
 def _sent() -> uuid.UUID:

@@ -28,7 +28,7 @@ from db.migrate import upgrade
 from db.models import Job
 from db.settings import get_settings
 from tasks import api
-from tests.processes import Processes, wait_for
+from tests.processes import Processes, processes_for, wait_for
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
@@ -253,16 +253,9 @@ def cluster(
     from tests.conftest import empty_tables
 
     empty_tables(engine_for(pg_url))
-    env = {
-        **settings_env,
-        "DATABASE_URL": pg_url,
-        "REDIS_URL": private_redis.url,
-        "QUEUE_JOB_MODULES": "tests.jobs_for_tests",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    procs = Processes(env, tmp_path)
+    procs = processes_for(
+        settings_env, monkeypatch, tmp_path, DATABASE_URL=pg_url, REDIS_URL=private_redis.url
+    )
     try:
         yield procs
     finally:

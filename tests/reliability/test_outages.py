@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from db.engine import create_ledger_engine, engine_for
-from db.settings import get_settings
 from tasks import api
-from tests.processes import Processes, wait_for
+from tests.processes import Processes, processes_for, wait_for
 from tests.reliability.conftest import (
     Load,
     PrivatePostgres,
@@ -49,16 +48,13 @@ def private_procs(
     """Processes on the private PostgreSQL cluster (emptied) and the private Redis."""
     with psycopg.connect(private_postgres.conninfo(), autocommit=True) as conn:
         conn.execute("TRUNCATE queue_jobs, queue_workers, queue_controls")
-    env = {
-        **settings_env,
-        "DATABASE_URL": private_postgres.url,
-        "REDIS_URL": private_redis.url,
-        "QUEUE_JOB_MODULES": "tests.jobs_for_tests",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    procs = Processes(env, tmp_path)
+    procs = processes_for(
+        settings_env,
+        monkeypatch,
+        tmp_path,
+        DATABASE_URL=private_postgres.url,
+        REDIS_URL=private_redis.url,
+    )
     try:
         yield procs
     finally:
@@ -90,14 +86,14 @@ def run_a_job() -> None:
     wait_for(lambda: api.get_job(job_id)["status"] == "completed", 20, "the job to complete")
 
 
-def test_started_while_postgres_is_down_they_wait_for_it(
-    private_procs: Processes, private_postgres: PrivatePostgres
-) -> None:
-    """A worker and a maintainer started with the ledger down keep retrying (one warning
-    line each, however many tries) and work once it is up."""
-    procs = private_procs
+def start_while_down(
+    procs: Processes, stop: Callable[[], None], start: Callable[[], None], back: str
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """A worker and a maintainer started while a server is stopped: each keeps trying (two
+    failed tries seen, still running); once the server is started again each logs ``back``
+    and a job completes. Returns (worker, maintainer)."""
     debug = {"LOG_LEVEL": "DEBUG"}  # shows every failed try (STILL_DOWN)
-    private_postgres.halt()
+    stop()
     try:
         worker = procs.worker("--concurrency", "2", extra_env=debug)
         maintainer = procs.maintainer(extra_env=debug)
@@ -105,10 +101,22 @@ def test_started_while_postgres_is_down_they_wait_for_it(
             wait_for(lambda p=proc: logged(procs, p, STILL_DOWN, 2), 20, "two failed tries")
             assert proc.poll() is None, log_of(procs, proc)
     finally:
-        private_postgres.start()
+        start()
     for proc in (worker, maintainer):
-        wait_for(lambda p=proc: logged(procs, p, LEDGER_BACK), 20, "the ledger to be back")
+        wait_for(lambda p=proc: logged(procs, p, back), 20, "the server to be back")
     run_a_job()
+    return worker, maintainer
+
+
+def test_started_while_postgres_is_down_they_wait_for_it(
+    private_procs: Processes, private_postgres: PrivatePostgres
+) -> None:
+    """A worker and a maintainer started with the ledger down keep retrying (one warning
+    line each, however many tries) and work once it is up."""
+    procs = private_procs
+    worker, maintainer = start_while_down(
+        procs, private_postgres.halt, private_postgres.start, LEDGER_BACK
+    )
     assert_quiet(procs, worker, maintainer)
     for proc in (worker, maintainer):
         assert log_of(procs, proc).count(LEDGER_DOWN) == 1
@@ -120,19 +128,9 @@ def test_started_while_redis_is_down_they_wait_for_it(
     """The same with Redis down at start; then Redis is killed again under a running worker:
     one warning for that outage too, no traceback per read."""
     procs = private_procs
-    debug = {"LOG_LEVEL": "DEBUG"}
-    private_redis.stop()
-    try:
-        worker = procs.worker("--concurrency", "2", extra_env=debug)
-        maintainer = procs.maintainer(extra_env=debug)
-        for proc in (worker, maintainer):
-            wait_for(lambda p=proc: logged(procs, p, STILL_DOWN, 2), 20, "two failed tries")
-            assert proc.poll() is None, log_of(procs, proc)
-    finally:
-        private_redis.start()
-    for proc in (worker, maintainer):
-        wait_for(lambda p=proc: logged(procs, p, REDIS_BACK), 20, "Redis to be back")
-    run_a_job()
+    worker, maintainer = start_while_down(
+        procs, private_redis.stop, private_redis.start, REDIS_BACK
+    )
     assert_quiet(procs, worker, maintainer)
     assert log_of(procs, worker).count(REDIS_DOWN) == 1
     assert log_of(procs, maintainer).count(REDIS_DOWN) == 1
