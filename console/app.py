@@ -33,7 +33,8 @@ if engine is None:
 
 user = auth.current_user()
 if user is not None:
-    # every run re-reads the role: a disabled or demoted user loses access at once
+    # every run re-reads the session row and the role: a tab whose session was ended (logout
+    # elsewhere, `queuectl user passwd` / `disable`) is logged out, a demoted user loses access
     try:
         user = auth.refresh_session(engine)
     except Exception as exc:
@@ -50,6 +51,10 @@ if user is None:
     st.stop()
 
 assert user is not None
+if auth.must_change_password():  # e.g. the generated first admin password
+    auth.password_change_form(engine, user)
+    st.stop()
+
 pages = [
     st.Page(VIEWS / "overview.py", title="Overview", icon=":material/dashboard:", default=True),
     st.Page(VIEWS / "jobs.py", title="Jobs", icon=":material/list:"),

@@ -17,6 +17,7 @@ import typer
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from console import login_throttle
 from console import passwords as auth
 from db import console_sessions, users
 from db.engine import engine_for, read, transaction
@@ -57,12 +58,17 @@ def run_console(port: int, address: str = "127.0.0.1") -> None:
     os.execv(sys.executable, argv)
 
 
+class AdminPasswordRefused(ValueError):
+    """``QUEUE_ADMIN_PASSWORD`` does not meet the password policy."""
+
+
 def ensure_admin(engine: Engine) -> str | None:
     """With no console user at all, create ``admin`` (role admin).
 
-    Its password comes from ``QUEUE_ADMIN_PASSWORD``; without it one is generated and returned,
-    so the caller can print it once. Returns None when users already exist or the password
-    came from the environment.
+    Its password comes from ``QUEUE_ADMIN_PASSWORD`` (it must meet the password policy, else
+    ``AdminPasswordRefused``); without it one is generated and returned, so the caller can print it
+    once, and the console makes the admin choose their own at the first login. Returns None
+    when users already exist or the password came from the environment.
     """
     with read(engine) as conn:
         if users.count_users(conn) > 0:
@@ -70,9 +76,11 @@ def ensure_admin(engine: Engine) -> str | None:
     configured = os.environ.get(ADMIN_PASSWORD_ENV)
     password = configured or secrets.token_urlsafe(15)
     try:
-        auth.create_user(engine, ADMIN_NAME, password, "admin")
+        auth.create_user(engine, ADMIN_NAME, password, "admin", must_change_password=not configured)
     except IntegrityError:  # another process created it at the same moment
         return None
+    except ValueError as exc:
+        raise AdminPasswordRefused(f"{ADMIN_PASSWORD_ENV}: {exc}") from None
     log.info("created console user %r (role admin)", ADMIN_NAME)
     return None if configured else password
 
@@ -131,14 +139,25 @@ def list_users() -> None:
         typer.echo(f"{r['username']:30} {r['role']:8} {state:9} last login {last}")
 
 
+def _ended(count: int) -> str:
+    return (
+        f"{count} console session(s) ended: open tabs are logged out at their next action"
+        " (a live-refreshing page within seconds)"
+    )
+
+
 def _set_disabled(name: str, disabled: bool) -> None:
+    ended = 0
     with transaction(_engine()) as conn:
         found = users.set_disabled(conn, name, disabled)
-        if disabled:  # signed-in browsers lose the session at their next step
-            console_sessions.end_all_of(conn, name)
+        if disabled:  # signed-in tabs are logged out at their next action
+            ended = console_sessions.end_all_of(conn, name)
     if not found:
         raise _fail(f"no user {name!r}")
-    typer.echo(f"user {name} {'disabled' if disabled else 'enabled'}", err=True)
+    if disabled:
+        typer.echo(f"user {name} disabled; {_ended(ended)}", err=True)
+    else:
+        typer.echo(f"user {name} enabled", err=True)
 
 
 @user_app.command("disable")
@@ -161,7 +180,7 @@ def set_password(
     """Set a user's password."""
     password = _read_password(password_stdin)
     try:
-        new_hash = auth.hash_password(password)
+        new_hash = auth.hash_password(password, name)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     with transaction(_engine()) as conn:
@@ -169,4 +188,21 @@ def set_password(
         ended = console_sessions.end_all_of(conn, name)
     if not found:
         raise _fail(f"no user {name!r}")
-    typer.echo(f"password of {name} changed; {ended} signed-in browser(s) logged out", err=True)
+    typer.echo(f"password of {name} changed; {_ended(ended)}", err=True)
+
+
+@user_app.command("unlock")
+def unlock_user(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    client: Annotated[
+        str | None,
+        typer.Option(help="also clear this client address's count (every user it tried)"),
+    ] = None,
+) -> None:
+    """Clear the login delay of a user at once (the failed attempts counted for them, from
+    every address); with --client, also that address's."""
+    try:
+        cleared = login_throttle.unlock(_engine(), name, client)
+    except SQLAlchemyError as exc:
+        raise _fail(f"database error: {str(exc).splitlines()[0]} (`queuectl migrate`?)") from None
+    typer.echo(f"user {name} unlocked ({cleared} login counter(s) cleared)", err=True)

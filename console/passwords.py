@@ -4,33 +4,50 @@ as the database has it now. ``console.auth`` (the login UI) and ``queuectl user`
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Engine
 
-from db import audit, users
-from db.engine import read, write
+from console import argon2_slots, login_throttle, password_policy
+from console.argon2_slots import LoginBusy
+from console.login_throttle import LoginRefused, LoginThrottled
+from db import console_sessions, users
+from db.engine import read, transaction, write
+
+__all__ = [
+    "Account",
+    "LoginBusy",
+    "LoginRefused",
+    "LoginThrottled",
+    "WrongPassword",
+    "account",
+    "authenticate",
+    "change_password",
+    "create_user",
+    "db_role",
+    "hash_password",
+]
 
 FAST_ENV = "QUEUE_ARGON2_FAST"  # tests only: a cheap hasher so fixtures stay fast
 MAX_USERNAME = 100
 MAX_PASSWORD = 1024
-#: refused logins of one username within ``LOGIN_LOCK`` after which its logins are refused
-#: unchecked until the oldest of them is ``LOGIN_LOCK`` old (password guessing)
-LOGIN_FAILURES_ALLOWED = 5
-LOGIN_LOCK = timedelta(minutes=15)
+LOCAL_CLIENT = "local"  # the client address of a login with none (loopback, tests, the CLI)
 
 
-class LoginThrottled(Exception):
-    """Too many refused logins for this username lately; try again later."""
+class WrongPassword(ValueError):
+    """The current password given to change it is not the user's."""
 
-    def __init__(self, username: str) -> None:
-        minutes = int(LOGIN_LOCK.total_seconds() // 60)
-        super().__init__(
-            f"Too many failed logins for {username!r}: try again in up to {minutes} minutes."
-        )
+
+@dataclass(frozen=True)
+class Account:
+    """A console user as the database has it now."""
+
+    role: str
+    must_change_password: bool
 
 
 @lru_cache(maxsize=2)
@@ -50,73 +67,122 @@ def _dummy_hash(fast: bool) -> str:
     return _hasher(fast).hash(os.urandom(16).hex())
 
 
-def hash_password(password: str) -> str:
-    if not password:
-        raise ValueError("the password must not be empty")
+def hash_password(password: str, username: str = "") -> str:
+    """The argon2id hash of a password that meets the policy (``console.password_policy``);
+    raises ``ValueError`` (``WeakPassword``) otherwise."""
     if len(password) > MAX_PASSWORD:
         raise ValueError(f"the password may be at most {MAX_PASSWORD} characters")
-    return password_hasher().hash(password)
+    password_policy.check(password, username)
+    with argon2_slots.slots().slot():
+        return password_hasher().hash(password)
 
 
-def create_user(engine: Engine, username: str, password: str, role: str) -> None:
-    """Add a console user (raises ``ValueError`` on bad input, ``IntegrityError`` if taken)."""
+def create_user(
+    engine: Engine, username: str, password: str, role: str, *, must_change_password: bool = False
+) -> None:
+    """Add a console user (raises ``ValueError`` on bad input or a weak password,
+    ``IntegrityError`` if the name is taken)."""
     username = username.strip()
     if not 1 <= len(username) <= MAX_USERNAME:
         raise ValueError(f"the username must have 1-{MAX_USERNAME} characters")
     if role not in users.ROLES:
         raise ValueError(f"role must be one of {', '.join(users.ROLES)}")
-    password_hash = hash_password(password)
+    password_hash = hash_password(password, username)
     with write(engine) as conn:
-        users.create_user(conn, username, password_hash, role)
+        users.create_user(
+            conn, username, password_hash, role, must_change_password=must_change_password
+        )
 
 
-def authenticate(engine: Engine, username: str, password: str) -> dict[str, str] | None:
+def _verify(hasher: PasswordHasher, stored: str, password: str) -> bool:
+    try:
+        return bool(hasher.verify(stored, password))
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def authenticate(
+    engine: Engine,
+    username: str,
+    password: str,
+    *,
+    client: str = LOCAL_CLIENT,
+    now: datetime | None = None,
+) -> dict[str, str] | None:
     """The user as ``{"name", "role"}`` if the password is right and the user is enabled.
 
-    Unknown and disabled users cost one argon2 verification too, so the response time does
-    not tell whether a name exists. Every refused login of a non-empty username is written
-    to the audit log (action ``login``, outcome ``denied``); after
-    ``LOGIN_FAILURES_ALLOWED`` of them within ``LOGIN_LOCK``, the username's logins raise
-    ``LoginThrottled`` without checking the password, whether or not the user exists.
+    The attempt is reserved first (``console.login_throttle``): while this client, this user
+    or this pair has to wait, ``LoginThrottled`` is raised and nothing is verified. The check
+    then takes one of the process's argon2 slots (``console.argon2_slots``), or raises
+    ``LoginBusy`` (the attempt is given back). Unknown and disabled users cost one argon2
+    verification too, so the response time does not tell whether a name exists. A refused
+    login of a non-empty username is audited (at most one entry per user, client and minute,
+    counting them).
     """
     fast = os.environ.get(FAST_ENV) == "1"
     hasher = _hasher(fast)
     username = (username or "").strip()[:MAX_USERNAME]
     password = (password or "")[:MAX_PASSWORD]
+    client = (client or LOCAL_CLIENT)[:MAX_USERNAME]
+    reservation = login_throttle.reserve(engine, username, client, now)
     row = None
     if username:
         with read(engine) as conn:
-            refused = audit.count_since(
-                conn,
-                username=username,
-                action="login",
-                outcome="denied",
-                since=datetime.now(UTC) - LOGIN_LOCK,
-            )
-            if refused >= LOGIN_FAILURES_ALLOWED:
-                raise LoginThrottled(username)
             row = users.get_user(conn, username)
-    stored = row["password_hash"] if row is not None else _dummy_hash(fast)
     try:
-        hasher.verify(stored, password)
-        verified = True
-    except (VerificationError, InvalidHashError):
-        verified = False
+        with argon2_slots.slots().slot():
+            stored = row["password_hash"] if row is not None else _dummy_hash(fast)
+            verified = _verify(hasher, stored, password)
+    except LoginBusy:
+        login_throttle.unchecked(engine, reservation)
+        raise
     if row is None or not verified or row["disabled"] or not password:
         if username:
-            with write(engine) as conn:
-                audit.record(conn, username=username, role="-", action="login", outcome="denied")
+            login_throttle.refused(engine, username, client, now=now)
         return None
-    new_hash = hasher.hash(password) if hasher.check_needs_rehash(stored) else None
+    new_hash = None
+    if hasher.check_needs_rehash(stored):
+        try:
+            with argon2_slots.slots().slot():
+                new_hash = hasher.hash(password)
+        except LoginBusy:  # upgraded at a later login
+            new_hash = None
     with write(engine) as conn:
         users.record_login(conn, row["username"], new_hash)
+    login_throttle.succeeded(engine, reservation, now)
     return {"name": row["username"], "role": row["role"]}
 
 
-def db_role(engine: Engine, username: str) -> str | None:
-    """The user's role as the database has it now (None if missing or disabled)."""
+def change_password(
+    engine: Engine, username: str, current: str, new: str, *, client: str = LOCAL_CLIENT
+) -> int:
+    """Set a user's own password after checking the current one (throttled like a login).
+
+    Raises ``WrongPassword``, ``WeakPassword`` (a ``ValueError``) or ``LoginRefused``. Clears
+    ``must_change_password`` and ends every stored session of the user; returns how many.
+    """
+    if new == current:
+        raise password_policy.WeakPassword("choose a password other than the current one")
+    password_policy.check(new, username)
+    if authenticate(engine, username, current, client=client) is None:
+        raise WrongPassword("the current password is wrong")
+    new_hash = hash_password(new, username)
+    with transaction(engine) as conn:
+        users.set_password_hash(conn, username, new_hash)
+        return console_sessions.end_all_of(conn, username)
+
+
+def account(engine: Engine, username: str) -> Account | None:
+    """The user's role and password flag as the database has them now (None if missing or
+    disabled)."""
     with read(engine) as conn:
         row = users.get_user(conn, username)
     if row is None or row["disabled"]:
         return None
-    return str(row["role"])
+    return Account(str(row["role"]), bool(row["must_change_password"]))
+
+
+def db_role(engine: Engine, username: str) -> str | None:
+    """The user's role as the database has it now (None if missing or disabled)."""
+    found = account(engine, username)
+    return None if found is None else found.role

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, String, cast, func, insert, select
+from sqlalchemy import Connection, String, cast, func, insert, select, update
 
 from db.models import AuditEntry
 
@@ -84,8 +84,7 @@ def entries(
 def count_since(
     conn: Connection, *, username: str, action: str, outcome: str, since: datetime
 ) -> int:
-    """How many entries of ``username`` with this action and outcome are newer than ``since``
-    (the login throttle counts refused logins this way)."""
+    """How many entries of ``username`` with this action and outcome are newer than ``since``."""
     stmt = select(func.count()).where(
         audit_log.c.username == username[:100],
         audit_log.c.action == action,
@@ -93,6 +92,16 @@ def count_since(
         audit_log.c.at >= since,
     )
     return int(conn.execute(stmt).scalar_one())
+
+
+def get(conn: Connection, entry_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(audit_log).where(audit_log.c.id == entry_id)).first()
+    return None if row is None else dict(row._mapping)
+
+
+def set_details(conn: Connection, entry_id: int, details: dict[str, Any]) -> None:
+    """Replace an entry's details (a rate-limited entry counts the events it stands for)."""
+    conn.execute(update(audit_log).where(audit_log.c.id == entry_id).values(details=details))
 
 
 def distinct_values(conn: Connection, column: str) -> list[str]:

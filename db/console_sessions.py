@@ -8,6 +8,7 @@ deletes the row, so a copied cookie is useless afterwards.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, insert, select, update
@@ -30,13 +31,20 @@ def create(
     )
 
 
-def resume(
-    conn: Connection, token_hash: str, now: datetime, lifetime: timedelta
-) -> tuple[str, str] | None:
-    """``(username, role)`` of a live session, its expiry moved to ``now + lifetime``; None
-    when there is no such session, it expired, or its user is gone or disabled."""
+@dataclass(frozen=True)
+class LiveSession:
+    username: str
+    role: str
+    must_change_password: bool
+    expires_at: datetime
+
+
+def check(conn: Connection, token_hash: str, now: datetime) -> LiveSession | None:
+    """The session if it is live: its row exists (not logged out, no password change or
+    disable since), it has not expired, and its user exists and is enabled. One indexed
+    read: every console run of a signed-in tab makes it."""
     row = conn.execute(
-        select(users.c.username, users.c.role)
+        select(users.c.username, users.c.role, users.c.must_change_password, sessions.c.expires_at)
         .select_from(sessions.join(users, users.c.username == sessions.c.username))
         .where(
             sessions.c.token_hash == token_hash,
@@ -46,12 +54,26 @@ def resume(
     ).first()
     if row is None:
         return None
+    return LiveSession(row.username, row.role, bool(row.must_change_password), row.expires_at)
+
+
+def extend(conn: Connection, token_hash: str, expires_at: datetime) -> None:
+    """Move a session's expiry (it is used: the idle time starts again)."""
     conn.execute(
-        update(sessions)
-        .where(sessions.c.token_hash == token_hash)
-        .values(expires_at=now + lifetime)
+        update(sessions).where(sessions.c.token_hash == token_hash).values(expires_at=expires_at)
     )
-    return row.username, row.role
+
+
+def resume(
+    conn: Connection, token_hash: str, now: datetime, lifetime: timedelta
+) -> tuple[str, str] | None:
+    """``(username, role)`` of a live session, its expiry moved to ``now + lifetime``; None
+    when there is no such session, it expired, or its user is gone or disabled."""
+    live = check(conn, token_hash, now)
+    if live is None:
+        return None
+    extend(conn, token_hash, now + lifetime)
+    return live.username, live.role
 
 
 def end(conn: Connection, token_hash: str) -> bool:

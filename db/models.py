@@ -299,8 +299,36 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: the password was set for the user (the generated first admin password): the console
+    #: shows nothing but a change-password form until they choose their own
+    must_change_password: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
     __table_args__ = (CheckConstraint("role IN ('admin', 'analyst')", name="role"),)
+
+
+class LoginThrottle(Base):
+    """Login attempts counted per client address, per user and per (user, client) pair, each
+    with the earliest time its next attempt is checked (``console.login_throttle``). An attempt
+    is reserved here, under a row lock, before its password is verified."""
+
+    __tablename__ = "login_throttle"
+
+    scope: Mapped[str] = mapped_column(String(10), primary_key=True)  # client | user | pair
+    username: Mapped[str] = mapped_column(String(100), primary_key=True)  # '' for client
+    client: Mapped[str] = mapped_column(String(100), primary_key=True)  # '' for user
+    failures: Mapped[int] = mapped_column(Integer)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: pair rows: the user logged in from this client lately, so the per-user delay (set by
+    #: failures from other addresses) does not apply to it
+    trusted_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: pair rows: the audit entry that counts this minute's refused logins
+    audit_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+
+    __table_args__ = (
+        CheckConstraint("scope IN ('client', 'user', 'pair')", name="scope"),
+        Index("ix_login_throttle_last_attempt_at", "last_attempt_at"),
+    )
 
 
 class ConsoleSession(Base):

@@ -1,4 +1,5 @@
-"""Retention: delete finished jobs once their minutes are rolled up, and old rollup rows.
+"""Retention: delete finished jobs once their minutes are rolled up, old rollup rows and old
+audit entries.
 
 A finished job may be deleted only when every number it contributes to is final. All of a
 job's contributions (finish, start, busy time, error entries) fall in minutes up to its finish
@@ -20,17 +21,20 @@ can have no row; back-fill their minutes with ``metrics.rollup.rollup_range`` to
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, text
 
+from db import login_throttle
 from db.engine import is_sqlite, read, write
 from db.models import Metric
 from db.types import UTCDateTime
 
 BATCH_SIZE = 10_000
 MAX_BATCHES = 100  # per call: at most 1,000,000 rows, the next run continues
+#: a login-throttle row idle this long counts nothing (console.login_throttle.FORGET is 1 h)
+THROTTLE_IDLE = timedelta(days=1)
 
 queue_metrics = Metric.__table__
 
@@ -139,4 +143,32 @@ def prune_metrics(
             deleted += n
             if n < batch_size:
                 break
+    return deleted
+
+
+def prune_audit(
+    engine: Engine,
+    *,
+    before: datetime,
+    batch_size: int = BATCH_SIZE,
+    max_batches: int = MAX_BATCHES,
+) -> int:
+    """Delete audit entries older than ``before`` (``QUEUE_AUDIT_RETENTION_DAYS``), and the
+    login-throttle rows that count nothing any more."""
+    match = "id IN (" if is_sqlite(engine) else "id = ANY(ARRAY("
+    close = ")" if is_sqlite(engine) else "))"
+    stmt = text(
+        f"DELETE FROM audit_log WHERE {match}"
+        f"SELECT id FROM audit_log WHERE at < :before LIMIT :batch{close}"
+    ).bindparams(bindparam("before", type_=UTCDateTime()))
+    deleted = 0
+    for _ in range(max_batches):
+        with write(engine) as conn:
+            n = conn.execute(stmt, {"before": before, "batch": batch_size}).rowcount
+        deleted += n
+        if n < batch_size:
+            break
+    now = datetime.now(UTC)
+    with write(engine) as conn:
+        login_throttle.prune(conn, idle_before=now - THROTTLE_IDLE, now=now)
     return deleted

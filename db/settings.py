@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from functools import cached_property, lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,6 +51,19 @@ class Settings(BaseSettings):
     queue_console_session_hours: float = Field(
         default=12.0, gt=0, description="an idle console login ends after this many hours"
     )
+    queue_console_password_checks: int = Field(
+        default=2, ge=1, le=64, description="argon2 checks at once per console process"
+    )
+    queue_console_password_check_wait: float = Field(
+        default=5.0, ge=0, description="seconds a login waits for a check before 'try again'"
+    )
+    queue_console_client_ip_header: str | None = Field(
+        default=None,
+        description="header a trusted reverse proxy sets to the client address (X-Forwarded-For)",
+    )
+    queue_audit_retention_days: float = Field(
+        default=365.0, gt=0, description="audit entries older than this are deleted"
+    )
     # retention and rollups (tasks/system_jobs.py, docs/metrics.md)
     queue_retention_completed_hours: float = Field(default=24.0, gt=0)
     queue_retention_failed_days: float = Field(default=7.0, gt=0)
@@ -66,7 +80,8 @@ class Settings(BaseSettings):
         default=None, description="default webhook of the rules (unset: outbox only)"
     )
     queue_alert_webhook_secret: str | None = Field(
-        default=None, description="HMAC-SHA256 key of the X-EduRise-Signature header"
+        default=None,
+        description="HMAC-SHA256 key of the X-EduRise-Signature header (over timestamp.body)",
     )
     queue_alert_webhook_timeout: float = Field(default=3.0, gt=0, description="seconds per POST")
     queue_alert_webhook_attempts: int = Field(
@@ -88,6 +103,14 @@ class Settings(BaseSettings):
                 f"QUEUE_QUEUES: queue name {bad[0]!r} is invalid: 1-64 letters, digits or"
                 " underscores"
             )
+        return value
+
+    @field_validator("queue_alert_webhook_url")
+    @classmethod
+    def _http_webhook(cls, value: str | None) -> str | None:
+        parts = urlsplit(value or "")
+        if value and (parts.scheme.lower() not in ("http", "https") or not parts.hostname):
+            raise ValueError("QUEUE_ALERT_WEBHOOK_URL must be an http:// or https:// URL")
         return value
 
     @property

@@ -28,8 +28,16 @@ def count_users(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(users)).scalar_one())
 
 
-def create_user(conn: Connection, username: str, password_hash: str, role: str) -> int:
-    """Insert a user; raises ``IntegrityError`` if the name is taken."""
+def create_user(
+    conn: Connection,
+    username: str,
+    password_hash: str,
+    role: str,
+    *,
+    must_change_password: bool = False,
+) -> int:
+    """Insert a user; raises ``IntegrityError`` if the name is taken. With
+    ``must_change_password`` the console asks for a new password at the first login."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
     result = conn.execute(
@@ -41,6 +49,7 @@ def create_user(conn: Connection, username: str, password_hash: str, role: str) 
             disabled=False,
             created_at=datetime.now(UTC),
             last_login_at=None,
+            must_change_password=must_change_password,
         )
         .returning(users.c.id)
     )
@@ -62,9 +71,13 @@ def set_disabled(conn: Connection, username: str, disabled: bool) -> bool:
     return result.rowcount == 1
 
 
-def set_password_hash(conn: Connection, username: str, password_hash: str) -> bool:
+def set_password_hash(
+    conn: Connection, username: str, password_hash: str, *, must_change_password: bool = False
+) -> bool:
     result = conn.execute(
-        update(users).where(users.c.username == username).values(password_hash=password_hash)
+        update(users)
+        .where(users.c.username == username)
+        .values(password_hash=password_hash, must_change_password=must_change_password)
     )
     return result.rowcount == 1
 

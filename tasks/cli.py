@@ -86,12 +86,15 @@ def console(
     ] = "127.0.0.1",
 ) -> None:
     """Run the Streamlit console (replaces this process)."""
-    from console.commands import ensure_admin, run_console
+    from console.commands import AdminPasswordRefused, ensure_admin, run_console
     from db.engine import engine_for
 
     _configure_logging()
     with _Guard():
-        password = ensure_admin(engine_for(get_settings().ledger_url))
+        try:
+            password = ensure_admin(engine_for(get_settings().ledger_url))
+        except AdminPasswordRefused as exc:
+            raise _fail(str(exc)) from None
     if password:
         typer.echo(f"created console user 'admin' with password: {password}", err=True)
     run_console(port, address)
@@ -167,10 +170,14 @@ def up(
     console: Annotated[bool, typer.Option(help="also start the console")] = True,
 ) -> None:
     """Migrate, then run a maintainer and a worker (and the console) until Ctrl-C."""
+    from console.commands import AdminPasswordRefused
     from tasks.supervisor import run_all
 
     _configure_logging()
-    run_all(get_settings(), concurrency=concurrency, with_console=console)
+    try:
+        run_all(get_settings(), concurrency=concurrency, with_console=console)
+    except AdminPasswordRefused as exc:
+        raise _fail(str(exc)) from None
 
 
 def _parse_data(data: str) -> Any:

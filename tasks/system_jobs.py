@@ -1,4 +1,5 @@
-"""Built-in periodic system jobs: the metrics rollup and retention (docs/metrics.md).
+"""Built-in periodic system jobs: the metrics rollup and retention of jobs, rollups and the
+audit log (docs/metrics.md, docs/security.md).
 
 They run like any periodic job (one ledger row per tick, on the ``system`` queue, which a
 worker started without ``--queues`` serves) and are safe to run twice: the rollup is an
@@ -16,7 +17,7 @@ from sqlalchemy import Engine, select
 
 from db.engine import engine_for, read
 from db.models import Job
-from db.retention import prune_jobs, prune_metrics
+from db.retention import prune_audit, prune_jobs, prune_metrics
 from db.settings import Settings, get_settings
 from db.states import JobStatus
 from metrics.rollup import db_clock, oldest_finish, rollup, rollup_holes
@@ -139,9 +140,17 @@ def prune_finished_jobs(data: dict[str, Any], ctx: JobContext) -> dict[str, Any]
     timeout=600,
 )
 def prune_old_metrics(data: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """Hourly: delete rollup rows older than the metrics retention."""
+    """Hourly: delete rollup rows older than the metrics retention and audit entries older
+    than the audit retention (``QUEUE_AUDIT_RETENTION_DAYS``)."""
     engine = _engine()
+    settings = metrics_settings()
     with read(engine) as conn:
         now = db_clock(conn)
-    before = now - timedelta(days=metrics_settings().queue_metrics_retention_days)
-    return {"deleted": prune_metrics(engine, before=before), "before": before.isoformat()}
+    before = now - timedelta(days=settings.queue_metrics_retention_days)
+    audit_before = now - timedelta(days=settings.queue_audit_retention_days)
+    return {
+        "deleted": prune_metrics(engine, before=before),
+        "before": before.isoformat(),
+        "audit_deleted": prune_audit(engine, before=audit_before),
+        "audit_before": audit_before.isoformat(),
+    }

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import streamlit as st
 
-from console import auth, data, ui
+from console import auth, csv_export, data, ui
 
 PAGE = 200
 
@@ -85,7 +85,7 @@ with ui.guard("Audit log"):
         p3.caption(f"Page {ss['audit_page_no'] + 1} · {len(rows)} entries")
         p4.download_button(
             "Download CSV",
-            df.to_csv(index=False).encode("utf-8"),
+            csv_export.to_csv(df),  # cells a spreadsheet would run as formulas are escaped
             file_name="audit.csv",
             mime="text/csv",
             key="audit_csv",

@@ -12,7 +12,7 @@ import plotly.io as pio
 import streamlit as st
 from plotly.colors import qualitative
 
-from console import auth, data, ui
+from console import auth, csv_export, data, ui
 
 RANGES: dict[str, timedelta] = {
     "Last 15 minutes": timedelta(minutes=15),
@@ -199,7 +199,7 @@ with ui.guard("Metrics"):
             _line(df, "utilization", "Utilization (busy / available slots)", "chart_util", True)
         st.download_button(
             "Download CSV of this data",
-            df.to_csv(index=False).encode("utf-8"),
+            csv_export.to_csv(df),
             file_name=f"metrics-{by}-{resolution}-{start:%Y%m%dT%H%M}.csv",
             mime="text/csv",
             key="metrics_csv",

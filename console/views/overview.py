@@ -165,6 +165,7 @@ def _silence_form() -> None:
 
 
 def live() -> None:
+    auth.ensure_live_session(data.engine())  # a refresh does not outlive an ended session
     url = data.ledger_url()
     with ui.guard("KPIs"):
         _kpis(url)

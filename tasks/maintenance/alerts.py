@@ -45,6 +45,13 @@ class AlertsConfig:
 
 
 def alerts_config(settings: Settings) -> AlertsConfig:
+    """The alert settings; the maintainer calls it once at start-up, when a webhook URL
+    without a secret is logged as a warning (rules with their own ``webhook_url`` are warned
+    about at their first unsigned POST)."""
+    for warning in notify.config_warnings(
+        settings.queue_alert_webhook_url, settings.queue_alert_webhook_secret
+    ):
+        log.warning(warning)
     return AlertsConfig(
         interval=settings.queue_alert_interval_seconds,
         repeat_minutes=settings.queue_alert_repeat_minutes,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 
 import pytest
 import streamlit as st
@@ -13,9 +12,8 @@ from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 from console import browser_sessions, passwords
-from db import audit
 from db.engine import engine_for, read, write
-from db.models import AuditEntry, ConsoleSession, User
+from db.models import ConsoleSession, User
 from db.users import set_disabled
 from tests.console.conftest import PASSWORD
 
@@ -145,35 +143,6 @@ def test_hashes_are_argon2id_and_upgraded_on_login(console_db: str) -> None:
     with read(engine) as conn:
         new = conn.execute(select(User.password_hash).where(User.username == "bob")).scalar_one()
     assert "m=8,t=1,p=1" in new  # rehashed with the current (test) parameters
-
-
-def test_repeated_wrong_passwords_lock_the_username_for_a_while(
-    console_db: str, make_app: Callable[..., AppTest]
-) -> None:
-    engine = engine_for(console_db)
-    for _ in range(passwords.LOGIN_FAILURES_ALLOWED):
-        assert passwords.authenticate(engine, "alice", "guess") is None
-    with pytest.raises(passwords.LoginThrottled):  # even the right password, unchecked
-        passwords.authenticate(engine, "alice", PASSWORD)
-    with pytest.raises(passwords.LoginThrottled):  # no hint whether a name exists
-        for _ in range(passwords.LOGIN_FAILURES_ALLOWED + 1):
-            passwords.authenticate(engine, "nobody", "guess")
-    assert passwords.authenticate(engine, "bob", PASSWORD) is not None  # others unaffected
-    with read(engine) as conn:
-        refused = audit.entries(conn, username="alice", action="login", outcome="denied")
-    assert len(refused) == passwords.LOGIN_FAILURES_ALLOWED  # on the Audit page
-
-    at = log_in(make_app(None).run(), "alice", PASSWORD)
-    assert "user" not in at.session_state
-    assert "Too many failed logins" in at.error[0].value
-
-    with write(engine) as conn:  # the refusals age out of the window
-        conn.execute(
-            AuditEntry.__table__.update()
-            .where(AuditEntry.username == "alice")
-            .values(at=datetime.now(UTC) - passwords.LOGIN_LOCK - timedelta(seconds=1))
-        )
-    assert passwords.authenticate(engine, "alice", PASSWORD) == {"name": "alice", "role": "admin"}
 
 
 def _sessions(url: str) -> list[tuple[str, str]]:

@@ -34,6 +34,8 @@ def test_ensure_admin_creates_admin_once_with_a_generated_password(empty_ledger:
     password = commands.ensure_admin(engine)
     assert password and len(password) >= 16
     assert passwords.authenticate(engine, "admin", password) == {"name": "admin", "role": "admin"}
+    with read(engine) as conn:  # the console asks for a new one at the first login
+        assert get_user(conn, "admin")["must_change_password"] is True
     assert commands.ensure_admin(engine) is None
     with read(engine) as conn:
         assert [u["username"] for u in list_users(conn)] == ["admin"]
@@ -51,13 +53,20 @@ def test_ensure_admin_takes_the_password_from_the_environment(
 def test_user_add_list_disable(empty_ledger: str) -> None:
     runner = CliRunner()
     result = runner.invoke(
-        commands.user_app, ["add", "carol", "--role", "analyst", "--password-stdin"], input="pw1\n"
+        commands.user_app,
+        ["add", "carol", "--role", "analyst", "--password-stdin"],
+        input="carol-passphrase-1\n",
     )
     assert result.exit_code == 0, result.output
     engine = engine_for(empty_ledger)
-    assert passwords.authenticate(engine, "carol", "pw1") == {"name": "carol", "role": "analyst"}
+    assert passwords.authenticate(engine, "carol", "carol-passphrase-1") == {
+        "name": "carol",
+        "role": "analyst",
+    }
     again = runner.invoke(
-        commands.user_app, ["add", "carol", "--role", "admin", "--password-stdin"], input="x\n"
+        commands.user_app,
+        ["add", "carol", "--role", "admin", "--password-stdin"],
+        input="another-passphrase\n",
     )
     assert again.exit_code == 2 and "already exists" in again.output
     bad = runner.invoke(
@@ -65,21 +74,28 @@ def test_user_add_list_disable(empty_ledger: str) -> None:
     )
     assert bad.exit_code == 2 and "--role must be one of admin, analyst" in bad.output
     prompted = runner.invoke(
-        commands.user_app, ["add", "erin", "--role", "admin"], input="s3cret\ns3cret\n"
+        commands.user_app,
+        ["add", "erin", "--role", "admin"],
+        input="erin's passphrase\nerin's passphrase\n",
     )
     assert prompted.exit_code == 0, prompted.output
-    assert passwords.authenticate(engine, "erin", "s3cret") is not None
+    assert passwords.authenticate(engine, "erin", "erin's passphrase") is not None
     now = datetime.now(UTC)
     with transaction(engine) as conn:  # carol is signed in on two browsers
         console_sessions.create(conn, "c1", "carol", now, timedelta(hours=1))
         console_sessions.create(conn, "c2", "carol", now, timedelta(hours=1))
         console_sessions.create(conn, "e1", "erin", now, timedelta(hours=1))
     assert runner.invoke(commands.user_app, ["disable", "carol"]).exit_code == 0
-    changed = runner.invoke(commands.user_app, ["passwd", "erin", "--password-stdin"], input="n\n")
-    assert changed.exit_code == 0 and "1 signed-in browser(s) logged out" in changed.output
+    changed = runner.invoke(
+        commands.user_app, ["passwd", "erin", "--password-stdin"], input="erin's new passphrase\n"
+    )
+    assert changed.exit_code == 0, changed.output
+    assert "password of erin changed; 1 console session(s) ended: open tabs are logged out" in (
+        changed.output
+    )
     with read(engine) as conn:  # both ended their sessions
         assert conn.execute(select(func.count()).select_from(ConsoleSession)).scalar_one() == 0
-    assert passwords.authenticate(engine, "carol", "pw1") is None
+    assert passwords.authenticate(engine, "carol", "carol-passphrase-1") is None
     with read(engine) as conn:
         assert get_user(conn, "carol")["disabled"] is True
     listing = runner.invoke(commands.user_app, ["list"])

@@ -157,8 +157,9 @@ def poll(fn: Callable[[], T], *, timeout: float = 15.0, interval: float = 0.05) 
 class Receiver:
     """A webhook receiver on 127.0.0.1 (free port) answering ``status``; records every POST."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, headers: dict[str, str] | None = None) -> None:
         self.status = status
+        self.headers = dict(headers or {})  # sent with every answer (e.g. a Location)
         self.requests: list[tuple[bytes, dict[str, str]]] = []
         self._lock = threading.Lock()
         receiver = self
@@ -170,6 +171,8 @@ class Receiver:
                     headers = {k.lower(): v for k, v in self.headers.items()}
                     receiver.requests.append((body, headers))
                 self.send_response(receiver.status)
+                for name, value in receiver.headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -190,8 +193,8 @@ class Receiver:
 
 
 @contextmanager
-def receiver(status: int = 200) -> Iterator[Receiver]:
-    r = Receiver(status)
+def receiver(status: int = 200, headers: dict[str, str] | None = None) -> Iterator[Receiver]:
+    r = Receiver(status, headers)
     r.thread.start()
     try:
         yield r

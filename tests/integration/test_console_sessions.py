@@ -22,8 +22,8 @@ T0 = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
 def engine(use_ledger: str, monkeypatch: pytest.MonkeyPatch) -> Engine:
     monkeypatch.setenv(passwords.FAST_ENV, "1")
     eng = engine_for(use_ledger)
-    passwords.create_user(eng, "alice", "pw-alice", "admin")
-    passwords.create_user(eng, "bob", "pw-bob", "analyst")
+    passwords.create_user(eng, "alice", "alice passphrase 1", "admin")
+    passwords.create_user(eng, "bob", "bob passphrase 22", "analyst")
     return eng
 
 

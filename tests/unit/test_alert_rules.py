@@ -269,11 +269,25 @@ def test_a_file_that_was_never_good_gives_the_defaults(
 
 
 def test_signature_and_backoff() -> None:
+    """The signature covers ``timestamp.body`` (issue 17: a body-only HMAC let old requests
+    be replayed for ever); a stale timestamp is refused."""
+    import hashlib
+    import hmac
+
     body = b'{"a": 1}'
-    header = notify.sign(body, "k")
-    assert header.startswith("sha256=") and len(header) == 7 + 64
-    assert notify.verify(body, header, "k")
-    assert not notify.verify(body + b" ", header, "k")
-    assert not notify.verify(body, None, "k")
+    t = 1_765_000_000
+    header = notify.sign(body, "k", t)
+    assert header.startswith("v1=") and len(header) == 3 + 64
+    assert notify.verify(body, str(t), header, "k", now=t + 10)
+    assert not notify.verify(body + b" ", str(t), header, "k", now=t)
+    assert not notify.verify(body, str(t + 1), header, "k", now=t)  # the timestamp is signed
+    assert not notify.verify(body, None, header, "k", now=t)
+    assert not notify.verify(body, str(t), None, "k", now=t)
+    tolerance = notify.SIGNATURE_TOLERANCE
+    assert notify.verify(body, str(t), header, "k", now=t + tolerance)
+    assert not notify.verify(body, str(t), header, "k", now=t + tolerance + 1)  # a replay
+    assert not notify.verify(body, str(t), header, "k", now=t - tolerance - 1)
+    body_only = "v1=" + hmac.new(b"k", body, hashlib.sha256).hexdigest()
+    assert not notify.verify(body, str(t), body_only, "k", now=t)
     config = notify.DeliveryConfig(backoff_seconds=2, max_backoff_seconds=10)
     assert [notify.backoff(config, a).total_seconds() for a in (1, 2, 3, 4)] == [2, 4, 8, 10]
