@@ -93,9 +93,9 @@ PAGES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     (
         "Jobs (status + type)",
         "views/jobs.py",
-        {"jobs_status": ["failed"], "jobs_type": "edurise.course_progress_report"},
+        {"status": ["failed"], "type": "edurise.course_progress_report"},
     ),
-    ("Jobs (payload search)", "views/jobs.py", {"jobs_search": SEARCH}),
+    ("Jobs (payload search)", "views/jobs.py", {"q": SEARCH}),
     ("Submit", "views/submit.py", {}),
     ("Workers", "views/workers.py", {}),
     ("Metrics", "views/metrics.py", {}),

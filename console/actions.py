@@ -115,6 +115,7 @@ def perform(
     job_ids: Iterable[Any] = (),
     details: dict[str, Any] | None = None,
     result_job_ids: Callable[[T], Iterable[Any]] | None = None,
+    result_details: Callable[[T], dict[str, Any]] | None = None,
 ) -> T:
     """Run one admin action: authorize, call ``fn`` (a ``tasks.api`` call), audit the outcome.
 
@@ -133,6 +134,8 @@ def perform(
         raise ActionFailed(message) from None
     if result_job_ids is not None:
         ids += [str(j) for j in result_job_ids(result)]
+    if result_details is not None:
+        details = {**(details or {}), **result_details(result)}
     try:
         _write_audit(
             username=username,
@@ -177,15 +180,23 @@ class BulkResult:
     requested: int
     succeeded: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    #: what the job API answered, counted: for cancel ``cancelled`` (it never started and never
+    #: will) and ``cancel_requested`` (a worker holds it); for retry ``retried``
+    outcomes: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
         return len(self.failures)
 
 
-BULK_OPS: dict[str, Callable[[str], Any]] = {
+def _retry(job_id: str) -> str:
+    api.retry_job(job_id)
+    return "retried"
+
+
+BULK_OPS: dict[str, Callable[[str], str]] = {
     "cancel": api.cancel_job,
-    "retry": api.retry_job,
+    "retry": _retry,
 }
 
 
@@ -198,7 +209,8 @@ def bulk(
     details: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> BulkResult:
-    """Cancel or retry many jobs one by one through the API; one audit entry with every id.
+    """Cancel or retry the jobs ``job_ids`` (exactly these, in this order) one by one through
+    the job API; one audit entry with every id and the count of each answer.
 
     A job that cannot make the transition any more (it finished meanwhile) is counted as a
     failure with the API's message; the others still happen.
@@ -211,8 +223,9 @@ def bulk(
     try:
         for i, jid in enumerate(job_ids, 1):
             try:
-                call(jid)
+                answer = call(jid)
                 result.succeeded += 1
+                result.outcomes[answer] = result.outcomes.get(answer, 0) + 1
             except QueueError as exc:
                 result.failures.append((jid, str(exc)))
             if progress is not None and (i % 50 == 0 or i == len(job_ids)):
@@ -221,7 +234,12 @@ def bulk(
         if not isinstance(exc, SQLAlchemyError):
             log.exception("console bulk action %s failed", action)
         message = readable(exc)
-        info = {**(details or {}), "requested": result.requested, "succeeded": result.succeeded}
+        info = {
+            **(details or {}),
+            "requested": result.requested,
+            "succeeded": result.succeeded,
+            "outcomes": dict(result.outcomes),
+        }
         _audit_quietly(username, action, "error", target, job_ids, info, message)
         data.clear_job_caches()
         raise ActionFailed(f"{message} (after {result.succeeded} of {len(job_ids)})") from None
@@ -229,6 +247,7 @@ def bulk(
         **(details or {}),
         "requested": result.requested,
         "succeeded": result.succeeded,
+        "outcomes": dict(result.outcomes),
         "failed": result.failed,
         "failures": [{"job_id": j, "error": e} for j, e in result.failures[:20]],
     }
@@ -289,7 +308,15 @@ def submit(
 
 
 def cancel(job_id: str) -> str:
-    return perform("cancel", lambda: api.cancel_job(job_id), target=str(job_id), job_ids=[job_id])
+    """Cancel this one job; returns the job API's answer (``api.CANCEL_MESSAGES`` says it in
+    words), which the audit entry records as ``details.outcome``."""
+    return perform(
+        "cancel",
+        lambda: api.cancel_job(job_id),
+        target=str(job_id),
+        job_ids=[job_id],
+        result_details=lambda outcome: {"outcome": outcome},
+    )
 
 
 def retry(job_id: str) -> None:

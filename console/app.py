@@ -11,6 +11,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # pages import console.*, tasks.*, db.*
@@ -24,6 +25,27 @@ from console.actions import readable  # noqa: E402
 VIEWS = Path(__file__).resolve().parent / "views"
 
 st.set_page_config(page_title="EduRise Queue", page_icon=":material/inbox:", layout="wide")
+
+
+def page_list(role: str) -> list[Any]:
+    """The pages a role may open (admin-only pages are not registered for analysts)."""
+    pages = [
+        st.Page(VIEWS / "overview.py", title="Overview", icon=":material/dashboard:", default=True),
+        st.Page(VIEWS / "jobs.py", title="Jobs", icon=":material/list:"),
+    ]
+    if role == "admin":
+        pages.append(st.Page(VIEWS / "submit.py", title="Submit", icon=":material/add_circle:"))
+    pages += [
+        st.Page(VIEWS / "workers.py", title="Workers", icon=":material/engineering:"),
+        st.Page(VIEWS / "metrics.py", title="Metrics", icon=":material/monitoring:"),
+        st.Page(VIEWS / "periodic.py", title="Periodic", icon=":material/schedule:"),
+        st.Page(VIEWS / "errors.py", title="Errors", icon=":material/error:"),
+        st.Page(VIEWS / "capacity.py", title="Capacity", icon=":material/speed:"),
+    ]
+    if role == "admin":
+        pages.append(st.Page(VIEWS / "audit.py", title="Audit", icon=":material/policy:"))
+    return pages
+
 
 engine = None
 with ui.guard("The ledger is not reachable"):
@@ -46,6 +68,9 @@ if user is None:
     except Exception as exc:
         logging.getLogger("console").warning("console session not resumed: %s", exc)
 if user is None:
+    # a link such as /jobs?id=… keeps its page through the login: the pages are registered,
+    # hidden and not run, so the login's rerun opens that page (if the role may see it)
+    st.navigation(page_list("admin"), position="hidden")
     browser_sessions.write_cookie()  # clears the cookie after a logout or an expiry
     auth.login_form(engine)
     st.stop()
@@ -55,23 +80,7 @@ if auth.must_change_password():  # e.g. the generated first admin password
     auth.password_change_form(engine, user)
     st.stop()
 
-pages = [
-    st.Page(VIEWS / "overview.py", title="Overview", icon=":material/dashboard:", default=True),
-    st.Page(VIEWS / "jobs.py", title="Jobs", icon=":material/list:"),
-]
-if user["role"] == "admin":
-    pages.append(st.Page(VIEWS / "submit.py", title="Submit", icon=":material/add_circle:"))
-pages += [
-    st.Page(VIEWS / "workers.py", title="Workers", icon=":material/engineering:"),
-    st.Page(VIEWS / "metrics.py", title="Metrics", icon=":material/monitoring:"),
-    st.Page(VIEWS / "periodic.py", title="Periodic", icon=":material/schedule:"),
-    st.Page(VIEWS / "errors.py", title="Errors", icon=":material/error:"),
-    st.Page(VIEWS / "capacity.py", title="Capacity", icon=":material/speed:"),
-]
-if user["role"] == "admin":
-    pages.append(st.Page(VIEWS / "audit.py", title="Audit", icon=":material/policy:"))
-
-navigation = st.navigation(pages)
+navigation = st.navigation(page_list(user["role"]))
 with st.sidebar:
     st.caption(f"Signed in as **{user['name']}** ({user['role']})")
     if st.button("Log out", key="logout"):

@@ -1,12 +1,17 @@
 """Reads for the console, cached briefly and keyed by the ledger URL.
 
-Jobs are read through ``tasks.api``; charts come only from the metrics read models
-(``metrics.read_models``), never from scanning ``queue_jobs``. Writes clear the job caches
-(``clear_job_caches``) so users see their own changes at once.
+Pages of jobs and single jobs are read through ``tasks.api``. What only needs ids or a few
+columns (bulk actions, the running jobs of the Workers page, id prefixes, per-status counts)
+is read by ``db.queries`` statements that select just those columns, never payloads. Charts
+come only from the metrics read models (``metrics.read_models``), never from scanning
+``queue_jobs``. Writes clear the job caches (``clear_job_caches``) so users see their own
+changes at once.
 """
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
@@ -18,14 +23,21 @@ from console.errors import ConsoleError
 from db import audit, queries
 from db.engine import engine_for, read
 from db.settings import get_settings
-from db.states import JobStatus
+from db.states import ALL_STATUSES
 from tasks import api, registry
 
 JOBS_TTL = 3
 METRICS_TTL = 5
 SLOW_TTL = 10
 BULK_CAP = 10_000
-BULK_PAGE = 1_000
+#: per-status counts are exact up to this many jobs, then estimated (``status_counts``)
+COUNT_CAP = 10_000
+RUNNING_CAP = 5_000
+#: a job id prefix must have at least this many hex digits to open a job
+MIN_ID_PREFIX = 8
+PREFIX_CANDIDATES = 10
+HEX_DIGITS = "0123456789abcdef"
+MAX_FILTER_TEXT = 500
 
 
 class MetricsUnavailable(ConsoleError):
@@ -82,6 +94,23 @@ def floor_time(now: datetime, seconds: int) -> datetime:
 # --- jobs (through the job API) -----------------------------------------------------------
 
 
+#: the columns of the Jobs table (no payload, result or error history)
+LIST_COLUMNS = (
+    "id",
+    "status",
+    "type",
+    "queue",
+    "priority",
+    "attempt",
+    "max_attempts",
+    "created_at",
+    "scheduled_at",
+    "started_at",
+    "finished_at",
+    "last_error",
+)
+
+
 @st.cache_data(ttl=JOBS_TTL, show_spinner=False, max_entries=500)
 def jobs_page(
     url: str,
@@ -95,21 +124,36 @@ def jobs_page(
     limit: int = 50,
     offset: int = 0,
 ) -> list[dict[str, Any]]:
-    return api.get_jobs(
-        status=list(status) or None,
-        type=type,
-        queue=queue,
-        since=since,
-        until=until,
-        search=search,
-        limit=limit,
-        offset=offset,
-    )
+    """One page of the Jobs table, with the filters of ``api.get_jobs``: the ``LIST_COLUMNS``
+    only, never payloads (the opened job is read whole by ``job``)."""
+    bad = [s for s in status if s not in ALL_STATUSES]
+    if bad:
+        raise ConsoleError(f"unknown status {bad[0]!r}")
+    with read(get_engine(url)) as conn:
+        return queries.get_jobs(
+            conn,
+            status=list(status) or None,
+            type=_filter_text("type", type),
+            queue=_filter_text("queue", queue),
+            since=since,
+            until=until,
+            search=_filter_text("search", search),
+            limit=max(1, min(limit, 10_000)),
+            offset=max(0, offset),
+            columns=LIST_COLUMNS,
+        )
 
 
 @st.cache_data(ttl=2, show_spinner=False, max_entries=200)
 def job(url: str, job_id: str) -> dict[str, Any]:
     return api.get_job(job_id)
+
+
+def _filter_text(name: str, value: str | None) -> str | None:
+    """A text filter the database can take (what the job API's ``get_jobs`` checks too)."""
+    if value is not None and ("\x00" in value or len(value) > MAX_FILTER_TEXT):
+        raise ConsoleError(f"{name} must be at most {MAX_FILTER_TEXT} characters without NUL")
+    return value
 
 
 def matching_job_ids(
@@ -122,48 +166,118 @@ def matching_job_ids(
     search: str | None,
     cap: int = BULK_CAP,
 ) -> tuple[list[str], bool]:
-    """Ids of every job matching the filters (not cached), paging through ``get_jobs``.
+    """Ids of every job matching the filters (not cached), newest first: one statement that
+    reads ids only, never payloads.
 
-    ``until`` is pinned to now, so jobs created meanwhile do not shift the pages. Returns the
-    ids (at most ``cap``) and whether the cap cut the list short.
+    ``until`` is pinned to now, so jobs created meanwhile are not included. Returns the ids (at
+    most ``cap``) and whether the cap cut the list short.
     """
     now = datetime.now(UTC) + timedelta(microseconds=1)
     until = now if until is None else min(until, now)
-    ids: list[str] = []
-    seen: set[str] = set()
-    offset = 0
-    while len(ids) < cap:
-        page = api.get_jobs(
+    with read(engine()) as conn:
+        found = queries.job_ids(
+            conn,
             status=statuses or None,
-            type=type,
-            queue=queue,
+            type=_filter_text("type", type),
+            queue=_filter_text("queue", queue),
             since=since,
             until=until,
-            search=search,
-            limit=BULK_PAGE,
-            offset=offset,
+            search=_filter_text("search", search),
+            limit=cap + 1,
         )
-        for row in page:
-            jid = str(row["id"])
-            if jid not in seen:
-                seen.add(jid)
-                ids.append(jid)
-        if len(page) < BULK_PAGE:
-            return ids[:cap], False
-        offset += BULK_PAGE
-    more = bool(
-        api.get_jobs(
-            status=statuses or None,
-            type=type,
-            queue=queue,
-            since=since,
-            until=until,
-            search=search,
-            limit=1,
-            offset=offset,
+    return [str(i) for i in found[:cap]], len(found) > cap
+
+
+def job_statuses(ids: list[str]) -> dict[str, str]:
+    """The status of each of ``ids`` now (not cached; ids and statuses only)."""
+    with read(engine()) as conn:
+        found = queries.job_statuses(conn, [uuid.UUID(i) for i in ids])
+    return {str(k): v for k, v in found.items()}
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """What a job reference typed by a user (``?id=`` or the *Open a job by id* box) names."""
+
+    text: str
+    job_id: str | None = None  # the one job it names
+    candidates: tuple[str, ...] = ()  # more than one job starts with it
+    problem: str | None = None  # why it names no job
+
+
+def resolve_job_ref(url: str, ref: str) -> JobRef:
+    """A full job id, or a prefix of at least ``MIN_ID_PREFIX`` hex digits (dashes optional,
+    any case) that starts exactly one job id: on PostgreSQL and SQLite alike, one range of the
+    primary key."""
+    text = ref.strip()
+    digits = text.replace("-", "").lower()
+    if not text or len(text) > 64:
+        return JobRef(text, problem="not a job id")
+    if len(digits) < MIN_ID_PREFIX or len(digits) > 32 or set(digits) - set(HEX_DIGITS):
+        return JobRef(
+            text,
+            problem=f"not a job id: give the full id or its first {MIN_ID_PREFIX} or more "
+            "hex digits",
         )
+    if len(digits) == 32:
+        job_id = str(uuid.UUID(digits))
+        with read(get_engine(url)) as conn:
+            found = queries.ids_in_range(conn, uuid.UUID(job_id), uuid.UUID(job_id), 1)
+        return JobRef(text, job_id=job_id) if found else JobRef(text, problem="no such job")
+    canonical = "-".join(
+        part
+        for part in (digits[0:8], digits[8:12], digits[12:16], digits[16:20], digits[20:])
+        if part
     )
-    return ids[:cap], more or len(ids) > cap
+    bounds = queries.id_prefix_range(canonical)
+    if bounds is None:  # unreachable for hex digits in the canonical groups
+        return JobRef(text, problem="not a job id")
+    with read(get_engine(url)) as conn:
+        found = queries.ids_in_range(conn, *bounds, limit=PREFIX_CANDIDATES + 1)
+    if not found:
+        return JobRef(text, problem="no job id starts with it")
+    if len(found) > 1:
+        return JobRef(text, candidates=tuple(str(i) for i in found))
+    return JobRef(text, job_id=str(found[0]))
+
+
+@dataclass(frozen=True)
+class StatusCount:
+    n: int
+    exact: bool = True
+    estimated: bool = False  # not exact: ``n`` is the planner's estimate (else "more than")
+
+    def label(self) -> str:
+        if self.exact:
+            return f"{self.n:,}"
+        if not self.estimated:
+            return f"{COUNT_CAP:,}+"
+        for size, unit in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+            if self.n >= size:
+                return f"≈{self.n / size:.1f} {unit}"
+        return f"≈{self.n:,}"
+
+
+@st.cache_data(ttl=JOBS_TTL, show_spinner=False, max_entries=20)
+def status_counts(url: str) -> dict[str, StatusCount]:
+    """Jobs per status in the whole ledger, cheap at any size: each status counted exactly up
+    to ``COUNT_CAP`` (bounded index ranges); above it, PostgreSQL's planner estimate."""
+    with read(get_engine(url)) as conn:
+        counts = queries.status_counts(conn, COUNT_CAP)
+        big = [s for s, n in counts.items() if n > COUNT_CAP]
+        estimates = queries.status_estimates(conn) if big else {}
+    out: dict[str, StatusCount] = {}
+    for status, n in counts.items():
+        if n <= COUNT_CAP:
+            out[status] = StatusCount(n, exact=True)
+        else:
+            estimate = estimates.get(status)
+            out[status] = StatusCount(
+                max(estimate, COUNT_CAP + 1) if estimate is not None else COUNT_CAP + 1,
+                exact=False,
+                estimated=estimate is not None,
+            )
+    return out
 
 
 # --- workers ------------------------------------------------------------------------------
@@ -177,7 +291,14 @@ def workers(url: str) -> list[dict[str, Any]]:
 
 @st.cache_data(ttl=JOBS_TTL, show_spinner=False, max_entries=20)
 def running_jobs(url: str) -> list[dict[str, Any]]:
-    return api.get_jobs(status=JobStatus.RUNNING.value, limit=5_000)
+    """The running jobs: ``id``, ``type``, ``worker_id``, ``started_at`` only (no payloads)."""
+    with read(get_engine(url)) as conn:
+        return queries.running_job_refs(conn, RUNNING_CAP)
+
+
+def worker_names(url: str) -> dict[str, str]:
+    """Worker id -> name, for showing names instead of UUIDs."""
+    return {str(w["id"]): str(w["name"]) for w in workers(url)}
 
 
 @st.cache_data(ttl=JOBS_TTL, show_spinner=False, max_entries=20)
@@ -308,7 +429,16 @@ def periodic_health(url: str) -> list[dict[str, Any]]:
 
 def clear_job_caches() -> None:
     """After a write: the acting user sees the change on the next run."""
-    for fn in (jobs_page, job, running_jobs, workers, queue_controls, audit_entries, audit_choices):
+    for fn in (
+        jobs_page,
+        job,
+        running_jobs,
+        status_counts,
+        workers,
+        queue_controls,
+        audit_entries,
+        audit_choices,
+    ):
         fn.clear()
     for fn in (overview_kpis, error_groups, periodic_health):
         fn.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,9 +27,45 @@ TIME_RANGES: dict[str, timedelta | None] = {
 }
 
 
+#: characters that start Markdown (or HTML) inside a line: emphasis, code, links and images,
+#: autolinks and HTML, headings, tables, strikethrough, math, e-mail autolinks
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#!|~$@])")
+_MD_LIST_START = re.compile(r"^(\s*\d*)([-+.)])")
+
+
+def md_text(value: object) -> str:
+    """``value`` as Markdown source that renders as exactly its text: every character that
+    could start Markdown or HTML is backslash-escaped (so no link, image, emphasis, heading,
+    math or raw HTML), ``://`` and ``www.`` lose their autolink, and line breaks become spaces.
+
+    For any text that did not come from the console itself (job data, errors, names, API
+    messages that quote input) placed in an element that renders Markdown: ``st.error``,
+    ``st.warning``, labels, ``st.metric`` values, ``st.table`` cells. Prefer ``st.text`` and
+    ``st.code``, which never interpret anything."""
+    text = " ".join(str(value).splitlines())
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    text = text.replace("://", "\\://").replace("www.", "www\\.")
+    return _MD_LIST_START.sub(r"\1\\\2", text)  # "- x", "+ x", "1. x", "1) x": not a list
+
+
+def md_code(value: object) -> str:
+    """``value`` as one Markdown code span: shown verbatim in a monospace font, nothing inside
+    interpreted (line breaks become spaces)."""
+    text = " ".join(str(value).splitlines()) or " "
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    return f"{fence} {text} {fence}"
+
+
+def job_href(job_id: object) -> str:
+    """The URL of a job's page, relative to the Jobs page (works under any base path)."""
+    return f"jobs?id={job_id}"
+
+
 @contextmanager
 def guard(what: str = "") -> Iterator[None]:
-    """Show any error inside as one readable line (st.error), never a traceback.
+    """Show any error inside as one readable line (st.error), never a traceback. The message
+    may quote input (a URL parameter, a queue name), so it is escaped (``md_text``).
 
     Streamlit's own control flow (st.stop, st.rerun) is a BaseException and passes through.
     """
@@ -36,7 +73,7 @@ def guard(what: str = "") -> Iterator[None]:
         yield
     except Exception as exc:
         prefix = f"{what}: " if what else ""
-        st.error(f"{prefix}{readable(exc)}")
+        st.error(f"{prefix}{md_text(readable(exc))}")
 
 
 def jsonable(value: Any) -> Any:

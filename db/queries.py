@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, String, Text, cast, func, or_, select
+from sqlalchemy import (
+    Connection,
+    Select,
+    String,
+    Text,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy import text as sql_text
 
 from db.models import Job, Worker
-from db.states import JobStatus
+from db.states import ALL_STATUSES, JobStatus
 from db.types import db_now
 
 jobs = Job.__table__
@@ -73,8 +86,9 @@ def _search_match(conn: Connection, search: str) -> Any:
     return payload if ids is None else or_(jobs.c.id.between(*ids), payload)
 
 
-def get_jobs(
+def _filtered(
     conn: Connection,
+    stmt: Select[Any],
     *,
     status: str | list[str] | None = None,
     type: str | None = None,
@@ -82,12 +96,8 @@ def get_jobs(
     since: datetime | None = None,
     until: datetime | None = None,
     search: str | None = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> list[dict[str, Any]]:
-    """Jobs newest first. ``search`` matches a whole job id, the start of a job id
-    (PostgreSQL) or text inside the payload (its JSON text, in any case)."""
-    stmt = select(jobs)
+) -> Select[Any]:
+    """``stmt`` restricted by the filters of :func:`get_jobs`."""
     if status:
         statuses = [status] if isinstance(status, str) else list(status)
         stmt = stmt.where(jobs.c.status.in_(statuses))
@@ -104,7 +114,174 @@ def get_jobs(
             stmt = stmt.where(jobs.c.id == uuid.UUID(search.strip()))
         except ValueError:
             stmt = stmt.where(_search_match(conn, search))
+    return stmt
+
+
+def get_jobs(
+    conn: Connection,
+    *,
+    status: str | list[str] | None = None,
+    type: str | None = None,
+    queue: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    search: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+    columns: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Jobs newest first. ``search`` matches a whole job id, the start of a job id
+    (PostgreSQL) or text inside the payload (its JSON text, in any case). ``columns``: only
+    these columns (a list that shows no payload need not read one); every column by default."""
+    chosen = [jobs.c[name] for name in columns] if columns else [jobs]
+    if conn.dialect.name == "postgresql" and not (type or queue or search):
+        return _newest_per_status(conn, chosen, status, since, until, limit, offset)
+    stmt = _filtered(
+        conn,
+        select(*chosen),
+        status=status,
+        type=type,
+        queue=queue,
+        since=since,
+        until=until,
+        search=search,
+    )
     stmt = stmt.order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit).offset(offset)
+    return [_as_dict(r) for r in conn.execute(stmt)]
+
+
+def _newest_per_status(
+    conn: Connection,
+    chosen: list[Any],
+    status: str | list[str] | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    offset: int,
+) -> list[dict[str, Any]]:
+    """The newest jobs (of the given statuses, created in ``[since, until)``) without sorting
+    the table: no index starts with ``created_at``, so one ``ORDER BY created_at`` over every
+    job sorts all of them (0.7 s at 3,000,000 jobs). Instead, each status's newest
+    ``offset + limit`` rows are read backwards along the (status, created_at) index and the
+    few results merged; the same rows in the same order as the plain statement."""
+    statuses = [status] if isinstance(status, str) else list(status or ALL_STATUSES)
+    branches = []
+    for value in dict.fromkeys(statuses):
+        branch = select(*chosen).where(jobs.c.status == value)
+        if since:
+            branch = branch.where(jobs.c.created_at >= since)
+        if until:
+            branch = branch.where(jobs.c.created_at < until)
+        branches.append(branch.order_by(jobs.c.created_at.desc(), jobs.c.id).limit(offset + limit))
+    merged = union_all(*branches).subquery("newest")
+    stmt = (
+        select(merged).order_by(merged.c.created_at.desc(), merged.c.id).limit(limit).offset(offset)
+    )
+    return [_as_dict(r) for r in conn.execute(stmt)]
+
+
+def job_ids(
+    conn: Connection,
+    *,
+    status: str | list[str] | None = None,
+    type: str | None = None,
+    queue: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    search: str | None = None,
+    limit: int = 10_000,
+) -> list[uuid.UUID]:
+    """The ids (and nothing else: no payloads) of the jobs :func:`get_jobs` would return with
+    the same filters, newest first, at most ``limit``."""
+    stmt = _filtered(
+        conn,
+        select(jobs.c.id),
+        status=status,
+        type=type,
+        queue=queue,
+        since=since,
+        until=until,
+        search=search,
+    )
+    stmt = stmt.order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit)
+    return list(conn.execute(stmt).scalars())
+
+
+def job_statuses(conn: Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The status of each job of ``ids`` that exists (one indexed read, no payloads)."""
+    found: dict[uuid.UUID, str] = {}
+    for start in range(0, len(ids), 1_000):
+        chunk = ids[start : start + 1_000]
+        rows = conn.execute(select(jobs.c.id, jobs.c.status).where(jobs.c.id.in_(chunk)))
+        found.update({job_id: status for job_id, status in rows})
+    return found
+
+
+def ids_in_range(
+    conn: Connection, lowest: uuid.UUID, highest: uuid.UUID, limit: int = 2
+) -> list[uuid.UUID]:
+    """Job ids between ``lowest`` and ``highest`` (inclusive), in id order, at most ``limit``:
+    a range of the primary key (:func:`id_prefix_range` turns an id prefix into one). Both
+    databases order ids as their lower-case hex text (PostgreSQL's uuid byte order; SQLite
+    stores the 32 hex digits), so a prefix is one range on both."""
+    stmt = (
+        select(jobs.c.id).where(jobs.c.id.between(lowest, highest)).order_by(jobs.c.id).limit(limit)
+    )
+    return list(conn.execute(stmt).scalars())
+
+
+def status_counts(conn: Connection, cap: int) -> dict[str, int]:
+    """Jobs per status, each counted up to ``cap + 1`` (a result above ``cap`` means "more
+    than ``cap``"). One statement of one bounded index range per status (the status/created
+    index), so its cost does not grow with the table."""
+    parts = [
+        select(literal(s.value).label("status"), func.count().label("n")).select_from(
+            select(literal(1).label("one"))
+            .select_from(jobs)
+            .where(jobs.c.status == s.value)
+            .limit(cap + 1)
+            .subquery(f"capped_{s.value}")
+        )
+        for s in JobStatus
+    ]
+    rows = conn.execute(union_all(*parts))
+    counts = {s.value: 0 for s in JobStatus}
+    counts.update({status: int(n) for status, n in rows})
+    return counts
+
+
+def status_estimates(conn: Connection) -> dict[str, int]:
+    """PostgreSQL: the planner's estimate of the jobs per status (``pg_class.reltuples`` x the
+    most-common-value frequencies of ``pg_stats``, kept by ANALYZE/autovacuum); empty on
+    SQLite or before the table was analyzed. Free at any size; for counts too big to count."""
+    if conn.dialect.name != "postgresql":
+        return {}
+    row = conn.execute(
+        sql_text(
+            "SELECT c.reltuples, s.most_common_vals::text::text[], s.most_common_freqs"
+            " FROM pg_class c JOIN pg_stats s"
+            " ON s.tablename = c.relname AND s.attname = 'status'"
+            " WHERE c.oid = to_regclass('queue_jobs')"
+            " AND s.schemaname = current_schema()"
+        )
+    ).first()
+    if row is None or row[0] is None or row[0] < 0 or row[1] is None or row[2] is None:
+        return {}
+    total = float(row[0])
+    return {
+        str(value): round(total * float(freq)) for value, freq in zip(row[1], row[2], strict=False)
+    }
+
+
+def running_job_refs(conn: Connection, limit: int = 5_000) -> list[dict[str, Any]]:
+    """The running jobs as ``id``, ``type``, ``worker_id``, ``started_at`` (no payloads), oldest
+    start first, at most ``limit``; read through the partial index of running jobs."""
+    stmt = (
+        select(jobs.c.id, jobs.c.type, jobs.c.worker_id, jobs.c.started_at)
+        .where(jobs.c.status == JobStatus.RUNNING.value)
+        .order_by(jobs.c.started_at, jobs.c.id)
+        .limit(limit)
+    )
     return [_as_dict(r) for r in conn.execute(stmt)]
 
 

@@ -81,8 +81,8 @@ if groups:
 if selected is not None:
     fingerprint = str(selected["fingerprint"])
     job_ids = [str(j) for j in selected.get("job_ids") or []]
-    st.subheader(f"{selected['exception_type']} · {selected['count']} occurrence(s)")
-    st.markdown(f"**Where:** `{selected.get('location') or 'unknown'}`")
+    st.subheader(f"{ui.md_text(selected['exception_type'])} · {selected['count']} occurrence(s)")
+    st.markdown(f"**Where:** {ui.md_code(selected.get('location') or 'unknown')}")
     st.code(selected.get("message_sample") or "", language="text")
     st.caption(
         f"Fingerprint {fingerprint} · example job {selected.get('example_job_id')} "

@@ -148,7 +148,10 @@ if last:
         status = job["status"]
         ss["submit_last_status"] = status
         st.subheader("Last submitted job")
-        st.markdown(f"Job `{last}` · type `{job['type']}` · queue `{job['queue']}`")
+        st.markdown(
+            f"Job {ui.md_code(last)} · type {ui.md_code(job['type'])} · "
+            f"queue {ui.md_code(job['queue'])}"
+        )
         st.metric("Status", status)
         if job.get("progress") is not None and status == JobStatus.RUNNING:
             fraction = float(job["progress"])
@@ -156,7 +159,7 @@ if last:
         if status == JobStatus.SCHEDULED:
             st.caption(f"Due {ui.fmt_time(job['scheduled_at'])}")
         if job.get("last_error"):
-            st.caption(f"Last error: {job['last_error']}")
+            st.caption(f"Last error: {ui.md_text(job['last_error'])}")
         if status in TERMINAL:
             st.caption(f"Finished {ui.fmt_time(job.get('finished_at'))}")
 

@@ -1,5 +1,8 @@
 """Workers: every registered worker with its heartbeat age and current jobs; stale or stopped
-workers flagged. Admins can pause and resume queues (when the job API offers it)."""
+workers flagged. Admins can pause and resume queues (when the job API offers it).
+
+The running jobs are read as ids, types and worker ids only (``data.running_jobs``), never
+their payloads; names and other worker text are shown in a table (text), never as Markdown."""
 
 from __future__ import annotations
 
@@ -158,6 +161,6 @@ if hasattr(api, "pause_queue") and hasattr(api, "resume_queue"):
                     )
                     st.session_state["workers_flash"] = f"Queue {queue} resumed."
             except actions.ActionError as exc:
-                st.error(str(exc))
+                st.error(ui.md_text(str(exc)))  # the message may quote the typed queue name
             else:
                 st.rerun()

@@ -40,10 +40,13 @@ def test_cancel_a_scheduled_job(console_page: Any) -> None:
     job_id = str(api.schedule_job("demo.echo", {"later": True}, timedelta(hours=1)))
     tab = console_page
     go(tab, "Jobs")
-    tab.get_by_label("Open a job by id").fill(job_id)
-    tab.get_by_label("Open a job by id").press("Enter")
+    box = tab.get_by_label(re.compile(r"^Job id"))
+    box.fill(job_id)
+    box.press("Enter")
     expect(tab.get_by_role("heading", name=f"Job {job_id}")).to_be_visible()
-    tab.get_by_role("button", name="Cancel job").click()
+    tab.get_by_role("button", name="Cancel job…").click()
+    expect(tab.get_by_text(f"Cancel job {job_id}?")).to_be_visible()  # names the job
+    tab.get_by_role("button", name=f"Yes, cancel job {job_id[:8]}").click()
     expect(tab.get_by_text(f"Job {job_id}: cancelled")).to_be_visible()
     assert api.get_job(job_id)["status"] == "cancelled"
 

@@ -186,11 +186,12 @@ def test_submit_and_cancel_on_postgresql(console_pg: str, make_app: Callable[...
     job_id = at.session_state["submit_last_job"]
     assert api.get_job(job_id)["status"] == "scheduled"
     at.switch_page("views/jobs.py").run()
-    at.text_input(key="jobs_search").input("pg-101").run()
-    assert list(at.dataframe[0].value["id"]) == [job_id]
-    at.session_state["jobs_table"] = {"selection": {"rows": [0], "columns": []}}
+    at.text_input(key="q").input("pg-101").run()
+    assert list(at.dataframe[0].value["id"]) == [f"jobs?id={job_id}"]
+    at.session_state[at.dataframe[0].key] = {"selection": {"rows": [0], "columns": []}}
     at.run()
-    at.button(key="job_cancel").click().run()
+    at.button(key=f"job_cancel_{job_id}").click().run()
+    next(b for b in at.button if b.key.startswith("jobs_confirm_yes_")).click().run()
     assert api.get_job(job_id)["status"] == "cancelled"
     entries = audit_rows(engine_for(console_pg))
     assert [(e["action"], e["outcome"]) for e in entries] == [("schedule", "ok"), ("cancel", "ok")]
