@@ -119,6 +119,34 @@ def prune_jobs(
     return PruneResult(deleted, effective)
 
 
+def _delete_before(
+    engine: Engine,
+    table: str,
+    column: str,
+    before: datetime,
+    batch_size: int,
+    max_batches: int,
+) -> tuple[int, int]:
+    """Delete the rows of ``table`` whose ``column`` is before ``before``, a batch per
+    transaction, at most ``max_batches``; returns (rows deleted, batches run). ``table`` and
+    ``column`` are constants of this module, never input."""
+    match = "id IN (" if is_sqlite(engine) else "id = ANY(ARRAY("
+    close = ")" if is_sqlite(engine) else "))"
+    stmt = text(
+        f"DELETE FROM {table} WHERE {match}"
+        f"SELECT id FROM {table} WHERE {column} < :before LIMIT :batch{close}"
+    ).bindparams(bindparam("before", type_=UTCDateTime()))
+    deleted = batches = 0
+    while batches < max_batches:
+        with write(engine) as conn:
+            n = conn.execute(stmt, {"before": before, "batch": batch_size}).rowcount
+        batches += 1
+        deleted += n
+        if n < batch_size:
+            break
+    return deleted, batches
+
+
 def prune_metrics(
     engine: Engine,
     *,
@@ -128,21 +156,10 @@ def prune_metrics(
 ) -> int:
     """Delete rollup rows (both tables) of minutes before ``before``."""
     deleted = 0
-    batches = 0
     for table in ("queue_type_metrics", "queue_metrics"):
-        match = "id IN (" if is_sqlite(engine) else "id = ANY(ARRAY("
-        close = ")" if is_sqlite(engine) else "))"
-        stmt = text(
-            f"DELETE FROM {table} WHERE {match}"
-            f"SELECT id FROM {table} WHERE timestamp < :before LIMIT :batch{close}"
-        ).bindparams(bindparam("before", type_=UTCDateTime()))
-        while batches < max_batches:
-            with write(engine) as conn:
-                n = conn.execute(stmt, {"before": before, "batch": batch_size}).rowcount
-            batches += 1
-            deleted += n
-            if n < batch_size:
-                break
+        n, batches = _delete_before(engine, table, "timestamp", before, batch_size, max_batches)
+        deleted += n
+        max_batches -= batches
     return deleted
 
 
@@ -155,19 +172,7 @@ def prune_audit(
 ) -> int:
     """Delete audit entries older than ``before`` (``QUEUE_AUDIT_RETENTION_DAYS``), and the
     login-throttle rows that count nothing any more."""
-    match = "id IN (" if is_sqlite(engine) else "id = ANY(ARRAY("
-    close = ")" if is_sqlite(engine) else "))"
-    stmt = text(
-        f"DELETE FROM audit_log WHERE {match}"
-        f"SELECT id FROM audit_log WHERE at < :before LIMIT :batch{close}"
-    ).bindparams(bindparam("before", type_=UTCDateTime()))
-    deleted = 0
-    for _ in range(max_batches):
-        with write(engine) as conn:
-            n = conn.execute(stmt, {"before": before, "batch": batch_size}).rowcount
-        deleted += n
-        if n < batch_size:
-            break
+    deleted, _ = _delete_before(engine, "audit_log", "at", before, batch_size, max_batches)
     now = datetime.now(UTC)
     with write(engine) as conn:
         login_throttle.prune(conn, idle_before=now - THROTTLE_IDLE, now=now)

@@ -35,19 +35,8 @@ ANY = "(any)"
 KEEP_SNAPSHOTS = 8
 #: ids listed in a bulk confirmation (the audit entry has them all)
 LISTED_IDS = 200
-TABLE_COLUMNS = [
-    "id",
-    "status",
-    "type",
-    "queue",
-    "priority",
-    "attempt",
-    "created_at",
-    "scheduled_at",
-    "started_at",
-    "finished_at",
-    "last_error",
-]
+#: the table shows what the page read, with max_attempts folded into "attempt" (n/max)
+TABLE_COLUMNS = [c for c in data.LIST_COLUMNS if c != "max_attempts"]
 
 user = auth.require_user()
 admin = user["role"] == "admin"
@@ -615,23 +604,17 @@ def _detail(job_id: str) -> None:
             st.text(str(job["progress_message"]))
 
     if admin:
-        a1, a2, _ = st.columns([1, 1, 6])
-        if job["status"] in CANCELLABLE:
-            a1.button(
-                "Cancel job…",
-                key=f"job_cancel_{jid}",
-                help=f"Cancel job {jid} (asks first)",
-                on_click=_ask,
-                args=("cancel", "job", [jid]),
-            )
-        if job["status"] in RETRYABLE:
-            a2.button(
-                "Retry job…",
-                key=f"job_retry_{jid}",
-                help=f"Retry job {jid} (asks first)",
-                on_click=_ask,
-                args=("retry", "job", [jid]),
-            )
+        slots = iter(st.columns([1, 1, 6]))
+        for op, allowed in (("cancel", CANCELLABLE), ("retry", RETRYABLE)):
+            slot = next(slots)
+            if job["status"] in allowed:
+                slot.button(
+                    f"{op.capitalize()} job…",
+                    key=f"job_{op}_{jid}",
+                    help=f"{op.capitalize()} job {jid} (asks first)",
+                    on_click=_ask,
+                    args=(op, "job", [jid]),
+                )
         pending = ss.get("jobs_confirm")
         if pending and pending["scope"] == "job" and pending["ids"] == [jid]:
             _confirmation(pending, "")
