@@ -37,6 +37,7 @@ from tasks.attempt_writer import AttemptWriter
 from tasks.broker import RUN_JOB_TASK, LedgerRedisStorage, QueueStorage, make_huey, storage_of
 from tasks.payload import cap_result
 from tasks.prefetch import PrefetchConfig, Prefetcher
+from tasks.process_pool import ProcessPool
 from tasks.service_wait import (
     Outage,
     one_line,
@@ -320,11 +321,19 @@ class WorkerRuntime:
         return True
 
     def _record_failure(self, claimed: ledger.Claimed, exc: BaseException, started: float) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        text = "".join(traceback.format_exception(exc))
+        self._record_failure_text(claimed, error, text, started)
+
+    def _record_failure_text(
+        self, claimed: ledger.Claimed, error: str, traceback_text: str | None, started: float
+    ) -> None:
+        """Record a failed attempt (retried with backoff while attempts are left)."""
         delay = registry.retry_delay(claimed.type, claimed.attempt)
         entry = ledger.error_entry(
             claimed.attempt,
-            f"{type(exc).__name__}: {exc}",
-            traceback="".join(traceback.format_exception(exc)),
+            error,
+            traceback=traceback_text,
             worker=str(self.worker_id),
             kind="error",
         )
@@ -336,7 +345,7 @@ class WorkerRuntime:
                 )
 
         status = self._with_db_retry("fail", do_fail)
-        log.info("job %s attempt %d failed (%s) -> %s", claimed.id, claimed.attempt, exc, status)
+        log.info("job %s attempt %d failed (%s) -> %s", claimed.id, claimed.attempt, error, status)
         self._count(failed=True)
 
 
@@ -493,22 +502,20 @@ def run_worker(
     worker_id = uuid.uuid4()
     runtime = WorkerRuntime(settings, engine, worker_id)
     _RUNTIME = runtime
-    if kind == "process":
-        os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
 
     huey = make_huey(settings, queues)
     storage = storage_of(huey)
     runtime.storage = storage
-    # one start per delivery: a thread worker on a transport that marks each pop taken
-    # reads its lease; any other claims the attempt in the ledger (docs/architecture.md)
-    runtime.reads_leases = kind == "thread" and storage.marks_deliveries
-    if kind == "thread":  # process workers commit each attempt themselves
-        runtime.writer = AttemptWriter(engine, release=runtime._release)
-        runtime.writer.start()
-        if engine.dialect.name == "postgresql" and runtime.reads_leases:
-            runtime.held = HeldConnections(engine)
+    # one start per delivery: a worker on a transport that marks each pop taken reads its
+    # lease; on any other it claims the attempt in the ledger (docs/architecture.md)
+    runtime.reads_leases = storage.marks_deliveries
+    # start records and outcomes are group-committed (thread and process workers alike)
+    runtime.writer = AttemptWriter(engine, release=runtime._release)
+    runtime.writer.start()
+    if engine.dialect.name == "postgresql" and runtime.reads_leases:
+        runtime.held = HeldConnections(engine)
     prefetch = settings.queue_prefetch > 0 and isinstance(storage, LedgerRedisStorage)
-    if prefetch and runtime.held is not None:
+    if kind == "thread" and prefetch and runtime.held is not None:
         runtime.prefetcher = Prefetcher(
             storage.pop,
             storage.pop_ready,
@@ -562,18 +569,24 @@ def run_worker(
     heartbeat = Heartbeat(runtime, register)
     heartbeat.start()
     log.info("worker %s on queues %s with %d %s(s)", worker_id, queues, concurrency, kind)
-    consumer = LedgerConsumer(
-        huey,
-        workers=concurrency,
-        periodic=False,  # the maintainer owns periodic jobs
-        worker_type=kind,
-        initial_delay=0.05,
-        max_delay=0.5,
-        shutdown_timeout=settings.queue_shutdown_timeout,
-        check_worker_health=True,
-    )
+    if kind == "process":  # a parent that batches for child processes (tasks.process_pool)
+        pool = ProcessPool(
+            runtime, storage, concurrency, settings.job_modules, settings.queue_shutdown_timeout
+        )
+        loop: Callable[[], None] = pool.run
+    else:
+        loop = LedgerConsumer(
+            huey,
+            workers=concurrency,
+            periodic=False,  # the maintainer owns periodic jobs
+            worker_type=kind,
+            initial_delay=0.05,
+            max_delay=0.5,
+            shutdown_timeout=settings.queue_shutdown_timeout,
+            check_worker_health=True,
+        ).run
     try:
-        consumer.run()
+        loop()
     finally:
         if runtime.prefetcher is not None:
             runtime.prefetcher.stop()  # what no handler took goes back to Redis

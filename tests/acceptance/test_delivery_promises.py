@@ -88,8 +88,9 @@ def test_three_copies_of_a_message_run_the_handler_once(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", ["thread", "process"])
 def test_copies_of_a_message_run_once_on_the_embedded_default(
-    embedded: Processes, settings_env: dict[str, str]
+    embedded: Processes, settings_env: dict[str, str], kind: str
 ) -> None:
     job_id = api.submit_job("test.record", {"seconds": 0.3, "tag": "copied"})
     maintainer = embedded.maintainer()
@@ -98,7 +99,7 @@ def test_copies_of_a_message_run_once_on_the_embedded_default(
     assert maintainer.wait(timeout=30) == 0
     _copy_message(job_id, 2)
 
-    worker = embedded.worker("--concurrency", "3")
+    worker = embedded.worker("--concurrency", "3", "--kind", kind)
     storage = storage_of(make_huey(get_settings()))
     wait_for(lambda: _status(job_id) == "completed", 20, "the job to complete")
     wait_for(lambda: storage.size_of("default") == 0, 10, "every copy to be popped")

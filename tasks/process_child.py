@@ -1,0 +1,154 @@
+"""A child process of a process worker (``tasks.process_pool``): it only runs handlers.
+
+The parent owns Redis and the ledger; a child never opens a connection to either. It reads
+one :class:`Run` at a time from its pipe, runs the job's handler and answers with one
+:class:`Done`. While the handler runs, ``ctx.progress`` and ``ctx.cancel_requested`` talk to
+the parent over the same pipe (the parent writes progress and reads cancel requests in the
+ledger). A child ignores SIGINT and SIGTERM: the parent decides when it stops (it closes the
+pipe, or kills the child whose attempt ran past its timeout), and a child kills itself the
+moment the parent's end of the pipe closes.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from tasks import registry
+from tasks.payload import cap_result
+
+#: a child asks the parent whether a cancel was requested at most this often
+CANCEL_CHECK_INTERVAL = 0.25
+#: a child sends progress at most this often (the latest value always goes with ``Done``)
+PROGRESS_SEND_INTERVAL = 0.1
+
+
+@dataclass(frozen=True)
+class Run:
+    """One attempt for a child to run."""
+
+    job_id: uuid.UUID
+    attempt: int
+    max_attempts: int
+    type: str
+    queue: str
+    data: Any
+    worker_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Done:
+    """How an attempt ended in the child. ``error`` is None on success."""
+
+    result: Any = None
+    error: str | None = None  # "<exception type>: <message>"
+    traceback: str | None = None
+    cancelled: bool = False  # the handler raised JobCancelled
+    progress: tuple[float, str | None] | None = None  # last progress not sent yet
+
+
+@dataclass(frozen=True)
+class Progress:
+    fraction: float
+    message: str | None
+
+
+class CancelQuery:
+    """The child asks whether a cancel was requested; the parent answers with a bool."""
+
+
+class _Channel:
+    """The child's side of a running attempt: progress and cancel over the pipe."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.pending: tuple[float, str | None] | None = None
+        self._sent_at = 0.0
+        self._checked_at = 0.0
+        self._cancelled = False
+
+    def progress(self, fraction: float, message: str | None) -> None:
+        self.pending = (fraction, message)
+        if time.monotonic() - self._sent_at >= PROGRESS_SEND_INTERVAL:
+            self._sent_at = time.monotonic()
+            self.conn.send(Progress(fraction, message))
+            self.pending = None
+
+    def cancel_requested(self) -> bool:
+        if not self._cancelled and time.monotonic() - self._checked_at >= CANCEL_CHECK_INTERVAL:
+            self._checked_at = time.monotonic()
+            self.conn.send(CancelQuery())
+            self._cancelled = bool(self.conn.recv())
+        return self._cancelled
+
+
+def run_attempt(run: Run, conn: Connection) -> Done:
+    """Run one attempt's handler; every exception becomes a :class:`Done` with an error."""
+    channel = _Channel(conn)
+    ctx = registry.JobContext(
+        job_id=run.job_id,
+        attempt=run.attempt,
+        max_attempts=run.max_attempts,
+        type=run.type,
+        queue=run.queue,
+        worker_id=run.worker_id,
+        _cancel_probe=channel.cancel_requested,
+        _progress_sink=channel.progress,
+    )
+    try:
+        job_type = registry.get(run.type)
+        data: Any = run.data
+        if job_type.schema is not None:
+            data = job_type.schema.model_validate(run.data)
+        result = job_type.func(data, ctx)
+    except BaseException as exc:  # every failure is recorded by the parent (sys.exit too)
+        return Done(
+            error=f"{type(exc).__name__}: {exc}",
+            traceback="".join(traceback.format_exception(exc)),
+            cancelled=isinstance(exc, registry.JobCancelled),
+            progress=channel.pending,
+        )
+    return Done(result=cap_result(result), progress=channel.pending)
+
+
+def _die_with_parent(conn: Connection) -> None:
+    """Kill this process as soon as the worker's end of the pipe closes (the worker exited or
+    was killed), even in the middle of a handler: a job process never outlives its worker.
+    (The kernel's parent-death signal cannot do it: the parent of a job process is
+    multiprocessing's fork server, which lives as long as any job process does.)"""
+    poller = select.poll()
+    poller.register(conn.fileno(), 0)  # only hang-up and error are reported
+
+    def watch() -> None:
+        while not poller.poll():
+            pass
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def child_main(conn: Connection, job_modules: list[str]) -> None:
+    """The child's loop: run what the parent sends until the pipe closes."""
+    _die_with_parent(conn)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    registry.load_job_modules(job_modules)
+    while True:
+        try:
+            run = conn.recv()
+        except (EOFError, OSError):  # the parent closed the pipe or died
+            return
+        done = run_attempt(run, conn)
+        try:
+            conn.send(done)
+        except (BrokenPipeError, OSError):
+            return

@@ -1,0 +1,110 @@
+"""Process workers (``--kind process``, ``tasks.process_pool``): a parent that pops, reads
+leases and records outcomes for job processes that only run handlers. What a user relies
+on, with real worker processes on PostgreSQL + Redis:
+
+- progress and cooperative cancel reach the ledger from a job process;
+- a job that kills its job process costs that attempt, not the worker: it ends ``failed``
+  after its attempts while the worker keeps running other jobs;
+- a killed worker leaves no job process running a handler;
+- a graceful stop hands back an attempt still running after the shutdown timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+from tasks import api
+from tests.processes import Processes, wait_for
+
+
+def _status(job_id: uuid.UUID) -> str:
+    return str(api.get_job(job_id)["status"])
+
+
+def _handler_pids(data_dir: Path, job_id: uuid.UUID) -> list[int]:
+    """The pid of each process that ran ``test.record`` for ``job_id`` (executions.log)."""
+    path = data_dir / "executions.log"
+    if not path.exists():
+        return []
+    return [
+        int(line.split()[-1])
+        for line in path.read_text().splitlines()
+        if line.startswith(str(job_id))
+    ]
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def test_progress_and_cooperative_cancel_from_a_job_process(processes: Processes) -> None:
+    processes.maintainer()
+    processes.worker("--concurrency", "2", "--kind", "process")
+    job_id = api.submit_job("test.cooperative", {})
+    wait_for(lambda: (api.get_job(job_id)["progress"] or 0) > 0, 20, "progress")
+    assert api.get_job(job_id)["progress_message"].startswith("step ")
+    assert api.cancel_job(job_id) == "cancel_requested"
+    asked = time.monotonic()
+    wait_for(lambda: _status(job_id) == "cancelled", 5, "the job to stop")
+    assert time.monotonic() - asked < 2.0
+    job = api.get_job(job_id)
+    assert job["errors"] == [] and job["cancel_requested_at"] is not None
+
+
+def test_a_job_that_kills_its_job_process_fails_and_the_worker_lives_on(
+    processes: Processes,
+) -> None:
+    processes.maintainer()
+    worker = processes.worker("--concurrency", "2", "--kind", "process")
+    crash_id = api.submit_job("test.crash", {})  # max_attempts=2: os._exit(1) at once
+    wait_for(lambda: _status(crash_id) == "failed", 30, "the crashing job to fail")
+    job = api.get_job(crash_id)
+    assert job["attempt"] == 2
+    assert [e["attempt"] for e in job["errors"]] == [1, 2]
+    assert all(
+        e["error"].startswith("WorkerLost: its process exited with code 1") for e in job["errors"]
+    ), job["errors"]
+    assert worker.poll() is None, "the worker itself must not die with its job process"
+    ok_id = api.submit_job("test.record", {"tag": "after"})
+    wait_for(lambda: _status(ok_id) == "completed", 20, "the next job on the same worker")
+
+
+def test_a_killed_worker_leaves_no_job_process_running(
+    processes: Processes, settings_env: dict[str, str]
+) -> None:
+    data_dir = Path(settings_env["QUEUE_DATA_DIR"])
+    processes.maintainer()
+    worker = processes.worker("--concurrency", "1", "--kind", "process")
+    job_id = api.submit_job("test.record", {"seconds": 30, "tag": "orphan?"})
+    wait_for(lambda: bool(_handler_pids(data_dir, job_id)), 20, "the handler to start")
+    [handler_pid] = _handler_pids(data_dir, job_id)
+    assert handler_pid != worker.pid and _alive(handler_pid)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+    wait_for(lambda: not _alive(handler_pid), 10, "the job process to die with its worker")
+
+
+def test_graceful_stop_hands_back_an_attempt_still_running(processes: Processes) -> None:
+    processes.maintainer()
+    worker = processes.worker(
+        "--concurrency", "1", "--kind", "process", extra_env={"QUEUE_SHUTDOWN_TIMEOUT": "0.5"}
+    )
+    job_id = api.submit_job("test.work", {"ms": 5000})
+    wait_for(lambda: _status(job_id) == "running", 20, "the job to start")
+    worker.terminate()
+    assert worker.wait(timeout=20) == 0
+    job = api.get_job(job_id)
+    assert job["status"] in ("queued", "dispatched"), job  # handed back, never left running
+    assert job["attempt"] == (1 if job["status"] == "dispatched" else 0), job
+    assert job["errors"] == []
+    processes.worker("--concurrency", "1", "--kind", "process")
+    wait_for(lambda: _status(job_id) == "completed", 30, "the re-run")
