@@ -1,6 +1,7 @@
 """Submit at a steady rate to idle workers; percentiles of submit->start and submit->complete.
 
     python -m bench latency [--rate 100] [--jobs 1000] [--ms 10] [--workers 4]
+                            [--kind thread|process]
 
 Both systems are timed the same way, on this host's wall clock: the submit time is read just
 before the submit call, and the task records its own start and finish.
@@ -40,7 +41,9 @@ def _paced(rate: float, jobs: int, submit) -> None:  # type: ignore[no-untyped-d
         submit()
 
 
-def run_ours(rate: float, jobs: int, ms: float, workers: int) -> dict[str, float]:
+def run_ours(
+    rate: float, jobs: int, ms: float, workers: int, kind: str = "thread"
+) -> dict[str, float]:
     with harness.fresh_ledger() as url:
         harness.flush_redis()
         env = harness.ledger_env(url, f"bench{uuid.uuid4().hex[:6]}")
@@ -49,7 +52,7 @@ def run_ours(rate: float, jobs: int, ms: float, workers: int) -> dict[str, float
         engine = create_ledger_engine(url)
         with harness.Procs(env) as procs:
             procs.queuectl("maintainer")
-            procs.queuectl("worker", "--concurrency", str(workers))
+            procs.queuectl("worker", "--concurrency", str(workers), "--kind", kind)
 
             def remaining() -> int:
                 with read(engine) as conn:
@@ -81,13 +84,15 @@ def run_ours(rate: float, jobs: int, ms: float, workers: int) -> dict[str, float
     return figures
 
 
-def run_plain(rate: float, jobs: int, ms: float, workers: int) -> dict[str, float]:
+def run_plain(
+    rate: float, jobs: int, ms: float, workers: int, kind: str = "thread"
+) -> dict[str, float]:
     client = harness.flush_redis()
     name = f"plain{uuid.uuid4().hex[:6]}"
     os.environ.update(harness.plain_env(name))
     plain = importlib.reload(importlib.import_module("bench.plain_app"))
     with harness.Procs(harness.plain_env(name)) as procs:
-        harness.huey_consumer(procs, workers, "thread")
+        harness.huey_consumer(procs, workers, kind)
         key = f"{plain.huey.name}:timings"
         plain.sleep_ms(0, time.time())  # warm-up: the consumer is up and idle
         harness.wait_until(lambda: client.llen(key) == 1, "the warm-up task to run")
@@ -116,10 +121,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--ms", type=float, default=10)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--kind", choices=["thread", "process"], default="thread")
     args = parser.parse_args(argv)
-    plain = run_plain(args.rate, args.jobs, args.ms, args.workers)
-    ours = run_ours(args.rate, args.jobs, args.ms, args.workers)
+    plain = run_plain(args.rate, args.jobs, args.ms, args.workers, args.kind)
+    ours = run_ours(args.rate, args.jobs, args.ms, args.workers, args.kind)
     figures: dict[str, object] = {"benchmark": "latency", "rate": args.rate, "jobs": args.jobs}
+    figures["compared_with"] = f"plain Huey consumer, -k {args.kind} -w {args.workers}"
+    figures["ours"] = f"queuectl worker --kind {args.kind} --concurrency {args.workers}"
     figures.update({f"ours_{k}": v for k, v in ours.items()})
     figures.update({f"plain_{k}": v for k, v in plain.items()})
     harness.report(figures)

@@ -1,13 +1,14 @@
 """A backlog of short jobs: the share of worker-slot time spent inside handlers.
 
-    python -m bench utilization [--jobs 4000] [--ms 10] [--workers 4]
+    python -m bench utilization [--jobs 4000] [--ms 10] [--workers 4] [--kind thread|process]
 
 Utilization = time spent inside handlers / (drain time x worker slots). The drain time runs
 from the first job started to the last finished, so process start-up is not counted; the
 time inside a handler is its measured duration (a 10 ms sleep takes a little longer).
 Both systems are timed the same way: each task records its own start and finish (ours: the
 ``bench.sleep`` handler returns them as its result). Plain Huey (same consumer configuration,
-same machine, same run) gives the ceiling that Huey's own loop leaves.
+same machine, same run, same kind: threads or processes) gives the ceiling that Huey's own
+loop leaves.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from db.settings import get_settings
 from tasks import api
 
 
-def run_ours(jobs: int, ms: float, workers: int) -> tuple[float, float]:
+def run_ours(jobs: int, ms: float, workers: int, kind: str = "thread") -> tuple[float, float]:
     """(seconds inside handlers, seconds from the first start to the last finish)."""
     with harness.fresh_ledger() as url:
         harness.flush_redis()
@@ -46,7 +47,7 @@ def run_ours(jobs: int, ms: float, workers: int) -> tuple[float, float]:
 
         with harness.Procs(env) as procs:
             procs.queuectl("maintainer")
-            procs.queuectl("worker", "--concurrency", str(workers))
+            procs.queuectl("worker", "--concurrency", str(workers), "--kind", kind)
             harness.drain_rate(remaining, jobs)
         with read(engine) as conn:
             mine = Job.type == "bench.sleep"  # not the periodic system jobs
@@ -57,7 +58,7 @@ def run_ours(jobs: int, ms: float, workers: int) -> tuple[float, float]:
     return inside, max(f for _, f in rows) - min(s for s, _ in rows)
 
 
-def run_plain(jobs: int, ms: float, workers: int) -> tuple[float, float]:
+def run_plain(jobs: int, ms: float, workers: int, kind: str = "thread") -> tuple[float, float]:
     client = harness.flush_redis()
     name = f"plain{uuid.uuid4().hex[:6]}"
     os.environ.update(harness.plain_env(name))
@@ -66,7 +67,7 @@ def run_plain(jobs: int, ms: float, workers: int) -> tuple[float, float]:
         plain.sleep_ms(ms, time.time())
     key = f"{plain.huey.name}:timings"
     with harness.Procs(harness.plain_env(name)) as procs:
-        harness.huey_consumer(procs, workers, "thread")
+        harness.huey_consumer(procs, workers, kind)
         deadline = time.monotonic() + 600
         while client.llen(key) < jobs and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -82,14 +83,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--jobs", type=int, default=4000)
     parser.add_argument("--ms", type=float, default=10)
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--kind", choices=["thread", "process"], default="thread")
     args = parser.parse_args(argv)
-    plain_inside, plain_wall = run_plain(args.jobs, args.ms, args.workers)
-    inside, wall = run_ours(args.jobs, args.ms, args.workers)
+    plain_inside, plain_wall = run_plain(args.jobs, args.ms, args.workers, args.kind)
+    inside, wall = run_ours(args.jobs, args.ms, args.workers, args.kind)
     figures = {
         "benchmark": "utilization",
         "jobs": args.jobs,
         "job_ms": args.ms,
         "workers": args.workers,
+        "ours": f"queuectl worker --kind {args.kind} --concurrency {args.workers}",
+        "compared_with": f"plain Huey consumer, -k {args.kind} -w {args.workers}",
         "drain_seconds": round(wall, 3),
         "handler_ms_mean": round(inside / args.jobs * 1000, 3),
         "utilization": round(inside / (wall * args.workers), 4),
