@@ -54,6 +54,10 @@ class PrefetchConfig:
     #: ... and at least this long: a read-ahead (a pop and a SELECT) takes about a
     #: millisecond, so for shorter jobs it only adds work beside the handlers' own pops
     min_seconds: float = 0.002
+    #: a handler that finds nothing ready pops up to this many messages at once while recent
+    #: jobs ran shorter than ``short_seconds`` (one script, one SELECT), keeps one and leaves
+    #: the rest ready for the other handlers (1: every handler pops for itself)
+    batch: int = 1
 
 
 @dataclass(frozen=True)
@@ -76,12 +80,14 @@ class Prefetcher(threading.Thread):
         give_back: Callable[[Sequence[PoppedEntry]], None],
         read_leases: Callable[[list[Message]], dict[Message, ledger.Claimed]],
         config: PrefetchConfig,
+        release: Callable[[list[Message]], None] | None = None,
     ) -> None:
         super().__init__(name="prefetch", daemon=True)
         self.pop_waiting = pop_waiting
         self.pop_ready = pop_ready
         self.give_back = give_back
         self.read_leases = read_leases
+        self.release = release
         self.config = config
         self._cond = threading.Condition()
         self._ready: deque[_Ready] = deque()
@@ -103,11 +109,15 @@ class Prefetcher(threading.Thread):
             while self._fetching and not self._ready:  # a read-ahead is on its way
                 self._cond.wait()
             ready = self._ready.popleft() if self._ready else None
+            batching = False
             if ready is not None:
                 self._taken += 1
                 self._wake_if_needed()
             else:
                 self._popping += 1
+                # one batch at a time: the handlers that come meanwhile wait for it
+                batching = self.config.batch > 1 and self._mean_run < self.config.short_seconds
+                self._fetching = self._fetching or batching
         if ready is not None:
             fresh = time.monotonic() - ready.read_at <= self.config.fresh_seconds
             self._local.ready = ready if fresh else None
@@ -115,13 +125,36 @@ class Prefetcher(threading.Thread):
         self._local.ready = None
         entry = None
         try:
-            entry = self.pop_waiting(timeout)
+            first = None
+            if batching:
+                try:
+                    first = self._pop_batch()
+                finally:
+                    with self._cond:  # the handlers that waited for it take what it left
+                        self._fetching = False
+                        self._cond.notify_all()
+            if first is not None:
+                entry = first.entry
+                self._local.ready = first
+            else:
+                entry = self.pop_waiting(timeout)
         finally:
             with self._cond:
                 self._popping -= 1
                 self._taken += entry is not None
                 self._wake_if_needed()
         return None if entry is None else entry.data
+
+    def _pop_batch(self) -> _Ready | None:
+        """Pop up to ``batch`` messages and read their leases at once: the first is the
+        caller's, the others wait (ready) for the next handlers that come. None: nothing to
+        run in the queues right now."""
+        entries = self.pop_ready(self.config.batch)
+        got = self._read(entries) if entries else []
+        if len(got) > 1:
+            with self._cond:
+                self._ready.extend(got[1:])
+        return got[0] if got else None
 
     @property
     def ready_count(self) -> int:
@@ -198,6 +231,7 @@ class Prefetcher(threading.Thread):
             claims = None
         now = time.monotonic()
         ready = []
+        refused = []
         for entry, message in decoded:
             if message is None:
                 ready.append(_Ready(entry, None, 0, None, now))
@@ -207,6 +241,11 @@ class Prefetcher(threading.Thread):
                 ready.append(_Ready(entry, message[0], message[1], claims[message], now))
             else:
                 log.debug("job %s: nothing to run (stale message, cancelled)", message[0])
+                refused.append(message)
+        if refused and self.release is not None:
+            # the ledger refuses these deliveries: no worker holds them (the reconciler must
+            # not take them for a worker's death)
+            self.release(refused)
         return ready
 
     def run(self) -> None:

@@ -521,7 +521,8 @@ def run_worker(
             storage.pop_ready,
             storage.give_back,
             runtime.held.leased_many,
-            PrefetchConfig(depth=settings.queue_prefetch),
+            PrefetchConfig(depth=settings.queue_prefetch, batch=concurrency),
+            release=runtime._release,
         )
         storage.take = runtime.prefetcher.take
         runtime.prefetcher.start()

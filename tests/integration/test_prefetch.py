@@ -30,7 +30,12 @@ def start_prefetcher(storage: LedgerRedisStorage) -> Iterator[object]:
         which it reads ahead for)."""
         held = HeldConnections(api.engine())
         prefetcher = Prefetcher(
-            storage.pop, storage.pop_ready, storage.give_back, held.leased_many, config
+            storage.pop,
+            storage.pop_ready,
+            storage.give_back,
+            held.leased_many,
+            config,
+            release=storage.release,
         )
         for seconds in recent_runs:
             prefetcher.ran(seconds)
@@ -194,3 +199,36 @@ def test_a_batch_is_popped_best_first_and_read_in_one_select(
     assert set(claims) == {(high, 1), (low, 1)}  # a cancelled job has nothing to run
     assert claims[(high, 1)].type == "demo.echo"
     assert HeldConnections(api.engine()).leased_many([(low, 2)]) == {}  # a stale lease
+
+
+#: jobs this short are not read ahead by the prefetch thread, but popped in batches
+NO_OP_RUNS = (0.0005,) * 10
+
+
+def test_a_handler_with_nothing_ready_pops_a_batch_and_leaves_the_rest_ready(
+    storage: LedgerRedisStorage, start_prefetcher
+) -> None:
+    ids = [_submit() for _ in range(3)]
+    prefetcher = start_prefetcher(PrefetchConfig(depth=1, batch=4), recent_runs=NO_OP_RUNS)
+    data = prefetcher.take(1.0)
+    assert data is not None and decode_job_message(data)[0] == ids[0]
+    assert prefetcher.leased(ids[0], 1) is not None  # read with the batch: no read of its own
+    assert prefetcher.ready_count == 2 and storage.queue_size() == 0
+    rest = [prefetcher.take(1.0) for _ in range(2)]
+    assert [decode_job_message(d)[0] for d in rest if d is not None] == ids[1:]
+    assert prefetcher.ready_count == 0
+
+
+def test_a_refused_delivery_in_a_batch_has_its_mark_released(
+    storage: LedgerRedisStorage, start_prefetcher
+) -> None:
+    cancelled, live = _submit(), _submit()
+    assert api.cancel_job(cancelled) == "cancelled"  # blocked: its delivery mark is taken
+    storage.conn.delete(f"{storage.mark_prefix}{cancelled}")  # as if the mark had expired
+    prefetcher = start_prefetcher(PrefetchConfig(depth=1, batch=4), recent_runs=NO_OP_RUNS)
+    data = prefetcher.take(1.0)
+    assert data is not None and decode_job_message(data)[0] == live
+    # the ledger refused the cancelled job's delivery: no worker holds it, so the reconciler
+    # must not find a mark and count a worker's death
+    assert storage.delivered([(cancelled, 1)]) == set()
+    assert storage.delivered([(live, 1)]) == {(live, 1)}
