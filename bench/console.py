@@ -97,6 +97,7 @@ PAGES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ),
     ("Jobs (payload search)", "views/jobs.py", {"q": SEARCH}),
     ("Submit", "views/submit.py", {}),
+    ("Queues", "views/queues.py", {}),
     ("Workers", "views/workers.py", {}),
     ("Metrics", "views/metrics.py", {}),
     ("Metrics (30 days)", "views/metrics.py", {"metrics_range": "Last 30 days"}),

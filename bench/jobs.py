@@ -25,3 +25,14 @@ def sleep_ms(data: SleepMs, ctx: JobContext) -> dict[str, float]:
     started = time.time()
     time.sleep(data.ms / 1000)
     return {"started": started, "finished": time.time()}
+
+
+class ChattyData(BaseModel):
+    lines: int = Field(default=10_000, ge=0, le=1_000_000)
+
+
+@job("bench.chatty", max_attempts=1, schema=ChattyData)
+def chatty(data: ChattyData, ctx: JobContext) -> None:
+    """Logs ``lines`` lines through ``ctx.log`` (a job that logs in a tight loop)."""
+    for i in range(data.lines):
+        ctx.log.info("step %d of %d", i, data.lines)

@@ -97,12 +97,22 @@ class Job(Base):
     progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # hash of (type, data) for @job(unique_for=...): one live job per key within the window
     unique_key: Mapped[str | None] = mapped_column(String(64))
+    # workflows (docs/architecture.md, "Dependencies"): dependencies not ended yet, what an
+    # ended-but-not-completed dependency does ('cancel' | 'run'; NULL: no dependencies), and
+    # whether other jobs depend on this one (the release trigger's only test on a finish)
+    deps_pending: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    on_dependency_failure: Mapped[str | None] = mapped_column(String(10))
+    has_dependents: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_status_list})", name="status"),
         CheckConstraint(f"priority BETWEEN {PRIORITY_MIN} AND {PRIORITY_MAX}", name="priority"),
         CheckConstraint("attempt >= 0 AND max_attempts >= 1", name="attempts"),
         CheckConstraint(f"finished_at IS NOT NULL OR NOT ({_terminal})", name="finished"),
+        CheckConstraint(
+            "on_dependency_failure IS NULL OR on_dependency_failure IN ('cancel', 'run')",
+            name="dependency_failure",
+        ),
         UniqueConstraint("tick_key"),
         Index(
             "ix_queue_jobs_dispatch_order",
@@ -167,6 +177,29 @@ class Job(Base):
             "created_at",
             postgresql_where=text("unique_key IS NOT NULL"),
             sqlite_where=text("unique_key IS NOT NULL"),
+        ),
+    )
+
+
+class JobDependency(Base):
+    """An edge of a workflow: ``job_id`` waits for ``depends_on``. ``resolved`` is the status
+    ``depends_on`` ended in when the edge was counted (NULL: not yet). No foreign keys: a
+    finish or a delete of a job without edges must not pay for a referential check; the
+    pruner deletes a job's edges with it (``db.retention``)."""
+
+    __tablename__ = "queue_job_deps"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    depends_on: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    resolved: Mapped[str | None] = mapped_column(String(20))
+
+    __table_args__ = (
+        Index("ix_queue_job_deps_depends_on", "depends_on"),
+        Index(  # the edges still to count (the SQLite release pass scans these only)
+            "ix_queue_job_deps_open",
+            "depends_on",
+            postgresql_where=text("resolved IS NULL"),
+            sqlite_where=text("resolved IS NULL"),
         ),
     )
 
@@ -457,3 +490,50 @@ class AlertNotification(Base):
             sqlite_where=text("delivery = 'pending'"),
         ),
     )
+
+
+class PeriodicState(Base):
+    """One row per periodic job type (``@periodic_job``), written by the maintainer's periodic
+    enqueuer and by admins: the pause switch (survives restarts), the newest tick the enqueuer
+    has dealt with (so a restarted maintainer knows which ticks it missed), and counters of
+    ticks skipped because the previous run was unfinished (``overlap="skip"``), ticks dropped
+    by the catch-up policy and ticks caught up. See ``db/periodic.py``."""
+
+    __tablename__ = "queue_periodic"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paused_by: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    #: the newest tick dealt with (enqueued, skipped or dropped); a tick is dealt with once,
+    #: by whichever maintainer moves this forward first
+    last_tick: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_enqueued_tick: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    skipped_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_skipped_tick: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: the unfinished run that made the newest skip
+    last_skipped_for: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    missed_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_missed_tick: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    caught_up_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class JobLogLine(Base):
+    """One line a handler logged through ``ctx.log`` (or a logger under ``job.<type>``),
+    kept per attempt (bounded: ``tasks.job_logs``). No foreign key, as for
+    ``queue_job_deps``: the pruner deletes a job's lines with it (``db.retention``)."""
+
+    __tablename__ = "queue_job_logs"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    level: Mapped[str] = mapped_column(String(10))
+    message: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_queue_job_logs_job_id_id", "job_id", "id"),)

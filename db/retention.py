@@ -13,6 +13,11 @@ job is deleted only if
   at least once after it ended; a gap left by a stopped rollup is never pruned), unless the
   job never started (it contributes to no rollup number).
 
+A job that a live (not finished) job still depends on is never deleted: the dependent
+waits for it, and a retry of it revives what it cancelled. Each batch deletes the workflow
+edges of the jobs it deleted in the same transaction (``queue_job_deps`` has no foreign keys,
+so that finishing and deleting jobs without edges costs nothing).
+
 Deletes go in batches of ``batch_size`` rows, one short statement each, so they never hold
 locks for long. Jobs finished before the oldest rollup row are skipped without a look (they
 can have no row; back-fill their minutes with ``metrics.rollup.rollup_range`` to prune them).
@@ -24,11 +29,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, text
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Engine,
+    Uuid,
+    bindparam,
+    column,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+)
 
-from db import login_throttle
-from db.engine import is_sqlite, read, write
-from db.models import Metric
+from db import job_logs, login_throttle
+from db.engine import is_sqlite, read, transaction, write
+from db.models import JobDependency, Metric
+from db.states import LIVE, sql_list
 from db.types import UTCDateTime
 
 BATCH_SIZE = 10_000
@@ -37,6 +55,7 @@ MAX_BATCHES = 100  # per call: at most 1,000,000 rows, the next run continues
 THROTTLE_IDLE = timedelta(days=1)
 
 queue_metrics = Metric.__table__
+queue_job_deps = JobDependency.__table__
 
 _MINUTE_PG = "date_bin('1 minute', j.finished_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
 # SQLite stores UTCDateTime as 'YYYY-MM-DD HH:MM:SS.ffffff': the minute is a prefix
@@ -50,8 +69,12 @@ DELETE FROM queue_jobs WHERE {id_match} (
       AND (j.started_at IS NULL OR EXISTS (
           SELECT 1 FROM queue_metrics m
           WHERE m.queue_name = j.queue AND m.timestamp = {minute}))
+      AND (NOT j.has_dependents OR NOT EXISTS (
+          SELECT 1 FROM queue_job_deps e JOIN queue_jobs d ON d.id = e.job_id
+          WHERE e.depends_on = j.id AND d.status IN ({live})))
     LIMIT :batch
 ){close}
+RETURNING id, (has_dependents OR on_dependency_failure IS NOT NULL) AS in_workflow
 """
 
 
@@ -73,14 +96,21 @@ def rollup_horizon(conn: Connection, recompute_minutes: int) -> tuple[datetime, 
 
 def _prune_statement(conn: Connection, statuses: tuple[str, ...]) -> Any:
     listed = ", ".join(f"'{s}'" for s in statuses)
+    live = sql_list(LIVE)
     if is_sqlite(conn):
-        sql = _PRUNE_JOBS.format(id_match="id IN", statuses=listed, minute=_MINUTE_SQLITE, close="")
+        sql = _PRUNE_JOBS.format(
+            id_match="id IN", statuses=listed, minute=_MINUTE_SQLITE, close="", live=live
+        )
     else:  # = ANY(ARRAY(...)) keeps the plan an index lookup (see notes/ledger.md)
         sql = _PRUNE_JOBS.format(
-            id_match="id = ANY(ARRAY", statuses=listed, minute=_MINUTE_PG, close=")"
+            id_match="id = ANY(ARRAY", statuses=listed, minute=_MINUTE_PG, close=")", live=live
         )
-    return text(sql).bindparams(
-        bindparam("cutoff", type_=UTCDateTime()), bindparam("oldest", type_=UTCDateTime())
+    return (
+        text(sql)
+        .bindparams(
+            bindparam("cutoff", type_=UTCDateTime()), bindparam("oldest", type_=UTCDateTime())
+        )
+        .columns(column("id", Uuid()), column("in_workflow", Boolean()))
     )
 
 
@@ -107,11 +137,24 @@ def prune_jobs(
     for statuses, before in passes:
         cutoff = min(before, final_before)
         while batches < max_batches:
-            with write(engine) as conn:
-                n = conn.execute(
+            with transaction(engine) as conn:
+                rows = conn.execute(
                     _prune_statement(conn, statuses),
                     {"cutoff": cutoff, "oldest": oldest, "batch": batch_size},
-                ).rowcount
+                ).all()
+                in_workflows = [r[0] for r in rows if r[1]]
+                if in_workflows:  # their edges, both ways
+                    conn.execute(
+                        delete(queue_job_deps).where(
+                            or_(
+                                queue_job_deps.c.job_id.in_(in_workflows),
+                                queue_job_deps.c.depends_on.in_(in_workflows),
+                            )
+                        )
+                    )
+                # the lines their handlers logged (``queue_job_logs`` has no foreign key)
+                job_logs.delete_of_jobs(conn, [r[0] for r in rows])
+            n = len(rows)
             batches += 1
             deleted += n
             if n < batch_size:

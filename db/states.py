@@ -7,6 +7,8 @@ from enum import StrEnum
 
 
 class JobStatus(StrEnum):
+    #: held back until its dependencies end (``depends_on``); not due, not queue depth
+    WAITING = "waiting"
     SCHEDULED = "scheduled"
     QUEUED = "queued"
     DISPATCHED = "dispatched"
@@ -21,7 +23,10 @@ S = JobStatus
 
 ALL_STATUSES: tuple[str, ...] = tuple(s.value for s in JobStatus)
 TERMINAL: frozenset[JobStatus] = frozenset({S.COMPLETED, S.FAILED, S.CANCELLED})
+#: waiting for a worker or a due time (not the status ``waiting``: that one is :data:`BLOCKED`)
 WAITING: frozenset[JobStatus] = frozenset({S.SCHEDULED, S.QUEUED, S.DISPATCHED, S.RETRYING})
+#: held back by dependencies (status ``waiting``): never due, never counted in queue depth
+BLOCKED: frozenset[JobStatus] = frozenset({S.WAITING})
 #: states in which an attempt holds a lease: its writes are fenced on ``lease``
 LEASED: frozenset[JobStatus] = frozenset({S.DISPATCHED, S.RUNNING})
 #: not finished: every state but the terminal ones
@@ -32,9 +37,9 @@ FINISHED: frozenset[JobStatus] = frozenset({S.COMPLETED, S.FAILED})
 READY: frozenset[JobStatus] = frozenset({S.QUEUED, S.DISPATCHED})
 #: waiting for their due time (``scheduled_at``); counted in a queue's depth once due
 DELAYED: frozenset[JobStatus] = frozenset({S.SCHEDULED, S.RETRYING})
-#: live jobs that have been due at least once (all live states but ``scheduled``): the ones
-#: that can carry the errors of earlier attempts
-IN_FLIGHT: frozenset[JobStatus] = LIVE - {S.SCHEDULED}
+#: live jobs that have been due at least once (all live states but ``scheduled`` and
+#: ``waiting``): the ones that can carry the errors of earlier attempts
+IN_FLIGHT: frozenset[JobStatus] = LIVE - {S.SCHEDULED, S.WAITING}
 
 
 class Transition(StrEnum):
@@ -58,6 +63,12 @@ class Transition(StrEnum):
     # and never recorded as started (reconciler); to retrying / failed / cancelled
     RESCUE = "rescue"
     HAND_BACK = "hand_back"  # worker shutting down returns a job (cancelled if asked)
+    # workflows (docs/architecture.md, "Dependencies"): performed in the statement that ends a
+    # dependency (PostgreSQL: the ``queue_jobs_release_dependents`` trigger; SQLite:
+    # ``ledger.release_dependents`` in the same transaction)
+    RELEASE = "release"  # every dependency ended as required: due now or at its time
+    DEPENDENCY_FAILED = "dependency_failed"  # a dependency failed or was cancelled
+    REVIVE = "revive"  # a dependency that cancelled it is retried: waiting again
 
 
 #: transition -> (states it may start from, states it may end in)
@@ -73,7 +84,7 @@ TRANSITIONS: dict[Transition, tuple[frozenset[JobStatus], frozenset[JobStatus]]]
     Transition.RETRY_LATER: (LEASED, frozenset({S.RETRYING})),
     Transition.FAIL: (LEASED, frozenset({S.FAILED})),
     Transition.CANCEL: (
-        frozenset({S.SCHEDULED, S.QUEUED, S.DISPATCHED, S.RETRYING}),
+        frozenset({S.WAITING, S.SCHEDULED, S.QUEUED, S.DISPATCHED, S.RETRYING}),
         frozenset({S.CANCELLED}),
     ),
     Transition.FINISH_CANCELLED: (LEASED, frozenset({S.CANCELLED})),
@@ -83,6 +94,9 @@ TRANSITIONS: dict[Transition, tuple[frozenset[JobStatus], frozenset[JobStatus]]]
         frozenset({S.RETRYING, S.FAILED, S.CANCELLED}),
     ),
     Transition.HAND_BACK: (frozenset({S.RUNNING}), frozenset({S.QUEUED, S.CANCELLED})),
+    Transition.RELEASE: (frozenset({S.WAITING}), frozenset({S.QUEUED, S.SCHEDULED})),
+    Transition.DEPENDENCY_FAILED: (frozenset({S.WAITING}), frozenset({S.CANCELLED})),
+    Transition.REVIVE: (frozenset({S.CANCELLED}), frozenset({S.WAITING})),
 }
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from db import controls, ledger, queries
+from db import job_logs as job_log_sql
 from db.engine import (
     driver_write,
     engine_for,
@@ -35,11 +36,13 @@ from tasks import direct_dispatch, registry
 from tasks.errors import (
     IdempotencyConflict,
     InvalidArgument,
+    InvalidDependency,
     InvalidPriority,
     InvalidSchedule,
     InvalidTransition,
     JobNotFound,
     QueueError,
+    UnknownDependency,
     UnknownQueue,
 )
 from tasks.group_commit import GroupCommit
@@ -47,6 +50,9 @@ from tasks.payload import check_payload_text
 
 MAX_ATTEMPTS_LIMIT = 100
 MAX_BULK = 10_000
+#: at most this many dependencies per job (a fan-in of 10,000 parents is one callback)
+MAX_DEPENDENCIES = 10_000
+ON_DEPENDENCY_FAILURE = ledger.ON_DEPENDENCY_FAILURE  # "cancel" (the default) or "run"
 #: every schedule time lies within [now - SCHEDULE_MAX_PAST, now + SCHEDULE_MAX_AHEAD]
 SCHEDULE_MAX_PAST = timedelta(days=1)
 SCHEDULE_MAX_AHEAD = timedelta(days=3660)  # ten years (of 366 days)
@@ -56,6 +62,7 @@ Schedule = datetime | timedelta | int | float
 
 __all__ = [
     "cancel_job",
+    "dependents_cancelled",
     "get_job",
     "get_jobs",
     "get_queue_controls",
@@ -240,14 +247,25 @@ def build_job(
     schedule: Any = None,
     tick_key: str | None = None,
     load_registry: bool = True,
+    depends_on: tuple[uuid.UUID, ...] = (),
+    on_dependency_failure: Any = "cancel",
 ) -> ledger.NewJob:
-    """Validate one job's arguments into a row to insert (raises a ``QueueError``)."""
+    """Validate one job's arguments into a row to insert (raises a ``QueueError``).
+    ``depends_on`` is already resolved to job ids (:func:`_dependency_ids`)."""
     if load_registry:
         _load_registry()
     if not isinstance(type, str):
         raise InvalidArgument("type must be a string")
     job_type = registry.get(type)
     stored, stored_json = check_payload_text(data, job_type.schema)
+    if on_dependency_failure not in ON_DEPENDENCY_FAILURE:
+        raise InvalidArgument(
+            f"on_dependency_failure must be 'cancel' or 'run', got {on_dependency_failure!r}"
+        )
+    if depends_on and (idempotency_key is not None or job_type.unique_for is not None):
+        raise InvalidArgument(
+            "a job with dependencies cannot have an idempotency key or a unique_for type"
+        )
     return ledger.NewJob(
         type=job_type.name,
         queue=_check_queue(queue, job_type.queue),
@@ -260,6 +278,8 @@ def build_job(
         tick_key=tick_key,
         unique_key=None if job_type.unique_for is None else unique_key(job_type.name, stored),
         data_json=stored_json,
+        depends_on=depends_on,
+        on_dependency_failure=on_dependency_failure if depends_on else None,
     )
 
 
@@ -317,11 +337,18 @@ def submit_job(
     queue: str | None = None,
     idempotency_key: str | None = None,
     max_attempts: int | None = None,
+    depends_on: Iterable[uuid.UUID | str] | None = None,
+    on_dependency_failure: str = "cancel",
 ) -> uuid.UUID:
     """Submit a job to run as soon as a worker is free. Returns its id.
 
     With an ``idempotency_key`` that a live (not finished) job already has, nothing is
     written and that job's id is returned.
+
+    With ``depends_on`` (job ids), the job is ``waiting`` until every one of them has ended:
+    it becomes due once all completed, and is cancelled as soon as one fails or is
+    cancelled (``on_dependency_failure="cancel"``, the default) or becomes due whatever they
+    ended in (``"run"``). See docs/api.md, "Workflows".
     """
     new = build_job(
         type,
@@ -330,7 +357,11 @@ def submit_job(
         queue=queue,
         idempotency_key=idempotency_key,
         max_attempts=max_attempts,
+        depends_on=_dependency_ids(depends_on),
+        on_dependency_failure=on_dependency_failure,
     )
+    if new.depends_on:
+        return _insert_graph([new])[0]
     settings = get_settings()
     if direct_dispatch.eligible(settings, engine(), new):
         direct_inserts().run(new)
@@ -371,12 +402,28 @@ def _writer(new: ledger.NewJob) -> Any:
     return transaction(engine()) if new.unique_key is not None else write(engine())
 
 
-_BULK_KEYS = {"type", "data", "priority", "queue", "idempotency_key", "max_attempts", "schedule"}
+_BULK_KEYS = {
+    "type",
+    "data",
+    "priority",
+    "queue",
+    "idempotency_key",
+    "max_attempts",
+    "schedule",
+    "depends_on",
+    "on_dependency_failure",
+}
 
 
 def submit_jobs(items: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
     """Submit many jobs in one statement, all or nothing. Each item has ``type`` and ``data``
-    and optionally ``priority``, ``queue``, ``idempotency_key``, ``max_attempts``, ``schedule``.
+    and optionally ``priority``, ``queue``, ``idempotency_key``, ``max_attempts``, ``schedule``,
+    ``depends_on`` and ``on_dependency_failure``.
+
+    ``depends_on`` lists job ids (existing jobs) and indexes of *earlier* items of the same
+    call (``0`` is the first item), so a whole workflow is written in one transaction, all of
+    it or none; an index that is not earlier (itself, a later item, out of range) is
+    ``InvalidDependency``, an id that is not in the ledger ``UnknownDependency``.
     """
     new_jobs: list[ledger.NewJob] = []
     _load_registry()
@@ -389,15 +436,73 @@ def submit_jobs(items: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
                 f"item {i}: needs 'type' and 'data'; unknown keys: {sorted(unknown) or 'none'}"
             )
         try:
-            new_jobs.append(build_job(**item, load_registry=False))
+            fields = dict(item)
+            fields["depends_on"] = _dependency_ids(fields.get("depends_on"), i, new_jobs)
+            new_jobs.append(build_job(**fields, load_registry=False))
         except QueueError as exc:
             raise type(exc)(f"item {i}: {exc}") from None
         if len(new_jobs) > MAX_BULK:
             raise InvalidArgument(f"at most {MAX_BULK} jobs per bulk submit")
     if not new_jobs:
         return []
+    if any(new.depends_on for new in new_jobs):
+        parents = {d for new in new_jobs for d in new.depends_on}
+        for i, new in enumerate(new_jobs):
+            if new.id in parents and (new.idempotency_key or new.unique_key):
+                raise InvalidArgument(
+                    f"item {i}: a job other items depend on cannot have an idempotency key"
+                    " or a unique_for type"
+                )
+        return _insert_graph(new_jobs)
     with transaction(engine()) as conn:
         return _insert(conn, new_jobs, bulk=True)
+
+
+def _dependency_ids(
+    given: Any, item: int | None = None, earlier: list[ledger.NewJob] | None = None
+) -> tuple[uuid.UUID, ...]:
+    """``depends_on`` as job ids, in order, without repeats: UUIDs (or their text) of
+    existing jobs, and in :func:`submit_jobs` (``item`` is the index of the item it belongs
+    to) indexes of earlier items."""
+    if given is None:
+        return ()
+    if isinstance(given, str | bytes | Mapping) or not isinstance(given, Iterable):
+        raise InvalidDependency("depends_on must be a list of job ids")
+    out: dict[uuid.UUID, None] = {}
+    for ref in given:
+        if isinstance(ref, bool):
+            raise InvalidDependency(f"depends_on entry {ref!r} is not a job id")
+        if isinstance(ref, int):
+            if item is None or earlier is None:
+                raise InvalidDependency(
+                    f"depends_on entry {ref} is an index: indexes name earlier items of one"
+                    " submit_jobs call; give a job id here"
+                )
+            if not 0 <= ref < item:
+                what = "itself" if ref == item else "a later item" if ref > item else "no item"
+                earlier_items = f"0 .. {item - 1}" if item else "none: it is the first"
+                raise InvalidDependency(
+                    f"depends_on index {ref} names {what}: an item may depend only on earlier"
+                    f" items ({earlier_items}), so a workflow cannot contain a cycle"
+                )
+            out[earlier[ref].id] = None
+            continue
+        try:
+            out[ref if isinstance(ref, uuid.UUID) else uuid.UUID(str(ref))] = None
+        except ValueError:
+            raise InvalidDependency(f"depends_on entry {str(ref)[:80]!r} is not a job id") from None
+        if len(out) > MAX_DEPENDENCIES:
+            raise InvalidDependency(f"at most {MAX_DEPENDENCIES} dependencies per job")
+    return tuple(out)
+
+
+def _insert_graph(new_jobs: list[ledger.NewJob]) -> list[uuid.UUID]:
+    """Jobs with dependencies, in one transaction (``ledger.insert_graph``)."""
+    try:
+        with transaction(engine()) as conn:
+            return ledger.insert_graph(conn, new_jobs)
+    except ledger.UnknownDependencies as exc:
+        raise UnknownDependency(f"{exc}; nothing was written") from None
 
 
 def schedule_job(
@@ -409,9 +514,13 @@ def schedule_job(
     queue: str | None = None,
     idempotency_key: str | None = None,
     max_attempts: int | None = None,
+    depends_on: Iterable[uuid.UUID | str] | None = None,
+    on_dependency_failure: str = "cancel",
 ) -> uuid.UUID:
     """Submit a job that becomes due at ``schedule``: an aware datetime, a timedelta or a
-    number of seconds from now. Until then it is ``scheduled`` and can be cancelled."""
+    number of seconds from now. Until then it is ``scheduled`` and can be cancelled. With
+    ``depends_on`` it waits for its dependencies first, then for its time (whichever is
+    later), as in :func:`submit_job`."""
     if schedule is None:
         raise InvalidSchedule("schedule is required; use submit_job to run now")
     new = build_job(
@@ -422,7 +531,11 @@ def schedule_job(
         idempotency_key=idempotency_key,
         max_attempts=max_attempts,
         schedule=schedule,
+        depends_on=_dependency_ids(depends_on),
+        on_dependency_failure=on_dependency_failure,
     )
+    if new.depends_on:
+        return _insert_graph([new])[0]
     with _writer(new) as conn:
         return _insert(conn, [new])[0]
 
@@ -507,12 +620,14 @@ def _cancel_with_delivery_gate(jid: uuid.UUID, storage: Any) -> str:
     raise ledger.TransitionError(jid, Transition.CANCEL, status)
 
 
-def retry_job(job_id: uuid.UUID | str) -> None:
-    """Run a ``failed`` or ``cancelled`` job again (attempts start over; errors are kept)."""
+def retry_job(job_id: uuid.UUID | str) -> int:
+    """Run a ``failed`` or ``cancelled`` job again (attempts start over; errors are kept).
+    The jobs it cancelled as a dependency (and theirs, downstream) wait for it again; returns
+    how many."""
     jid = _job_id(job_id)
     try:
-        with write(engine()) as conn:
-            ledger.retry(conn, jid)
+        with transaction(engine()) as conn:
+            return ledger.retry(conn, jid)
     except ledger.TransitionError as exc:
         raise _transition_error(exc) from None
     except IntegrityError:
@@ -526,9 +641,24 @@ def get_job(job_id: uuid.UUID | str) -> dict[str, Any]:
     jid = _job_id(job_id)
     with read(engine()) as conn:
         found = queries.get_job(conn, jid)
+        if found is not None:
+            # two more reads only for a job in a workflow
+            has_deps = found.get("on_dependency_failure") is not None
+            found["depends_on"] = ledger.dependencies_of(conn, jid) if has_deps else []
+            found["dependents"] = (
+                ledger.dependents_of(conn, jid) if found.get("has_dependents") else []
+            )
     if found is None:
         raise JobNotFound(f"job {jid} does not exist")
     return found
+
+
+def dependents_cancelled(job_id: uuid.UUID | str) -> int:
+    """How many jobs downstream of ``job_id`` are cancelled because it (or, in turn, one of
+    them) failed or was cancelled: what a cancel of a job with dependents reports."""
+    jid = _job_id(job_id)
+    with read(engine()) as conn:
+        return ledger.dependency_cancelled(conn, jid)
 
 
 def get_jobs(
@@ -634,3 +764,37 @@ def get_queue_controls() -> list[dict[str, Any]]:
     ``reason``."""
     with read(engine()) as conn:
         return controls.list_controls(conn)
+
+
+#: most lines one :func:`job_logs` call returns
+MAX_LOG_LINES = 10_000
+
+
+def job_logs(
+    job_id: uuid.UUID | str,
+    *,
+    attempt: int | None = None,
+    after: int = 0,
+    contains: str | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """The lines the job's handler logged (``ctx.log`` or a logger under it), oldest first,
+    each with ``id``, ``attempt``, ``at``, ``level`` and ``message``. ``after``: only lines
+    after that line id (to follow a running job); ``attempt``: one attempt's lines;
+    ``contains``: lines containing this text (case-insensitive). Raises ``JobNotFound``."""
+    jid = _job_id(job_id)
+    if attempt is not None and (isinstance(attempt, bool) or not isinstance(attempt, int)):
+        raise InvalidArgument("attempt must be a positive integer")
+    if attempt is not None and attempt < 1:
+        raise InvalidArgument("attempt must be a positive integer")
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise InvalidArgument("after must be a line id (an integer >= 0)")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LOG_LINES:
+        raise InvalidArgument(f"limit must be between 1 and {MAX_LOG_LINES}")
+    text = _check_text("contains", contains, max_length=200)
+    with read(engine()) as conn:
+        if jid not in queries.job_statuses(conn, [jid]):
+            raise JobNotFound(f"job {jid} does not exist")
+        return job_log_sql.lines_of(
+            conn, jid, attempt=attempt, after=after, contains=text, limit=limit
+        )

@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from console.commands import user_app
 from db.settings import get_settings
+from db.states import TERMINAL
 from tasks import api
 from tasks.errors import QueueError
 from tasks.payload import loads_payload
@@ -199,6 +201,13 @@ def submit(
     delay: Annotated[float | None, typer.Option(help="seconds from now")] = None,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
     max_attempts: Annotated[int | None, typer.Option()] = None,
+    after: Annotated[
+        list[str] | None,
+        typer.Option("--after", metavar="ID", help="wait for this job first (repeatable)"),
+    ] = None,
+    on_dependency_failure: Annotated[
+        str, typer.Option(help="a dependency that fails or is cancelled: cancel | run")
+    ] = "cancel",
 ) -> None:
     """Submit a job; prints its id alone on stdout."""
     payload = _parse_data(data)
@@ -211,7 +220,13 @@ def submit(
         except ValueError:
             raise _fail(f"--at {at!r} is not an ISO 8601 date-time") from None
     with _Guard():
-        opts = {"queue": queue, "idempotency_key": idempotency_key, "max_attempts": max_attempts}
+        opts: dict[str, Any] = {
+            "queue": queue,
+            "idempotency_key": idempotency_key,
+            "max_attempts": max_attempts,
+        }
+        if after:
+            opts.update(depends_on=after, on_dependency_failure=on_dependency_failure)
         if schedule is None:
             job_id = api.submit_job(type, payload, priority, **opts)
         else:
@@ -256,9 +271,13 @@ def show(
         typer.echo(json.dumps(_jsonable(row)))
         return
     for key, value in _jsonable(row).items():
-        if key == "errors":
+        if key in ("errors", "depends_on", "dependents"):
             continue
         typer.echo(f"{key:20} {json.dumps(value) if isinstance(value, dict | list) else value}")
+    for key in ("depends_on", "dependents"):
+        for dep in row.get(key) or []:
+            counted = f" (counted as {dep['resolved']})" if dep.get("resolved") else ""
+            typer.echo(f"{key:20} {dep['id']} {dep['status']} {dep['type']}{counted}")
     for err in row["errors"] or []:
         typer.echo(f"\n-- attempt {err.get('attempt')} at {err.get('at')}: {err.get('error')}")
         if err.get("traceback"):
@@ -270,15 +289,20 @@ def cancel(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Cancel a job (a running job gets a cancel request)."""
     with _Guard():
         outcome = api.cancel_job(job_id)
+        downstream = api.dependents_cancelled(job_id)
     typer.echo(f"{outcome}: {api.CANCEL_MESSAGES[outcome]}")
+    if downstream:
+        typer.echo(f"{downstream} waiting dependent job(s) cancelled with it")
 
 
 @app.command()
 def retry(job_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Run a failed or cancelled job again."""
     with _Guard():
-        api.retry_job(job_id)
+        revived = api.retry_job(job_id)
     typer.echo("queued")
+    if revived:
+        typer.echo(f"{revived} dependent job(s) it had cancelled are waiting for it again")
 
 
 @app.command()
@@ -302,6 +326,102 @@ def resume(queue: Annotated[str, typer.Argument(help="queue to dispatch again")]
     typer.echo(f"resumed {queue}")
 
 
+# --- periodic jobs (issue 20): list, pause, resume -------------------------------------------
+
+periodic_app = typer.Typer(
+    help="Periodic jobs: list them, pause or resume one (stored in the ledger, audited).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(periodic_app, name="periodic")
+
+
+def _cli_user() -> str:
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+def _audit_periodic(action: str, name: str, details: dict[str, Any]) -> None:
+    """The CLI's pause and resume are audited like the console's (role ``cli``)."""
+    from db import audit
+    from db.engine import write
+
+    with write(api.engine()) as conn:
+        audit.record(
+            conn,
+            username=_cli_user(),
+            role="cli",
+            action=action,
+            outcome="ok",
+            target=name,
+            details=details,
+        )
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, datetime) else "-"
+
+
+@periodic_app.command("list")
+def periodic_list(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """Every periodic job: schedule, policies, paused or not, next tick, skipped ticks."""
+    from tasks.maintenance.periodic import list_periodic
+
+    with _Guard():
+        rows = list_periodic()
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(_jsonable(row)))
+        return
+    typer.echo(
+        f"{'name':32} {'state':7} {'schedule':34} {'overlap':7} {'catch_up':8} "
+        f"{'next tick (UTC)':19}  {'skipped':>7} {'missed':>6}  last skipped (UTC)"
+    )
+    for r in rows:
+        state = "PAUSED" if r["paused"] else "active"
+        typer.echo(
+            f"{r['name']:32} {state:7} {r['schedule'] or '(not registered)':34} "
+            f"{r['overlap'] or '-':7} {r['catch_up'] or '-':8} "
+            f"{_when(None if r['paused'] else r['next_tick']):19}  "
+            f"{r['skipped_count']:>7} {r['missed_count']:>6}  {_when(r['last_skipped_tick'])}"
+        )
+        if r["paused"]:
+            reason = f": {r['reason']}" if r["reason"] else ""
+            typer.echo(f"    paused by {r['paused_by'] or '?'} at {_when(r['paused_at'])}{reason}")
+
+
+@periodic_app.command("pause")
+def periodic_pause(
+    name: Annotated[str, typer.Argument(help="the periodic job (its job type)")],
+    reason: Annotated[str | None, typer.Option(help="shown in the console and the list")] = None,
+) -> None:
+    """Stop enqueuing a periodic job's ticks (runs already enqueued go on). Survives restarts."""
+    from tasks.maintenance.periodic import pause_periodic
+
+    with _Guard():
+        changed = pause_periodic(name, by=_cli_user(), reason=reason)
+        if changed:
+            _audit_periodic("periodic_pause", name, {"reason": reason})
+    typer.echo(f"paused periodic job {name}" if changed else f"{name} was paused already")
+
+
+@periodic_app.command("resume")
+def periodic_resume(
+    name: Annotated[str, typer.Argument(help="the periodic job (its job type)")],
+) -> None:
+    """Enqueue a paused periodic job's ticks again, from its next tick (no catch-up)."""
+    from tasks.maintenance.periodic import resume_periodic
+
+    with _Guard():
+        changed = resume_periodic(name)
+        if changed:
+            _audit_periodic("periodic_resume", name, {})
+    typer.echo(f"resumed periodic job {name}" if changed else f"{name} was not paused")
+
+
 @app.command()
 def types() -> None:
     """List the registered job types."""
@@ -320,6 +440,37 @@ def stats() -> None:
     """Per-queue counts by status, oldest waiting job and live workers (JSON)."""
     with _Guard():
         typer.echo(json.dumps(_jsonable(api.get_queue_stats()), indent=2))
+
+
+TERMINAL_STATUSES = {s.value for s in TERMINAL}
+
+
+@app.command()
+def logs(
+    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    attempt: Annotated[int | None, typer.Option(help="only this attempt's lines")] = None,
+    grep: Annotated[str | None, typer.Option(help="only lines containing this text")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="print new lines until the job ends")
+    ] = False,
+) -> None:
+    """Show the lines a job's handler logged (ctx.log), oldest first."""
+    after, last_look = 0, False
+    with _Guard():
+        while True:
+            lines = api.job_logs(job_id, attempt=attempt, after=after, contains=grep)
+            for line in lines:
+                at = line["at"].strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
+                typer.echo(f"{at} {line['level']:7} [attempt {line['attempt']}] {line['message']}")
+            if lines:
+                after = lines[-1]["id"]
+            if len(lines) == 1000:
+                continue  # a full page: read on at once
+            if not follow or last_look:
+                return
+            # lines reach the ledger within a quarter second: one more look once it ended
+            last_look = api.get_job(job_id)["status"] in TERMINAL_STATUSES
+            time.sleep(0.5)
 
 
 def main() -> None:

@@ -46,3 +46,12 @@ class JobNotFound(QueueError, LookupError):
 
 class InvalidTransition(QueueError):
     """The job's current state does not allow the request (e.g. cancel a completed job)."""
+
+
+class UnknownDependency(QueueError, LookupError):
+    """A job named in ``depends_on`` does not exist (nothing was written)."""
+
+
+class InvalidDependency(QueueError, ValueError):
+    """A ``depends_on`` entry is malformed, or refers to the item itself or to a later item
+    of the same ``submit_jobs`` call (so a workflow can never contain a cycle)."""

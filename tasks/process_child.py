@@ -1,12 +1,14 @@
 """A child process of a process worker (``tasks.process_pool``): it only runs handlers.
 
-The parent owns Redis and the ledger; a child never opens a connection to either. It reads
+The parent owns Redis and the ledger; a child opens no connection of its own (unless a
+handler reads ``ctx.dependency_results``, which reads the ledger). It reads
 one :class:`Run` at a time from its pipe, runs the job's handler and answers with one
 :class:`Done`. While the handler runs, ``ctx.progress`` and ``ctx.cancel_requested`` talk to
 the parent over the same pipe (the parent writes progress and reads cancel requests in the
-ledger). A child ignores SIGINT and SIGTERM: the parent decides when it stops (it closes the
-pipe, or kills the child whose attempt ran past its timeout), and a child kills itself the
-moment the parent's end of the pipe closes.
+ledger), and so do the lines the handler logs (``tasks.job_logs``). A child ignores SIGINT
+and SIGTERM: the parent decides when it stops (it closes the pipe, or kills the child whose
+attempt ran past its timeout), and a child kills itself the moment the parent's end of the
+pipe closes.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from tasks import registry
+from tasks import job_logs, registry
+from tasks.job_logs import AttemptLog
 from tasks.payload import cap_result
 
 #: a child asks the parent whether a cancel was requested at most this often
@@ -66,10 +69,13 @@ class CancelQuery:
 
 
 class _Channel:
-    """The child's side of a running attempt: progress and cancel over the pipe."""
+    """The child's side of a running attempt: progress, log lines and cancel over the pipe
+    (a handler may use them from several threads: every send holds a lock)."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._send_lock = threading.Lock()
+        self._query_lock = threading.Lock()
         self.pending: tuple[float, str | None] | None = None
         self._sent_at = 0.0
         self._checked_at = 0.0
@@ -79,20 +85,39 @@ class _Channel:
         self.pending = (fraction, message)
         if time.monotonic() - self._sent_at >= PROGRESS_SEND_INTERVAL:
             self._sent_at = time.monotonic()
-            self.conn.send(Progress(fraction, message))
+            self.send(Progress(fraction, message))
             self.pending = None
 
     def cancel_requested(self) -> bool:
         if not self._cancelled and time.monotonic() - self._checked_at >= CANCEL_CHECK_INTERVAL:
             self._checked_at = time.monotonic()
-            self.conn.send(CancelQuery())
-            self._cancelled = bool(self.conn.recv())
+            with self._query_lock:  # one question in flight: the parent answers in order
+                self.send(CancelQuery())
+                self._cancelled = bool(self.conn.recv())
         return self._cancelled
+
+    def send(self, message: object) -> None:
+        with self._send_lock:
+            self.conn.send(message)
+
+
+#: the attempt this job process is running (for the per-job log capture)
+_CURRENT: AttemptLog | None = None
 
 
 def run_attempt(run: Run, conn: Connection) -> Done:
     """Run one attempt's handler; every exception becomes a :class:`Done` with an error."""
+    global _CURRENT
     channel = _Channel(conn)
+    _CURRENT = AttemptLog(run.job_id, run.attempt, channel.send)
+    try:
+        return _run_handler(run, channel)
+    finally:
+        attempt_log, _CURRENT = _CURRENT, None
+        attempt_log.close()
+
+
+def _run_handler(run: Run, channel: _Channel) -> Done:
     ctx = registry.JobContext(
         job_id=run.job_id,
         attempt=run.attempt,
@@ -142,6 +167,7 @@ def child_main(conn: Connection, job_modules: list[str]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     registry.load_job_modules(job_modules)
+    job_logs.capture(lambda: _CURRENT)
     while True:
         try:
             run = conn.recv()

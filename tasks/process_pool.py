@@ -41,6 +41,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from db import ledger
+from db.job_logs import LogLine
 from tasks.attempt_fetcher import AttemptFetcher, Ready, read_leases
 from tasks.broker import LedgerRedisStorage, PoppedEntry, QueueStorage
 from tasks.process_child import CancelQuery, Done, Progress, Run, child_main
@@ -290,7 +291,10 @@ class ProcessPool:
         if running is None:  # nothing was asked of it
             log.warning("job process %d sent %r while idle", slot.index, type(message).__name__)
             return
-        if isinstance(message, Progress):
+        if isinstance(message, LogLine):
+            if self.runtime.log_writer is not None:
+                self.runtime.log_writer.put(message)
+        elif isinstance(message, Progress):
             running.channel.progress(message.fraction, message.message)
         elif isinstance(message, CancelQuery):
             try:

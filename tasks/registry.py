@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import random
 import re
 import uuid
+from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from huey import crontab as huey_crontab
 from pydantic import BaseModel
@@ -25,6 +29,12 @@ DEFAULT_QUEUE = "default"  # the queue of a type that names none; always declare
 TYPE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 DEFAULT_PRIORITY = 5
 BUILTIN_MODULES = ("tasks.builtin", "tasks.edurise", "tasks.system_jobs")
+# periodic jobs (``@periodic_job``): overlap and catch-up policies
+OVERLAP_POLICIES = ("skip", "allow")
+CATCH_UP_POLICIES = ("none", "latest", "all")
+DEFAULT_CATCH_UP_WINDOW = timedelta(hours=24)
+MAX_CATCH_UP_WINDOW = timedelta(days=31)
+MAX_CATCH_UP_TICKS = 100  # catch_up="all": at most this many missed ticks, the newest
 
 
 class JobCancelled(Exception):
@@ -44,6 +54,7 @@ class JobContext:
     worker_id: uuid.UUID | None = None
     _cancel_probe: Callable[[], bool] | None = field(default=None, repr=False)
     _progress_sink: Callable[[float, str | None], None] | None = field(default=None, repr=False)
+    _dependency_results: dict[uuid.UUID, Any] | None = field(default=None, repr=False)
 
     @property
     def log(self) -> logging.Logger:
@@ -72,34 +83,80 @@ class JobContext:
         if self._progress_sink is not None:
             self._progress_sink(float(fraction), None if message is None else message[:500])
 
+    @property
+    def dependency_results(self) -> dict[uuid.UUID, Any]:
+        """``{dependency id: result}`` of the jobs this one waited for (``depends_on``; None
+        for one that did not complete), ``{}`` without dependencies. Read from the ledger on
+        first use, so a handler that never asks costs nothing."""
+        if self._dependency_results is None:
+            from tasks import workflows  # imports the job API, which imports this module
+
+            self._dependency_results = workflows.dependency_results(self.job_id)
+        return self._dependency_results
+
 
 Handler = Callable[[Any, JobContext], Any]
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """When a periodic job ticks: a 5-field crontab (UTC) or a fixed interval."""
+    """When a periodic job ticks: a 5-field crontab (in UTC, or in the time zone ``tz``) or a
+    fixed interval.
+
+    Daylight saving time (crontab with ``tz``): a wall time that the spring-forward change
+    skips (02:30 in Europe/Berlin on the last Sunday of March) ticks once, at the instant it
+    names with the offset in force before the change (01:30 UTC = 03:30 CEST); a wall time
+    that the fall-back change repeats ticks once, at its first occurrence, unless the hour
+    field is ``*`` (the job runs every hour anyway, so it runs in both hours)."""
 
     cron: str | None = None
     every: timedelta | None = None
+    tz: str | None = None
 
     def __post_init__(self) -> None:
         if (self.cron is None) == (self.every is None):
             raise InvalidArgument("give a periodic job exactly one of crontab= or every=")
         if self.every is not None and self.every.total_seconds() < 1:
             raise InvalidArgument("every= must be at least one second")
+        if self.tz is not None:
+            if self.every is not None:
+                raise InvalidArgument("tz= applies to crontab= schedules, not every=")
+            self._zone()  # validate now
         if self.cron is not None:
             self._matcher()  # validate now
 
+    def _zone(self) -> ZoneInfo | None:
+        if self.tz is None:
+            return None
+        return _zone(self.tz)
+
     def _matcher(self) -> Callable[[datetime], bool]:
-        fields = (self.cron or "").split()
-        if len(fields) != 5:
-            raise InvalidArgument(f"crontab must have 5 fields, got {self.cron!r}")
-        minute, hour, day, month, dow = fields
-        try:
-            return huey_crontab(minute=minute, hour=hour, day=day, month=month, day_of_week=dow)
-        except ValueError as exc:
-            raise InvalidArgument(f"invalid crontab {self.cron!r}: {exc}") from None
+        return _cron_matcher(self.cron or "")
+
+    def _is_tick(self, minute: datetime) -> bool:
+        """Whether the whole UTC minute ``minute`` (aware) is a crontab tick."""
+        matcher = self._matcher()
+        zone = self._zone()
+        if zone is None:
+            return matcher(minute.replace(tzinfo=None))
+        local = minute.astimezone(zone)
+        wall = local.replace(tzinfo=None, fold=0)
+        if matcher(wall) and (local.fold == 0 or self._every_hour()):
+            return True
+        # a wall time skipped by a spring-forward change: ticks at the instant it names with
+        # the offset in force before the change (Python's fold=0 reading of such a time)
+        before = (minute - _GAP_LOOKBACK).astimezone(zone).utcoffset()
+        if before is None or before == local.utcoffset():
+            return False
+        skipped = (minute + before).replace(tzinfo=None)
+        return (
+            matcher(skipped)
+            and not _exists(skipped, zone)
+            and skipped.replace(tzinfo=zone).astimezone(UTC) == minute
+        )
+
+    def _every_hour(self) -> bool:
+        return (self.cron or "").split()[1] == "*"
 
     def latest_tick(self, now: datetime) -> datetime | None:
         """The most recent tick at or before ``now`` (crontab: only the current minute)."""
@@ -108,7 +165,7 @@ class Schedule:
             epoch = now.timestamp()
             return datetime.fromtimestamp(epoch - (epoch % step), tz=UTC)
         minute = now.astimezone(UTC).replace(second=0, microsecond=0)
-        return minute if self._matcher()(minute.replace(tzinfo=None)) else None
+        return minute if self._is_tick(minute) else None
 
     def next_tick(self, now: datetime) -> datetime:
         if self.every is not None:
@@ -116,18 +173,75 @@ class Schedule:
             assert latest is not None
             return latest + self.every
         minute = now.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
-        matcher = self._matcher()
         for _ in range(366 * 24 * 60):
-            if matcher(minute.replace(tzinfo=None)):
+            if self._is_tick(minute):
                 return minute
             minute += timedelta(minutes=1)
         raise InvalidArgument(f"crontab {self.cron!r} never fires")
 
+    def ticks_in(self, after: datetime, until: datetime, newest: int) -> tuple[list[datetime], int]:
+        """The ticks ``t`` with ``after < t <= until``: the newest ``newest`` of them, oldest
+        first, and how many there are in all."""
+        if until <= after:
+            return [], 0
+        if self.every is not None:
+            step = self.every.total_seconds()
+            first = math.floor(after.timestamp() / step) + 1  # tick numbers, epoch-aligned
+            last = math.floor(until.timestamp() / step)
+            total = max(0, last - first + 1)
+            start = max(first, last - newest + 1)
+            ticks = [datetime.fromtimestamp(n * step, tz=UTC) for n in range(start, last + 1)]
+            return ticks, total
+        kept: deque[datetime] = deque(maxlen=max(0, newest))
+        total = 0
+        minute = after.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+        end = until.astimezone(UTC)
+        while minute <= end:
+            if self._is_tick(minute):
+                kept.append(minute)
+                total += 1
+            minute += timedelta(minutes=1)
+        return list(kept), total
+
     def describe(self) -> str:
         if self.cron is not None:
-            return f"cron {self.cron} (UTC)"
+            return f"cron {self.cron} ({self.tz or 'UTC'})"
         assert self.every is not None
         return f"every {self.every.total_seconds():g} s"
+
+
+#: far enough back to read the offset in force before a DST change (gaps are at most 2 h)
+_GAP_LOOKBACK = timedelta(hours=6)
+
+
+@lru_cache(maxsize=256)
+def _cron_matcher(cron: str) -> Callable[[datetime], bool]:
+    fields = cron.split()
+    if len(fields) != 5:
+        raise InvalidArgument(f"crontab must have 5 fields, got {cron!r}")
+    minute, hour, day, month, dow = fields
+    try:
+        return huey_crontab(minute=minute, hour=hour, day=day, month=month, day_of_week=dow)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid crontab {cron!r}: {exc}") from None
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(f"tz must be an IANA time zone name, got {name!r}")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidArgument(
+            f"unknown time zone {name!r} (use an IANA name such as 'Europe/Berlin'): {exc}"
+        ) from None
+
+
+def _exists(wall: datetime, zone: ZoneInfo) -> bool:
+    """Whether the naive wall time ``wall`` happens in ``zone`` (not skipped by a DST change)."""
+    back = wall.replace(tzinfo=zone).astimezone(UTC).astimezone(zone).replace(tzinfo=None)
+    return back == wall
 
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
@@ -176,6 +290,10 @@ class JobType:
     concurrency: int | None = None  # at most N running at once, across all workers
     rate_limit: RateLimit | None = None  # at most N starts per period, across all workers
     unique_for: timedelta | None = None  # same type+data within this window -> same job
+    # periodic types only (``@periodic_job``): see ``periodic_job``
+    overlap: str = "skip"
+    catch_up: str = "latest"
+    catch_up_window: timedelta = DEFAULT_CATCH_UP_WINDOW
 
     def retry_delay(self, attempt: int) -> float:
         """Exponential backoff with jitter: base * 2**(attempt-1), capped, then 50-100 %."""
@@ -273,6 +391,7 @@ def periodic_job(
     *,
     crontab: str | None = None,
     every: timedelta | None = None,
+    tz: str | None = None,
     data: dict[str, Any] | None = None,
     queue: str = DEFAULT_QUEUE,
     priority: int = DEFAULT_PRIORITY,
@@ -280,9 +399,30 @@ def periodic_job(
     backoff: float = 2.0,
     timeout: float | None = None,
     schema: type[BaseModel] | None = None,
+    overlap: str = "skip",
+    catch_up: str = "latest",
+    catch_up_window: timedelta = DEFAULT_CATCH_UP_WINDOW,
 ) -> Callable[[Handler], Handler]:
-    """Register a job type that the maintainer submits on a schedule: one job per tick."""
-    schedule = Schedule(cron=crontab, every=every)
+    """Register a job type that the maintainer submits on a schedule: one job per tick.
+
+    ``tz``: the IANA time zone a crontab is read in (default UTC). ``overlap="skip"``: a tick
+    is not enqueued while an earlier run of the type is unfinished (the skip is recorded);
+    ``"allow"``: always enqueued. ``catch_up``: ticks missed while no maintainer ran, within
+    ``catch_up_window`` of now: ``"none"`` drops them, ``"latest"`` enqueues the newest one,
+    ``"all"`` every one (at most ``MAX_CATCH_UP_TICKS``)."""
+    schedule = Schedule(cron=crontab, every=every, tz=tz)
+    if overlap not in OVERLAP_POLICIES:
+        raise InvalidArgument(
+            f"overlap must be one of {', '.join(OVERLAP_POLICIES)}, got {overlap!r}"
+        )
+    if catch_up not in CATCH_UP_POLICIES:
+        raise InvalidArgument(
+            f"catch_up must be one of {', '.join(CATCH_UP_POLICIES)}, got {catch_up!r}"
+        )
+    if not isinstance(catch_up_window, timedelta) or not (
+        timedelta(0) < catch_up_window <= MAX_CATCH_UP_WINDOW
+    ):
+        raise InvalidArgument("catch_up_window must be a timedelta above 0 and at most 31 days")
 
     def decorate(func: Handler) -> Handler:
         register(
@@ -298,6 +438,9 @@ def periodic_job(
                 description=(func.__doc__ or "").strip().split("\n")[0],
                 schedule=schedule,
                 periodic_data=dict(data or {}),
+                overlap=overlap,
+                catch_up=catch_up,
+                catch_up_window=catch_up_window,
             )
         )
         return func

@@ -32,9 +32,10 @@ from db import ledger
 from db import workers as worker_sql
 from db.engine import create_ledger_engine, read, sqlalchemy_error, write
 from db.settings import Settings
-from tasks import registry
+from tasks import job_logs, registry
 from tasks.attempt_writer import AttemptWriter
 from tasks.broker import RUN_JOB_TASK, LedgerRedisStorage, QueueStorage, make_huey, storage_of
+from tasks.job_logs import AttemptLog, JobLogWriter, ThreadAttempts
 from tasks.payload import cap_result
 from tasks.prefetch import PrefetchConfig, Prefetcher
 from tasks.process_pool import ProcessPool
@@ -152,6 +153,9 @@ class WorkerRuntime:
         #: process workers), every attempt is claimed in the ledger before it runs
         self.storage: QueueStorage | None = None
         self.reads_leases = False
+        #: per-job logs (``tasks.job_logs``): the writer, and each handler thread's attempt
+        self.log_writer: JobLogWriter | None = None
+        self.attempts = ThreadAttempts()
 
     def _with_db_retry(self, what: str, fn: Callable[[], T]) -> T:
         """Retry a ledger write through a database outage; give up only when stopping (the
@@ -252,6 +256,8 @@ class WorkerRuntime:
             _cancel_probe=channel.cancel_requested,
             _progress_sink=channel.progress,
         )
+        if self.log_writer is not None:
+            self.attempts.begin(AttemptLog(claimed.id, claimed.attempt, self.log_writer.put))
         try:
             job_type = registry.get(claimed.type)
             data: Any = claimed.data
@@ -259,6 +265,7 @@ class WorkerRuntime:
                 data = job_type.schema.model_validate(claimed.data)
             result = job_type.func(data, ctx)
         except BaseException as exc:  # every failure is recorded
+            self.attempts.end()
             if isinstance(exc, KeyboardInterrupt):
                 raise  # the worker is being interrupted: hand-back takes care of the job
             self._flush_progress(channel)
@@ -270,6 +277,7 @@ class WorkerRuntime:
             if self.writer is not None:
                 self.writer.forget(claimed.id, claimed.lease)
             return
+        self.attempts.end()
         self._flush_progress(channel)
         self._ran(started)
         stored = cap_result(result)
@@ -512,6 +520,10 @@ def run_worker(
     # start records and outcomes are group-committed (thread and process workers alike)
     runtime.writer = AttemptWriter(engine, release=runtime._release)
     runtime.writer.start()
+    runtime.log_writer = JobLogWriter(engine)
+    runtime.log_writer.start()
+    if kind == "thread":  # job processes capture their own lines (tasks.process_child)
+        job_logs.capture(runtime.attempts.current)
     if engine.dialect.name == "postgresql" and runtime.reads_leases:
         runtime.held = HeldConnections(engine)
     prefetch = settings.queue_prefetch > 0 and isinstance(storage, LedgerRedisStorage)
@@ -566,6 +578,7 @@ def run_worker(
             runtime.prefetcher.stop()
         if runtime.writer is not None:
             runtime.writer.close()
+        runtime.log_writer.close()
         return
     heartbeat = Heartbeat(runtime, register)
     heartbeat.start()
@@ -593,6 +606,7 @@ def run_worker(
             runtime.prefetcher.stop()  # what no handler took goes back to Redis
         if runtime.writer is not None:
             runtime.writer.close()  # before the hand-back: finished jobs stay finished
+        runtime.log_writer.close()
         runtime.stopping.set()
         heartbeat.stop_event.set()
         _shut_down(engine, worker_id)

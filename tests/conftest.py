@@ -35,6 +35,9 @@ TABLES = (
     "alert_notifications",
     "console_sessions",
     "login_throttle",
+    "queue_periodic",
+    "queue_job_deps",
+    "queue_job_logs",
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from datetime import timedelta
@@ -112,3 +113,44 @@ def raises_cancelled(data: dict, ctx: JobContext) -> None:
 def crash(data: dict, ctx: JobContext) -> None:
     """Kills its worker process at once (a segfault or an OOM kill, as a job sees it)."""
     os._exit(1)
+
+
+class StepData(BaseModel):
+    tag: str = ""
+    fail_attempts: int = Field(default=0, ge=0, le=10)  # attempts 1..n raise
+    first_seconds: float = Field(default=0, ge=0, le=60)  # attempt 1 sleeps this long
+
+
+@job("test.step", max_attempts=1, schema=StepData)
+def workflow_step(data: StepData, ctx: JobContext) -> dict[str, object]:
+    """A workflow step: appends "<tag> <job id> <attempt>" to workflow.log, fails its first
+    ``fail_attempts`` attempts, returns its tag and the tags its dependencies returned."""
+    path = get_settings().queue_data_dir / "workflow.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        os.write(fd, f"{data.tag} {ctx.job_id} {ctx.attempt}\n".encode())
+    finally:
+        os.close(fd)
+    if ctx.attempt == 1:
+        time.sleep(data.first_seconds)
+    if ctx.attempt <= data.fail_attempts:
+        raise RuntimeError(f"step {data.tag} fails attempt {ctx.attempt}")
+    results = ctx.dependency_results
+    inputs = sorted(str(r["tag"]) if isinstance(r, dict) else "-" for r in results.values())
+    return {"tag": data.tag, "inputs": inputs}
+
+
+class LogsData(BaseModel):
+    lines: int = Field(default=3, ge=0, le=100_000)
+    hold: float = Field(default=0, ge=0, le=30)  # seconds to sleep after logging
+
+
+@job("test.logs", max_attempts=1, schema=LogsData)
+def logs(data: LogsData, ctx: JobContext) -> None:
+    """Logs ``lines`` lines, alternately through ``ctx.log`` and a logger under it, then
+    sleeps ``hold`` seconds."""
+    detail = logging.getLogger(f"job.{ctx.type}.detail")
+    for i in range(data.lines):
+        (ctx.log if i % 2 == 0 else detail).info("line %d of attempt %d", i, ctx.attempt)
+    time.sleep(data.hold)

@@ -1,20 +1,41 @@
-"""Periodic enqueuer: one job per tick of every ``@periodic_job``. The tick key is unique
-in the ledger, so any number of maintainers yields exactly one row per tick."""
+"""Periodic enqueuer: one job per tick of every ``@periodic_job``, under the type's policies.
+
+- The tick key is unique in the ledger, and each tick is dealt with by whichever maintainer
+  first moves the type's ``queue_periodic.last_tick`` past it (a guarded UPDATE in the same
+  transaction as the insert), so any number of maintainers yields one row per tick and counts
+  every skipped or missed tick once.
+- ``last_tick`` survives restarts: the ticks between it and now were missed while no
+  maintainer ran, and the ``catch_up`` policy says what happens to them.
+- A paused type's ticks are dealt with (``last_tick`` moves on) but not enqueued.
+- ``overlap="skip"``: a tick is not enqueued while a run of the type is unfinished; the skip
+  is counted with the tick and the run that blocked it.
+
+Also the steering functions used by the console and ``queuectl periodic``: list, pause,
+resume (stored in the ledger, so they survive every restart).
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine
 
 from db import ledger
-from db.engine import write
+from db import periodic as store
+from db.engine import read, transaction
+from db.settings import get_settings
 from tasks import registry
 from tasks.api import build_job
+from tasks.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
+
+#: a tick at most this old when the enqueuer sees it is on time (not missed): the crontab
+#: minute, and the polling jitter of ``every=`` schedules
+ON_TIME = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -26,6 +47,22 @@ def tick_key(name: str, tick: datetime) -> str:
     return f"{name}@{tick.astimezone(UTC).isoformat()}"
 
 
+def plan(
+    job_type: registry.JobType, ticks: list[datetime], total: int, now: datetime
+) -> tuple[list[datetime], int]:
+    """Which of the due ``ticks`` (the newest ones, oldest first, of ``total`` due) to enqueue
+    under the type's ``catch_up`` policy, and how many due ticks are dropped as missed."""
+    if not ticks:
+        return [], total
+    if job_type.catch_up == "all":
+        chosen = ticks
+    elif job_type.catch_up == "latest" or now - ticks[-1] <= ON_TIME:
+        chosen = ticks[-1:]
+    else:  # "none" and the newest due tick is not on time
+        chosen = []
+    return chosen, total - len(chosen)
+
+
 class PeriodicEnqueuer:
     name = "periodic"
 
@@ -33,30 +70,230 @@ class PeriodicEnqueuer:
         self.engine = engine
         self.config = config
         self.interval = config.interval
-        self._last: dict[str, datetime] = {}
+        #: per type: every tick up to this instant has been dealt with (by us or another
+        #: maintainer); None until the first pass has read the ledger
+        self._cursor: dict[str, datetime] | None = None
+
+    def _lower(
+        self, job_type: registry.JobType, last_tick: datetime | None, now: datetime
+    ) -> datetime:
+        """Ticks after this instant are due: after the newest one dealt with, within the
+        catch-up window; a type the ledger has never seen starts with its on-time ticks."""
+        if last_tick is None:
+            return now - ON_TIME
+        return max(last_tick, now - job_type.catch_up_window)
 
     def run_once(self, now: datetime | None = None) -> int:
         now = now or datetime.now(UTC)
-        due = []
-        for job_type in registry.periodic_types():
+        types = registry.periodic_types()
+        if self._cursor is None:
+            with read(self.engine) as conn:
+                rows = store.states(conn, [t.name for t in types])
+            self._cursor = {
+                t.name: self._lower(t, (rows.get(t.name) or {}).get("last_tick"), now)
+                for t in types
+            }
+        inserted = 0
+        failed: list[Exception] = []
+        for job_type in types:
             assert job_type.schedule is not None
-            tick = job_type.schedule.latest_tick(now)
-            if tick is None or self._last.get(job_type.name) == tick:
-                continue
-            due.append((job_type, tick))
-        if not due:
-            return 0
-        new_jobs = [
-            build_job(
-                jt.name, dict(jt.periodic_data), tick_key=tick_key(jt.name, tick), schedule=None
-            )
-            for jt, tick in due
-        ]
-        with write(self.engine) as conn:
-            ids = ledger.insert_jobs(conn, new_jobs)
-        inserted = sum(1 for new, got in zip(new_jobs, ids, strict=True) if new.id == got)
-        for jt, tick in due:
-            self._last[jt.name] = tick
+            cursor = self._cursor.get(job_type.name) or self._lower(job_type, None, now)
+            lower = max(cursor, now - job_type.catch_up_window)
+            _, due = job_type.schedule.ticks_in(lower, now, newest=1)
+            if due:
+                try:
+                    inserted += self._deal_with(job_type, now)
+                except Exception as exc:  # the others still tick; this one is tried again
+                    failed.append(exc)
+                    continue
+            self._cursor[job_type.name] = max(cursor, now)
         if inserted:
             log.info("enqueued %d periodic job(s)", inserted)
+        if failed:
+            if len(failed) > 1:
+                log.warning("%d periodic job types failed this pass", len(failed))
+            raise failed[0]  # the maintainer logs it (once per outage if the ledger is down)
         return inserted
+
+    def _deal_with(self, job_type: registry.JobType, now: datetime) -> int:
+        """Deal with the due ticks of one type in one transaction; returns jobs inserted."""
+        assert job_type.schedule is not None
+        name = job_type.name
+        with transaction(self.engine) as conn:
+            store.ensure_row(conn, name)
+            state = store.lock_row(conn, name) or {}
+            lower = self._lower(job_type, state.get("last_tick"), now)
+            if self._cursor is not None and name in self._cursor:
+                lower = max(lower, self._cursor[name])
+            ticks, total = job_type.schedule.ticks_in(
+                lower, now, newest=registry.MAX_CATCH_UP_TICKS
+            )
+            if not total:
+                return 0
+            if state.get("paused"):
+                store.record_ticks(conn, name, store.TickOutcome(last_tick=ticks[-1]))
+                return 0
+            chosen, missed = plan(job_type, ticks, total, now)
+            dropped = [t for t in ticks if t not in chosen]
+            blocker = None
+            if chosen and job_type.overlap == "skip":
+                blocker = store.unfinished_run(conn, name)
+            outcome = store.TickOutcome(
+                last_tick=ticks[-1],
+                enqueued_tick=None if blocker is not None or not chosen else chosen[-1],
+                skipped=len(chosen) if blocker is not None else 0,
+                skipped_tick=chosen[-1] if blocker is not None and chosen else None,
+                skipped_for=blocker,
+                missed=missed,
+                missed_tick=dropped[-1] if dropped else None,
+                caught_up=0 if blocker is not None else sum(1 for t in chosen if now - t > ON_TIME),
+            )
+            if not store.record_ticks(conn, name, outcome):
+                return 0  # another maintainer dealt with these ticks first
+            if blocker is not None:
+                log.info(
+                    "periodic %s: tick %s skipped, run %s is unfinished (overlap=skip)",
+                    name,
+                    chosen[-1].isoformat(),
+                    blocker,
+                )
+                return 0
+            if missed:
+                log.warning(
+                    "periodic %s: %d tick(s) missed while no maintainer ran (catch_up=%s)",
+                    name,
+                    missed,
+                    job_type.catch_up,
+                )
+            if not chosen:
+                return 0
+            new_jobs = [
+                build_job(name, dict(job_type.periodic_data), tick_key=tick_key(name, t))
+                for t in chosen
+            ]
+            ids = ledger.insert_jobs(conn, new_jobs)
+        return sum(1 for new, got in zip(new_jobs, ids, strict=True) if new.id == got)
+
+
+# --- steering: list, pause, resume -------------------------------------------------------------
+
+
+def _periodic_type(name: Any) -> registry.JobType:
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument("name the periodic job (its job type)")
+    job_type = registry.get(name)
+    if job_type.schedule is None:
+        raise InvalidArgument(f"job type {name!r} is not a periodic job")
+    return job_type
+
+
+def _check_text(what: str, value: str | None, limit: int) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or "\x00" in value or len(value) > limit:
+        raise InvalidArgument(f"{what} must be at most {limit} characters without NUL")
+    return value or None
+
+
+def _engine(engine: Engine | None) -> Engine:
+    from tasks import api
+
+    registry.load_job_modules(get_settings().job_modules)
+    return engine if engine is not None else api.engine()
+
+
+def list_periodic(
+    engine: Engine | None = None, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Every periodic job type, with its schedule and policies, whether it is paused (by
+    whom, when, why), its next tick and the enqueuer's record: the newest tick dealt with and
+    enqueued, ticks skipped because a run was unfinished (the newest and the run that blocked
+    it), ticks missed and caught up. A paused name whose type is no longer registered is
+    listed too (``registered`` False), so that it can be resumed."""
+    engine = _engine(engine)
+    now = now or datetime.now(UTC)
+    with read(engine) as conn:
+        rows = store.states(conn)
+    out: list[dict[str, Any]] = []
+    for t in registry.periodic_types():
+        assert t.schedule is not None
+        state = rows.pop(t.name, {})
+        out.append(
+            {
+                "name": t.name,
+                "registered": True,
+                "schedule": t.schedule.describe(),
+                "tz": t.schedule.tz or ("UTC" if t.schedule.cron else None),
+                "queue": t.queue,
+                "overlap": t.overlap,
+                "catch_up": t.catch_up,
+                "catch_up_window_seconds": t.catch_up_window.total_seconds(),
+                "next_tick": t.schedule.next_tick(now),
+                **_state_fields(state),
+            }
+        )
+    for name, state in sorted(rows.items()):
+        if state.get("paused"):
+            out.append(
+                {
+                    "name": name,
+                    "registered": False,
+                    "schedule": None,
+                    "tz": None,
+                    "queue": None,
+                    "overlap": None,
+                    "catch_up": None,
+                    "catch_up_window_seconds": None,
+                    "next_tick": None,
+                    **_state_fields(state),
+                }
+            )
+    return out
+
+
+def _state_fields(state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "paused": bool(state.get("paused")),
+        "paused_at": state.get("paused_at"),
+        "paused_by": state.get("paused_by"),
+        "reason": state.get("reason"),
+        "last_tick": state.get("last_tick"),
+        "last_enqueued_tick": state.get("last_enqueued_tick"),
+        "skipped_count": int(state.get("skipped_count") or 0),
+        "last_skipped_tick": state.get("last_skipped_tick"),
+        "last_skipped_for": state.get("last_skipped_for"),
+        "missed_count": int(state.get("missed_count") or 0),
+        "last_missed_tick": state.get("last_missed_tick"),
+        "caught_up_count": int(state.get("caught_up_count") or 0),
+    }
+
+
+def pause_periodic(
+    name: str, *, by: str | None = None, reason: str | None = None, engine: Engine | None = None
+) -> bool:
+    """Stop enqueuing the ticks of periodic job ``name`` (runs already enqueued go on; run it
+    by hand with ``submit_job`` still works). Survives restarts. Returns False if it was
+    paused already."""
+    engine = _engine(engine)
+    job_type = _periodic_type(name)
+    by = _check_text("by", by, 200)
+    reason = _check_text("reason", reason, 500)
+    with transaction(engine) as conn:
+        return store.set_paused(conn, job_type.name, by=by, reason=reason)
+
+
+def resume_periodic(
+    name: str, *, engine: Engine | None = None, now: datetime | None = None
+) -> bool:
+    """Enqueue the ticks of periodic job ``name`` again, from its next tick: ticks due while
+    it was paused are not caught up. Returns False if it was not paused. A paused name whose
+    type is no longer registered can be resumed (to clear it)."""
+    engine = _engine(engine)
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument("name the periodic job (its job type)")
+    now = now or datetime.now(UTC)
+    with transaction(engine) as conn:
+        if store.set_resumed(conn, name, now=now):
+            return True
+    _periodic_type(name)  # unknown names: a clear error rather than "was not paused"
+    return False

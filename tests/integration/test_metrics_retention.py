@@ -188,3 +188,26 @@ def test_prune_jobs_read_their_settings(system_jobs: Any, monkeypatch: pytest.Mo
     assert out == {"deleted": 0, "rolled_up_before": None}
     out = system_jobs.prune_old_metrics({}, ctx("system.prune_metrics"))
     assert out["deleted"] == 0
+
+
+def test_pruned_jobs_take_their_log_lines_along(ledger_url: str) -> None:
+    from db import job_logs
+    from db.job_logs import LogLine
+
+    engine = engine_for(ledger_url)
+    two_days = NOW - timedelta(days=2)
+    old, young = finished(two_days), finished(NOW - timedelta(minutes=2))
+    with transaction(engine) as conn:
+        conn.execute(insert(Job), [old, young])
+        job_logs.insert_lines(
+            conn,
+            [LogLine(j["id"], 1, two_days, "INFO", f"line of {j['id']}") for j in (old, young)],
+        )
+    minute = floor_minute(two_days)
+    rollup_range(engine, start=minute, end=minute + timedelta(minutes=1), now=NOW)
+    rollup(engine, now=NOW)
+    cutoffs = {"completed_before": NOW - timedelta(hours=24), "failed_before": NOW}
+    assert prune_jobs(engine, **cutoffs).deleted == 1
+    with read(engine) as conn:
+        assert job_logs.lines_of(conn, old["id"]) == []
+        assert len(job_logs.lines_of(conn, young["id"])) == 1

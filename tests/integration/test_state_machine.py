@@ -44,12 +44,13 @@ from sqlalchemy import Connection, delete, select, update
 
 from db import ledger
 from db.engine import engine_for, read, write
-from db.models import Job, QueueControl
+from db.models import Job, JobDependency, QueueControl
 from db.states import LEASED, TERMINAL, TRANSITIONS, JobStatus, Transition
 
 S = JobStatus
 T = Transition
 jobs = Job.__table__
+edges = JobDependency.__table__
 
 QUEUE = "sm"
 TYPES = ("sm.a", "sm.b")
@@ -73,6 +74,9 @@ KNOWN_TRANSITIONS = frozenset(
         "retry",
         "rescue",
         "hand_back",
+        "release",
+        "dependency_failed",
+        "revive",
     }
 )
 
@@ -155,6 +159,8 @@ class LedgerMachine(RuleBasedStateMachine):
     """Random calls of the ledger on at most ``MAX_JOBS`` jobs of one queue."""
 
     url: ClassVar[str]
+    #: plain jobs the ``insert_jobs`` rule may add (fewer: more room for dependent jobs)
+    plain_max: ClassVar[int] = MAX_JOBS
 
     def __init__(self) -> None:
         super().__init__()
@@ -162,7 +168,11 @@ class LedgerMachine(RuleBasedStateMachine):
         with write(self.engine) as conn:
             conn.execute(delete(Job).where(jobs.c.queue == QUEUE))
             conn.execute(delete(QueueControl).where(QueueControl.queue_name == QUEUE))
+            conn.execute(delete(JobDependency))
         self.rows: dict[uuid.UUID, Row] = {}
+        #: jobs inserted with dependencies: their own dependencies move them (release,
+        #: dependency_failed, revive) whatever the call named
+        self.dependent: set[uuid.UUID] = set()
         self.order: list[uuid.UUID] = []  # insertion order: what the draws index
         self.leases: dict[uuid.UUID, int] = {}
 
@@ -208,6 +218,11 @@ class LedgerMachine(RuleBasedStateMachine):
         allowed_from = sources(*named)
         for job_id, b in before.items():
             a = after[job_id]
+            if job_id in self.dependent and (
+                (b.status, a.status) in moves(T.RELEASE, T.DEPENDENCY_FAILED, T.REVIVE)
+                or b.status == a.status == S.WAITING
+            ):
+                continue  # a dependency of it ended or ran again: checked by the invariant
             untouched = (targets is not None and job_id not in targets) or (
                 fence is not None and job_id in fence and fence[job_id] != b.lease
             )
@@ -234,6 +249,39 @@ class LedgerMachine(RuleBasedStateMachine):
             assert row.lease >= self.leases.get(job_id, 0), f"lease of {job_id} went down"
             self.leases[job_id] = row.lease
         self.rows = rows
+
+    @invariant()
+    def waiting_jobs_wait_for_live_dependencies(self) -> None:
+        """A ``waiting`` job counts exactly its live dependencies, at least one; a job that
+        cancels on a failed dependency never waits behind one that is failed or
+        cancelled."""
+        if not self.dependent:
+            return
+        with read(self.engine) as conn:
+            rows = conn.execute(
+                select(edges.c.job_id, edges.c.depends_on).where(edges.c.job_id.in_(self.dependent))
+            ).all()
+            extra = {
+                r.id: (r.deps_pending, r.on_dependency_failure)
+                for r in conn.execute(
+                    select(jobs.c.id, jobs.c.deps_pending, jobs.c.on_dependency_failure).where(
+                        jobs.c.id.in_(self.dependent)
+                    )
+                )
+            }
+        parents: dict[uuid.UUID, list[uuid.UUID]] = {}
+        for child, parent in rows:
+            parents.setdefault(child, []).append(parent)
+        ended_badly = {S.FAILED.value, S.CANCELLED.value}
+        for child in self.dependent:
+            if self.rows[child].status != S.WAITING:
+                continue
+            statuses = [self.rows[p].status for p in parents[child]]
+            live = sum(1 for st in statuses if S(st) not in TERMINAL)
+            pending, mode = extra[child]
+            assert live >= 1 and pending == live, (child, statuses, pending)
+            if mode == "cancel":
+                assert not ended_badly & set(statuses), (child, statuses)
 
     @invariant()
     def rows_are_consistent(self) -> None:
@@ -312,7 +360,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def first_jobs(self, n: int, due: str, max_attempts: int, kind: str) -> None:
         self._insert(n, due, max_attempts, kind)
 
-    @precondition(lambda self: len(self.rows) < MAX_JOBS)
+    @precondition(lambda self: len(self.rows) < min(MAX_JOBS, self.plain_max))
     @rule(
         n=st.integers(1, 2),
         due=st.sampled_from(["now", "past", "future"]),
@@ -321,6 +369,51 @@ class LedgerMachine(RuleBasedStateMachine):
     )
     def insert_jobs(self, n: int, due: str, max_attempts: int, kind: str) -> None:
         self._insert(n, due, max_attempts, kind)
+
+    @precondition(lambda self: len(self.rows) < MAX_JOBS)
+    @rule(
+        data=st.data(),
+        due=st.sampled_from(["now", "future"]),
+        mode=st.sampled_from(["cancel", "run"]),
+        max_attempts=st.sampled_from([1, 2]),
+    )
+    def insert_dependent(self, data: st.DataObject, due: str, mode: str, max_attempts: int) -> None:
+        """Not a transition: a job that waits for 1 or 2 existing jobs goes in ``waiting``,
+        or due when they have all ended as required, or ``cancelled`` when one of them
+        failed or was cancelled (``cancel``)."""
+        live = [i for i in self.order if S(self.rows[i].status) not in TERMINAL]
+        pool = live if live and data.draw(st.integers(0, 3), label="live parents") else self.order
+        drawn = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=2), label="parents")
+        parents = sorted(set(drawn))
+        when = None if due == "now" else datetime.now(UTC) + timedelta(hours=1)
+        new = ledger.NewJob(
+            id=uuid.UUID(int=len(self.order) + 1),
+            type=TYPES[0],
+            queue=QUEUE,
+            priority=5,
+            data={},
+            max_attempts=max_attempts,
+            scheduled_at=when,
+            depends_on=tuple(parents),
+            on_dependency_failure=mode,
+        )
+        before = self.rows
+        with write(self.engine) as conn:
+            ledger.insert_graph(conn, [new])
+        after = self.snapshot()
+        assert all(after[i] == row for i, row in before.items())
+        statuses = {before[p].status for p in parents}
+        row = after[new.id]
+        if mode == "cancel" and statuses & {S.FAILED.value, S.CANCELLED.value}:
+            expected = S.CANCELLED
+        elif statuses - {s.value for s in TERMINAL}:
+            expected = S.WAITING
+        else:
+            expected = S.SCHEDULED if when is not None else S.QUEUED
+        assert (row.status, row.attempt, row.lease) == (expected, 0, 0), (statuses, row)
+        self.order.append(new.id)
+        self.dependent.add(new.id)
+        self.accept(after)
 
     @rule(data=st.data())
     def make_due(self, data: st.DataObject) -> None:
@@ -618,10 +711,16 @@ class LedgerMachine(RuleBasedStateMachine):
             assert a.cancel_requested_at is None and a.worker_id is None, a
 
 
-def _run(url: str) -> None:
-    machine = type("LedgerMachineOn", (LedgerMachine,), {"url": url})
+def _run(url: str, **attrs: Any) -> None:
+    machine = type("LedgerMachineOn", (LedgerMachine,), {"url": url, **attrs})
     run_state_machine_as_test(machine, settings=SETTINGS)
 
 
 def test_every_ledger_call_is_a_move_of_the_transition_table(ledger_url: str) -> None:
     _run(ledger_url)
+
+
+def test_workflows_move_only_along_the_transition_table(ledger_url: str) -> None:
+    """Mostly jobs that wait for others: their dependencies end, fail, are cancelled and
+    retried under them (release, dependency_failed, revive)."""
+    _run(ledger_url, plain_max=2)
