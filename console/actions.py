@@ -7,6 +7,7 @@ Views never call the job API's write functions directly; they call ``perform`` o
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,10 +17,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from console import auth, data
 from console.errors import ConsoleError
-from db import audit
+from db import audit, job_actions, queries
 from db.engine import transaction, write
 from tasks import api
-from tasks.errors import QueueError
+from tasks.errors import InvalidTransition, JobNotFound, QueueError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,7 +36,12 @@ class ActionDenied(ActionError):
 
 
 class ActionFailed(ActionError):
-    """The job API or the database refused (audited as ``error``)."""
+    """The job API or the database refused (audited as ``error``); ``cause`` is what it
+    raised (the Submit page shows the message under the field it is about)."""
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 def readable(exc: BaseException) -> str:
@@ -131,7 +137,7 @@ def perform(
         message = readable(exc)
         _audit_quietly(username, action, "error", target, ids, details, message)
         data.clear_job_caches()
-        raise ActionFailed(message) from None
+        raise ActionFailed(message, exc) from None
     if result_job_ids is not None:
         ids += [str(j) for j in result_job_ids(result)]
     if result_details is not None:
@@ -194,9 +200,43 @@ def _retry(job_id: str) -> str:
     return "retried"
 
 
+def _one(
+    change: Callable[[Any, list[uuid.UUID]], list[uuid.UUID]],
+    job_id: str,
+    what: str,
+    allowed: tuple[str, ...],
+    answer: str,
+) -> str:
+    """Apply a ``db.job_actions`` change to one job; ``InvalidTransition`` (or
+    ``JobNotFound``) with the job's status when it does not apply to it now."""
+    try:
+        jid = uuid.UUID(str(job_id))
+    except ValueError:
+        raise JobNotFound(f"{job_id!r} is not a job id") from None
+    with transaction(data.engine()) as conn:  # a delete takes its edges and log lines along
+        if change(conn, [jid]):
+            return answer
+        status = queries.job_statuses(conn, [jid]).get(jid)
+    if status is None:
+        raise JobNotFound(f"job {jid} does not exist (deleted meanwhile?)")
+    if status in allowed:  # the status allows it: a live job depends on it
+        raise InvalidTransition(f"job {jid} cannot be {what}: a live job depends on it")
+    raise InvalidTransition(f"job {jid} is {status}: only {', '.join(allowed)} jobs can be {what}")
+
+
+def _delete(job_id: str) -> str:
+    return _one(job_actions.delete_jobs, job_id, "deleted", job_actions.DELETABLE, "deleted")
+
+
+def _run_now(job_id: str) -> str:
+    return _one(job_actions.run_now, job_id, "run now", job_actions.RUNNABLE_NOW, "due_now")
+
+
 BULK_OPS: dict[str, Callable[[str], str]] = {
     "cancel": api.cancel_job,
     "retry": _retry,
+    "delete": _delete,
+    "run_now": _run_now,
 }
 
 
@@ -209,8 +249,9 @@ def bulk(
     details: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> BulkResult:
-    """Cancel or retry the jobs ``job_ids`` (exactly these, in this order) one by one through
-    the job API; one audit entry with every id and the count of each answer.
+    """Cancel, retry, delete or run now the jobs ``job_ids`` (exactly these, in this order) one
+    by one (cancel and retry through the job API, delete and run now through
+    ``db.job_actions``); one audit entry with every id and the count of each answer.
 
     A job that cannot make the transition any more (it finished meanwhile) is counted as a
     failure with the API's message; the others still happen.
@@ -280,18 +321,30 @@ def submit(
     priority: int | None,
     queue: str | None,
     schedule: Any = None,
+    max_attempts: int | None = None,
+    idempotency_key: str | None = None,
 ) -> str:
-    """Submit now (``schedule`` None) or scheduled; returns the new job id."""
+    """Submit now (``schedule`` None) or scheduled; returns the job id (with an idempotency
+    key a live job already has: that job's id, nothing new is written)."""
     details = {
         "type": type,
         "priority": priority,
         "queue": queue,
         "schedule": None if schedule is None else str(schedule),
+        "max_attempts": max_attempts,
+        "idempotency_key": idempotency_key,
     }
     if schedule is None:
         job_id = perform(
             "submit",
-            lambda: api.submit_job(type, payload, priority, queue=queue),
+            lambda: api.submit_job(
+                type,
+                payload,
+                priority,
+                queue=queue,
+                max_attempts=max_attempts,
+                idempotency_key=idempotency_key,
+            ),
             target=type,
             details=details,
             result_job_ids=lambda jid: [jid],
@@ -299,7 +352,15 @@ def submit(
     else:
         job_id = perform(
             "schedule",
-            lambda: api.schedule_job(type, payload, schedule, priority, queue=queue),
+            lambda: api.schedule_job(
+                type,
+                payload,
+                schedule,
+                priority,
+                queue=queue,
+                max_attempts=max_attempts,
+                idempotency_key=idempotency_key,
+            ),
             target=type,
             details=details,
             result_job_ids=lambda jid: [jid],
@@ -321,6 +382,16 @@ def cancel(job_id: str) -> str:
 
 def retry(job_id: str) -> None:
     perform("retry", lambda: api.retry_job(job_id), target=str(job_id), job_ids=[job_id])
+
+
+def delete(job_id: str) -> None:
+    """Delete this one job (finished, or waiting without a worker holding it)."""
+    perform("delete", lambda: _delete(job_id), target=str(job_id), job_ids=[job_id])
+
+
+def run_now(job_id: str) -> None:
+    """Make this scheduled or retrying job due now (the stager queues it at once)."""
+    perform("run_now", lambda: _run_now(job_id), target=str(job_id), job_ids=[job_id])
 
 
 def run_periodic_now(name: str, payload: dict[str, Any]) -> str:
@@ -361,3 +432,25 @@ def silence_rule(rule: str, minutes: float, reason: str | None = None) -> dateti
         )
     finally:
         data.clear_alert_caches()
+
+
+def pause_queue(queue: str, reason: str | None = None) -> int:
+    """Pause ``queue`` (audited as ``pause``); returns how many dispatched jobs were taken back
+    from Redis."""
+    username = (auth.current_user() or {}).get("name")
+    return perform(
+        "pause",
+        lambda: api.pause_queue(queue, by=username, reason=reason or None),
+        target=queue,
+        details={"reason": reason or None},
+    )
+
+
+def resume_queue(queue: str, *, was_paused: bool) -> None:
+    """Resume ``queue`` (audited as ``resume``)."""
+    perform(
+        "resume",
+        lambda: api.resume_queue(queue),
+        target=queue,
+        details={"was_paused": was_paused},
+    )

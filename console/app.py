@@ -25,6 +25,12 @@ from console.actions import readable  # noqa: E402
 VIEWS = Path(__file__).resolve().parent / "views"
 
 st.set_page_config(page_title="EduRise Queue", page_icon=":material/inbox:", layout="wide")
+#: KPI values wrap instead of ending in "…" when a card is narrow (1024 px with the sidebar)
+st.html(
+    "<style>[data-testid='stMetricValue'], [data-testid='stMetricValue'] * "
+    "{white-space: normal !important; overflow: visible !important; "
+    "text-overflow: clip !important; overflow-wrap: anywhere;}</style>"
+)
 
 
 def page_list(role: str) -> list[Any]:
@@ -32,6 +38,7 @@ def page_list(role: str) -> list[Any]:
     pages = [
         st.Page(VIEWS / "overview.py", title="Overview", icon=":material/dashboard:", default=True),
         st.Page(VIEWS / "jobs.py", title="Jobs", icon=":material/list:"),
+        st.Page(VIEWS / "queues.py", title="Queues", icon=":material/view_list:"),
     ]
     if role == "admin":
         pages.append(st.Page(VIEWS / "submit.py", title="Submit", icon=":material/add_circle:"))
@@ -84,7 +91,7 @@ navigation = st.navigation(page_list(user["role"]))
 with st.sidebar:
     st.caption(f"Signed in as **{user['name']}** ({user['role']})")
     if st.button("Log out", key="logout"):
-        auth.logout(engine)
+        auth.log_out(engine)
         st.rerun()
     browser_sessions.write_cookie()  # after a login: the browser keeps the session's token
 

@@ -9,6 +9,7 @@ effect at the tab's next action.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import streamlit as st
@@ -27,6 +28,8 @@ from console.passwords import (
     create_user,
     hash_password,
 )
+from db import audit
+from db.engine import write
 
 __all__ = [
     "authenticate",
@@ -37,6 +40,7 @@ __all__ = [
     "ensure_live_session",
     "hash_password",
     "is_admin",
+    "log_out",
     "login_form",
     "logout",
     "must_change_password",
@@ -46,6 +50,8 @@ __all__ = [
     "require_user",
     "resume_session",
 ]
+
+log = logging.getLogger(__name__)
 
 SESSION_KEY = "user"
 LOGIN_ERROR = "Invalid username or password"
@@ -97,6 +103,7 @@ def login_form(engine: Engine) -> None:
         if user is None:
             st.error(LOGIN_ERROR)
             return
+        audit_sign(engine, "login", user)
         st.session_state[SESSION_KEY] = user
         st.session_state.pop("login_password", None)
         st.rerun()
@@ -169,7 +176,7 @@ def password_change_form(engine: Engine, user: dict[str, str]) -> None:
         )
         submitted = st.form_submit_button("Change password")
     if st.button("Log out", key="logout_forced"):
-        logout(engine)
+        log_out(engine)
         st.rerun()
     if not submitted:
         return
@@ -193,6 +200,31 @@ def password_change_form(engine: Engine, user: dict[str, str]) -> None:
         logout(engine)
         st.session_state[NOTICE_KEY] = "Your password was changed. Please log in again."
     st.rerun()
+
+
+def audit_sign(engine: Engine, action: str, user: dict[str, str]) -> None:
+    """Audit a successful ``login`` or a ``logout`` (target: the browser's address). A failure
+    to write the entry is logged and never blocks signing in or out."""
+    try:
+        with write(engine) as conn:
+            audit.record(
+                conn,
+                username=user["name"],
+                role=user["role"],
+                action=action,
+                outcome="ok",
+                target=current_client(),
+            )
+    except Exception:
+        log.exception("could not audit the %s of %s", action, user.get("name"))
+
+
+def log_out(engine: Engine) -> None:
+    """The user's own *Log out*: audited, then :func:`logout`."""
+    user = current_user()
+    if user is not None:
+        audit_sign(engine, "logout", user)
+    logout(engine)
 
 
 def logout(engine: Engine) -> None:

@@ -107,6 +107,7 @@ LIST_COLUMNS = (
     "scheduled_at",
     "started_at",
     "finished_at",
+    "worker_id",
     "last_error",
 )
 
@@ -147,6 +148,18 @@ def jobs_page(
 @st.cache_data(ttl=2, show_spinner=False, max_entries=200)
 def job(url: str, job_id: str) -> dict[str, Any]:
     return api.get_job(job_id)
+
+
+def job_log(
+    url: str, job_id: str, *, attempt: int | None, contains: str | None
+) -> list[dict[str, Any]]:
+    """The newest ``LOG_LINES_SHOWN`` lines of a job's log (per-job logs), oldest first."""
+    lines = api.job_logs(job_id, attempt=attempt, contains=contains or None, limit=10_000)
+    return lines[-LOG_LINES_SHOWN:]
+
+
+#: lines of a job's log the job detail shows (an attempt keeps at most 1,000)
+LOG_LINES_SHOWN = 2000
 
 
 def _filter_text(name: str, value: str | None) -> str | None:
@@ -308,6 +321,34 @@ def queue_controls(url: str) -> list[dict[str, Any]]:
     return list(get()) if get is not None else []
 
 
+@st.cache_data(ttl=JOBS_TTL, show_spinner=False, max_entries=20)
+def queue_summary(url: str) -> list[dict[str, Any]]:
+    """One row per queue for the Queues page (``metrics.read_models.queue_summary``): live
+    counts exact up to ``COUNT_CAP``, rollup figures, live workers and slots."""
+    queues = set(api.declared_queues())
+    queues.update(c["queue_name"] for c in queue_controls(url))
+    return list(read_models().queue_summary(get_engine(url), queues=sorted(queues), cap=COUNT_CAP))
+
+
+def queue_limits() -> dict[str, list[str]]:
+    """Per queue: the concurrency and rate limits of its job types, in words."""
+    load_registry()
+    out: dict[str, list[str]] = {}
+    for t in registry.limited_types():
+        parts = []
+        if t.concurrency is not None:
+            parts.append(f"{t.concurrency} at once")
+        if t.rate_limit is not None:
+            parts.append(t.rate_limit.describe())
+        out.setdefault(t.queue, []).append(f"{t.name}: {', '.join(parts)}")
+    return out
+
+
+@st.cache_data(ttl=METRICS_TTL, show_spinner=False, max_entries=20)
+def maintainer_signal(url: str) -> dict[str, Any]:
+    return dict(read_models().maintainer_signal(get_engine(url)))
+
+
 # --- audit log ----------------------------------------------------------------------------
 
 
@@ -376,7 +417,12 @@ def time_series(
 
 @st.cache_data(ttl=SLOW_TTL, show_spinner=False, max_entries=20)
 def success_criteria(url: str, window_minutes: int = 60) -> list[dict[str, Any]]:
-    return list(read_models().success_criteria(get_engine(url), window_minutes=window_minutes))
+    """The mission's targets (each set by a ``QUEUE_TARGET_*`` variable) against the rollups;
+    a bad setting is one readable line."""
+    try:
+        return list(read_models().success_criteria(get_engine(url), window_minutes=window_minutes))
+    except ValueError as exc:
+        raise ConsoleError(str(exc)) from None
 
 
 @st.cache_data(ttl=METRICS_TTL, show_spinner=False, max_entries=100)
@@ -415,6 +461,13 @@ def capacity(
     )
 
 
+@st.cache_data(ttl=METRICS_TTL, show_spinner=False, max_entries=200)
+def capacity_measured(url: str, *, queue: str, window_minutes: int = 60) -> dict[str, Any]:
+    return dict(
+        read_models().capacity_measured(get_engine(url), queue=queue, window_minutes=window_minutes)
+    )
+
+
 def periodic_schedules() -> list[tuple[str, registry.Schedule, str]]:
     load_registry()
     return [
@@ -436,6 +489,7 @@ def clear_job_caches() -> None:
         status_counts,
         workers,
         queue_controls,
+        queue_summary,
         audit_entries,
         audit_choices,
     ):
@@ -486,3 +540,10 @@ def clear_alert_caches() -> None:
     active_alerts.clear()
     alert_history.clear()
     alert_silences.clear()
+
+
+def live_job_with_key(key: str) -> str | None:
+    """The live job that holds this idempotency key now (not cached)."""
+    with read(engine()) as conn:
+        found = queries.live_job_with_key(conn, key)
+    return None if found is None else str(found)

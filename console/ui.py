@@ -95,8 +95,16 @@ def fmt_time(value: datetime | None) -> str:
 
 
 def fmt_seconds(seconds: float | None) -> str:
+    """A duration in the unit that suits it; under 10 ms with decimals, so a short handler
+    never shows as "0 ms"."""
     if seconds is None:
         return "—"
+    if seconds <= 0:
+        return "0 ms"
+    if seconds < 0.00001:
+        return "< 0.01 ms"
+    if seconds < 0.01:
+        return f"{seconds * 1000:.2f} ms"
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 120:
@@ -104,6 +112,31 @@ def fmt_seconds(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def fmt_ago(value: datetime | None, now: datetime | None = None) -> str:
+    """How long ago ``value`` was, in words ("3 min ago", "in 2 h" for the future)."""
+    if value is None:
+        return "—"
+    delta = ((now or datetime.now(UTC)) - value).total_seconds()
+    ahead = delta < 0
+    span = abs(delta)
+    if span < 1:
+        return "just now"
+    size, unit = next(
+        (size, unit)
+        for size, unit in ((86400, "d"), (3600, "h"), (60, "min"), (1, "s"))
+        if span >= size
+    )
+    amount = int(span // size)
+    return f"in {amount} {unit}" if ahead else f"{amount} {unit} ago"
+
+
+def fmt_when(value: datetime | None, now: datetime | None = None) -> str:
+    """The absolute UTC time and how long ago it was."""
+    if value is None:
+        return "—"
+    return f"{fmt_time(value)} ({fmt_ago(value, now)})"
 
 
 def fmt_ms(ms: float | None) -> str:

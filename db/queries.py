@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy import text as sql_text
 
 from db.models import Job, Worker
-from db.states import ALL_STATUSES, JobStatus
+from db.states import ALL_STATUSES, TERMINAL, JobStatus, sorted_values
 from db.types import db_now
 
 jobs = Job.__table__
@@ -328,3 +328,72 @@ def queue_stats(conn: Connection, stale_seconds: float) -> dict[str, dict[str, A
 def list_workers(conn: Connection) -> list[dict[str, Any]]:
     rows = conn.execute(select(workers, db_now().label("now")).order_by(workers.c.started_at))
     return [_as_dict(r) for r in rows]
+
+
+#: the statuses the Queues page counts per queue
+QUEUE_PAGE_STATUSES = (
+    JobStatus.QUEUED.value,
+    JobStatus.DISPATCHED.value,
+    JobStatus.RUNNING.value,
+    JobStatus.SCHEDULED.value,
+    JobStatus.RETRYING.value,
+)
+
+
+def queue_status_counts(
+    conn: Connection, cap: int, statuses: Sequence[str] = QUEUE_PAGE_STATUSES
+) -> dict[str, tuple[dict[str, int], bool]]:
+    """Per status: jobs per queue, and whether those counts are exact.
+
+    One statement reads at most ``cap + 1`` rows of each status (a bounded range of the status
+    index: the partial index of queued jobs holds the queue, the others are few), so the cost
+    does not grow with the table. When a status has more than ``cap`` jobs its per-queue counts
+    are lower bounds (``exact`` False); :func:`queued_per_queue` then counts the queued jobs of
+    each queue on their own (one bounded range of the queue-leading dispatch index each)."""
+    parts = []
+    for value in dict.fromkeys(statuses):
+        JobStatus(value)  # only ever a status
+        capped = (
+            select(jobs.c.queue).where(jobs.c.status == value).limit(cap + 1).subquery(f"c_{value}")
+        )
+        parts.append(
+            select(literal(value).label("status"), capped.c.queue, func.count().label("n"))
+            .select_from(capped)
+            .group_by(capped.c.queue)
+        )
+    out: dict[str, tuple[dict[str, int], bool]] = {s: ({}, True) for s in statuses}
+    if not parts:
+        return out
+    per_status: dict[str, dict[str, int]] = {s: {} for s in statuses}
+    for status, queue, n in conn.execute(union_all(*parts)):
+        per_status[status][queue] = int(n)
+    for status, by_queue in per_status.items():
+        out[status] = (by_queue, sum(by_queue.values()) <= cap)
+    return out
+
+
+def queued_per_queue(conn: Connection, queues: Sequence[str], cap: int) -> dict[str, int]:
+    """Queued jobs of each of ``queues``, each counted up to ``cap + 1`` along the partial
+    index of queued jobs, which starts with the queue (``ix_queue_jobs_dispatch_order``)."""
+    if not queues:
+        return {}
+    parts = [
+        select(literal(name).label("queue"), func.count().label("n")).select_from(
+            select(literal(1).label("one"))
+            .select_from(jobs)
+            .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.queue == name)
+            .limit(cap + 1)
+            .subquery(f"q_{i}")
+        )
+        for i, name in enumerate(dict.fromkeys(queues))
+    ]
+    return {queue: int(n) for queue, n in conn.execute(union_all(*parts))}
+
+
+def live_job_with_key(conn: Connection, key: str) -> uuid.UUID | None:
+    """The live (not finished) job holding idempotency key ``key``, if any (the unique partial
+    index of live keys)."""
+    stmt = select(jobs.c.id).where(
+        jobs.c.idempotency_key == key, jobs.c.status.not_in(sorted_values(TERMINAL))
+    )
+    return conn.execute(stmt.limit(1)).scalar_one_or_none()

@@ -36,7 +36,7 @@ from sqlalchemy import (
     type_coerce,
 )
 
-from db import states
+from db import queries, states
 from db.engine import read, transaction
 from db.models import Job, Metric, TypeMetric, Worker
 from db.states import JobStatus, sorted_values
@@ -54,10 +54,14 @@ from metrics.rollup import (
 
 __all__ = [
     "capacity",
+    "capacity_measured",
+    "credited_slots",
     "erlang_c",
     "error_groups",
+    "maintainer_signal",
     "overview_kpis",
     "periodic_health",
+    "queue_summary",
     "success_criteria",
     "time_series",
     "wait_percentile",
@@ -609,7 +613,9 @@ def capacity(
 
     ``arrival_rate`` = (finished jobs + retried attempts + growth of the depth) / seconds since
     the window's first row; ``mean_service_seconds`` = mean processing time; ``live_slots`` =
-    slots of live workers now. ``utilization`` = arrival * service * load_factor / slots;
+    the slots of the live workers serving the queue credited to it (:func:`credited_slots`:
+    a worker serving several queues shares its slots between them), rounded for the model
+    (at least 1 when any). ``utilization`` = arrival * service * load_factor / credited slots;
     ``p95_wait_seconds`` = the M/M/c 95th percentile wait with the live slots at the scaled
     load (None when unstable or unknown); ``workers_needed`` = the fewest slots meeting
     ``target_p95_wait_seconds`` at the scaled load (in slots, i.e. worker concurrency).
@@ -622,7 +628,9 @@ def capacity(
         now = db_clock(conn)
         until = floor_minute(now)
         t = _totals(conn, until - window_minutes * MINUTE, until, queue, hists=False)
-        slots = live_workers(conn, now, _stale_seconds()).get(queue, (0, 0))[1]
+        credited = credited_slots(conn, now, until - window_minutes * MINUTE, until).get(queue)
+    credited_n = credited.credited if credited is not None else 0.0
+    slots = 0 if credited_n <= 0 else max(1, round(credited_n))
     seconds = (until - t.first).total_seconds() if t.first is not None else 0.0
     growth = max(0, (t.depth_last or 0) - (t.depth_first or 0))
     arrival = (t.job_count + t.retries + growth) / seconds if seconds > 0 else 0.0
@@ -645,60 +653,176 @@ def capacity(
         "arrival_rate": arrival,
         "mean_service_seconds": service,
         "live_slots": slots,
-        "utilization": (offered / slots) if (offered is not None and slots) else None,
+        "utilization": (offered / credited_n) if (offered is not None and credited_n) else None,
         "p95_wait_seconds": p95,
         "workers_needed": needed,
         "load_factor": load_factor,
     }
 
 
+@dataclass
+class QueueSlots:
+    """The live worker slots of one queue: ``serving`` (every slot of every live worker that
+    serves it, shared ones included) and ``credited`` (its share of them)."""
+
+    workers: int = 0
+    serving: int = 0
+    credited: float = 0.0
+
+
+def credited_slots(
+    conn: Connection, now: datetime, since: datetime, until: datetime
+) -> dict[str, QueueSlots]:
+    """Per queue, the slots of the live workers that serve it, and the share credited to it.
+
+    A worker serving one queue gives it all its slots. A worker serving several shares its
+    slots between them in proportion to the handler time each used in [since, until) (the
+    rollups' ``busy_seconds``), equally when none was used; so the credited slots of all
+    queues add up to the live slots, never more."""
+    rows = conn.execute(
+        select(workers.c.queues, workers.c.concurrency).where(
+            workers.c.status == "running",
+            workers.c.last_heartbeat >= now - timedelta(seconds=_stale_seconds()),
+        )
+    ).all()
+    busy: dict[str, float] = {}
+    if any(len(queues or []) > 1 for queues, _ in rows):
+        busy = {
+            name: float(total or 0.0)
+            for name, total in conn.execute(
+                select(queue_metrics.c.queue_name, func.sum(queue_metrics.c.busy_seconds))
+                .where(queue_metrics.c.timestamp >= since, queue_metrics.c.timestamp < until)
+                .group_by(queue_metrics.c.queue_name)
+            )
+        }
+    out: dict[str, QueueSlots] = {}
+    for queues, concurrency in rows:
+        served = list(dict.fromkeys(queues or []))
+        if not served:
+            continue
+        weights = [max(0.0, busy.get(q, 0.0)) for q in served]
+        total = sum(weights)
+        for q, weight in zip(served, weights, strict=True):
+            share = weight / total if total > 0 else 1.0 / len(served)
+            entry = out.setdefault(q, QueueSlots())
+            entry.workers += 1
+            entry.serving += int(concurrency)
+            entry.credited += int(concurrency) * share
+    return out
+
+
+#: fewer finished jobs than this in the window: the page says "not enough data"
+MIN_JOBS_FOR_CAPACITY = 20
+
+
+def capacity_measured(engine: Engine, *, queue: str, window_minutes: int = 60) -> dict[str, Any]:
+    """What the rollups measured for one queue over the window, next to :func:`capacity`'s
+    model: ``finished_jobs``, ``measured_p95_wait_seconds`` (from the wait histograms; None
+    without data), the live slots ``serving`` it and ``credited`` to it, and ``enough_data``
+    (at least ``MIN_JOBS_FOR_CAPACITY`` jobs finished with a measured processing time)."""
+    if window_minutes < 1:
+        raise ValueError("window_minutes must be at least 1")
+    with read(engine) as conn:
+        now = db_clock(conn)
+        until = floor_minute(now)
+        since = until - window_minutes * MINUTE
+        t = _totals(conn, since, until, queue)
+        slots = credited_slots(conn, now, since, until).get(queue, QueueSlots())
+    p95_ms = hist.quantile(t.wait_counts, 0.95)
+    return {
+        "queue": queue,
+        "finished_jobs": t.job_count,
+        "measured_p95_wait_seconds": None if p95_ms is None else p95_ms / 1000.0,
+        "serving_workers": slots.workers,
+        "serving_slots": slots.serving,
+        "credited_slots": slots.credited,
+        "enough_data": t.job_count >= MIN_JOBS_FOR_CAPACITY and t.processing_weight > 0,
+    }
+
+
 # --- success criteria and KPIs -------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Target:
+    """One success criterion: the measured value must be ``comparison`` ``threshold``."""
+
+    key: str
+    label: str
+    unit: str
+    comparison: str  # "<" or ">"
+    default: float
+    env: str  # the setting that overrides ``default``
+
+
+#: the mission's five targets, in its order; each configurable by its environment variable
+TARGETS = (
+    Target(
+        "p95_processing",
+        "Job processing time (p95)",
+        "ms",
+        "<",
+        1000.0,
+        "QUEUE_TARGET_PROCESSING_MS",
+    ),
+    Target("p95_wait", "Queue latency (p95 wait)", "ms", "<", 100.0, "QUEUE_TARGET_LATENCY_MS"),
+    Target("utilization", "Worker utilization", "%", ">", 80.0, "QUEUE_TARGET_UTILIZATION_PCT"),
+    Target("error_rate", "Error rate", "%", "<", 0.1, "QUEUE_TARGET_ERROR_RATE_PCT"),
+    Target("completion_rate", "Completion rate", "%", ">", 99.9, "QUEUE_TARGET_COMPLETION_PCT"),
+)
+
+
+def target_threshold(target: Target) -> float:
+    """The threshold of ``target``: its environment variable, else the mission's default.
+    A percentage must lie in [0, 100], a time be positive; anything else raises ValueError
+    naming the variable."""
+    text = os.environ.get(target.env, "").strip()
+    if not text:
+        return target.default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    valid = 0 <= value <= 100 if target.unit == "%" else value > 0
+    if not (math.isfinite(value) and valid):
+        bounds = "a percentage from 0 to 100" if target.unit == "%" else "a time in ms above 0"
+        raise ValueError(f"{target.env} must be {bounds}, got {text!r}")
+    return value
+
+
 def success_criteria(engine: Engine, *, window_minutes: int = 60) -> list[dict[str, Any]]:
-    """The seed's success criteria over the last ``window_minutes`` rolled-up minutes of all
-    queues, each against its threshold. Rates and utilization are in percent."""
+    """The mission's success criteria (``TARGETS``) over the last ``window_minutes``
+    rolled-up minutes of all queues: each with its measured ``value`` (None: no data),
+    ``threshold``, ``comparison`` and ``ok`` (True met, False missed, None no data). Rates and
+    utilization are in percent, times in milliseconds."""
+    thresholds = {t.key: target_threshold(t) for t in TARGETS}
     with read(engine) as conn:
         until = floor_minute(db_clock(conn))
         t = _totals(conn, until - window_minutes * MINUTE, until)
     finished = t.completed_count + t.failed_count
-    completion = 100.0 * t.completed_count / finished if finished else None
     rate = error_rate(t.error_count, t.job_count, t.retries)
     utilization = t.utilization
-    criteria = [
-        ("completion_rate", "Completion rate", completion, "%", 99.9, ">="),
-        ("error_rate", "Error rate", None if rate is None else 100.0 * rate, "%", 1.0, "<="),
-        ("p95_wait", "p95 queue latency", hist.quantile(t.wait_counts, 0.95), "ms", 5000.0, "<="),
-        (
-            "p95_processing",
-            "p95 processing time",
-            hist.quantile(t.processing_counts, 0.95),
-            "ms",
-            30000.0,
-            "<=",
-        ),
-        (
-            "utilization",
-            "Worker utilization",
-            None if utilization is None else 100.0 * min(1.0, utilization),
-            "%",
-            85.0,
-            "<=",
-        ),
-    ]
+    measured = {
+        "p95_processing": hist.quantile(t.processing_counts, 0.95),
+        "p95_wait": hist.quantile(t.wait_counts, 0.95),
+        "utilization": None if utilization is None else 100.0 * min(1.0, utilization),
+        "error_rate": None if rate is None else 100.0 * rate,
+        "completion_rate": 100.0 * t.completed_count / finished if finished else None,
+    }
     out = []
-    for key, label, value, unit, threshold, comparison in criteria:
+    for target in TARGETS:
+        value, threshold = measured[target.key], thresholds[target.key]
         ok = None
         if value is not None:
-            ok = value >= threshold if comparison == ">=" else value <= threshold
+            ok = value < threshold if target.comparison == "<" else value > threshold
         out.append(
             {
-                "key": key,
-                "label": label,
+                "key": target.key,
+                "label": target.label,
                 "value": value,
-                "unit": unit,
+                "unit": target.unit,
                 "threshold": threshold,
-                "comparison": comparison,
+                "comparison": target.comparison,
                 "ok": ok,
             }
         )
@@ -1015,3 +1139,145 @@ def periodic_health(
             }
         )
     return out
+
+
+# --- the Queues page ---------------------------------------------------------------------------
+
+
+@dataclass
+class QueueCount:
+    """Jobs of one queue in some statuses: ``n``, exact or (``exact`` False) a lower bound."""
+
+    n: int = 0
+    exact: bool = True
+
+    def add(self, n: int, exact: bool) -> None:
+        self.n += n
+        self.exact = self.exact and exact
+
+
+#: statuses held back by workflow dependencies, where the ledger has them (``states.BLOCKED``)
+BLOCKED_STATUSES = sorted_values(getattr(states, "BLOCKED", frozenset()))
+#: the live counts of a Queues row
+QUEUE_COUNT_KINDS = ("waiting", "scheduled", "running", *(("blocked",) if BLOCKED_STATUSES else ()))
+
+
+def _live_counts(
+    conn: Connection, cap: int, queues: Iterable[str]
+) -> dict[str, dict[str, QueueCount]]:
+    """Per queue: ``waiting`` (queued or dispatched), ``scheduled`` (scheduled or retrying:
+    waiting for their due time), ``running`` and, with workflows, ``blocked`` (held back by
+    dependencies), each exact up to ``cap`` jobs of a status."""
+    groups = {
+        JobStatus.QUEUED.value: "waiting",
+        JobStatus.DISPATCHED.value: "waiting",
+        JobStatus.SCHEDULED.value: "scheduled",
+        JobStatus.RETRYING.value: "scheduled",
+        JobStatus.RUNNING.value: "running",
+        **dict.fromkeys(BLOCKED_STATUSES, "blocked"),
+    }
+    counted = queries.queue_status_counts(conn, cap, tuple(groups))
+    queued, queued_exact = counted[JobStatus.QUEUED.value]
+    if not queued_exact:  # more than ``cap`` queued jobs: count each queue on its own
+        exact = queries.queued_per_queue(conn, sorted(set(queued) | set(queues)), cap)
+        counted[JobStatus.QUEUED.value] = (exact, True)
+        capped = {q for q, n in exact.items() if n > cap}
+    else:
+        capped = set()
+    out: dict[str, dict[str, QueueCount]] = {}
+    for status, (by_queue, exact_counts) in counted.items():
+        for queue, n in by_queue.items():
+            if n == 0:
+                continue
+            row = out.setdefault(queue, {name: QueueCount() for name in QUEUE_COUNT_KINDS})
+            over = status == JobStatus.QUEUED.value and queue in capped
+            row[groups[status]].add(min(n, cap) if over else n, exact_counts and not over)
+    return out
+
+
+def queue_summary(
+    engine: Engine, *, queues: Iterable[str] = (), cap: int = 10_000
+) -> list[dict[str, Any]]:
+    """One row per queue (``queues`` and every queue that has live jobs or live workers):
+    live counts, the last hour's failures, p95 wait (last 15 minutes), throughput (last 5
+    minutes) and the live workers serving it with their slots.
+
+    The counts read at most ``cap + 1`` index entries per status (exact up to ``cap``, then a
+    lower bound: ``*_exact`` False); the rest comes from the rollups and the workers table, so
+    the cost does not grow with the number of jobs."""
+    queues = list(queues)
+    with read(engine) as conn:
+        now = db_clock(conn)
+        until = floor_minute(now)
+        serving = live_workers(conn, now, _stale_seconds())
+        counts = _live_counts(conn, cap, [*queues, *serving])
+        rows = conn.execute(
+            select(
+                queue_metrics.c.queue_name,
+                queue_metrics.c.timestamp,
+                queue_metrics.c.job_count,
+                queue_metrics.c.failed_count,
+                queue_metrics.c.wait_hist,
+            ).where(
+                queue_metrics.c.timestamp >= until - 60 * MINUTE,
+                queue_metrics.c.timestamp < until,
+            )
+        ).all()
+    failed: dict[str, int] = {}
+    recent: dict[str, int] = {}
+    waits: dict[str, dict[str, int]] = {}
+    any_recent = False
+    for name, ts, job_count, failed_count, wait_hist in rows:
+        failed[name] = failed.get(name, 0) + int(failed_count or 0)
+        if ts >= until - 5 * MINUTE:
+            any_recent = True
+            recent[name] = recent.get(name, 0) + int(job_count or 0)
+        if wait_hist is not None and ts >= until - 15 * MINUTE:
+            hist.merge_raw(waits.setdefault(name, {}), wait_hist)
+    names = sorted(set(queues) | set(counts) | set(serving))
+    out = []
+    for name in names:
+        live = counts.get(name, {})
+        workers_n, slots = serving.get(name, (0, 0))
+        row: dict[str, Any] = {"queue": name}
+        for kind in QUEUE_COUNT_KINDS:
+            c = live.get(kind, QueueCount())
+            row[kind], row[f"{kind}_exact"] = c.n, c.exact
+        row.update(
+            failed_last_hour=failed.get(name, 0) if rows else None,
+            p95_wait_ms=hist.quantile(hist.int_keys(waits.get(name, {})), 0.95),
+            throughput_per_s=recent.get(name, 0) / 300.0 if any_recent else None,
+            workers=workers_n,
+            slots=slots,
+        )
+        out.append(row)
+    return out
+
+
+# --- is a maintainer alive? ---------------------------------------------------------------------
+
+#: the periodic job every maintainer enqueues each minute (tasks/system_jobs.py)
+ROLLUP_TYPE = "system.metrics_rollup"
+#: no rollup tick for this long: no maintainer is running (a tick is due every minute)
+MAINTAINER_SILENT_AFTER = timedelta(minutes=3)
+
+
+def maintainer_signal(engine: Engine) -> dict[str, Any]:
+    """The newest sign of life of any maintainer: the creation time of the newest metrics
+    rollup tick, which the maintainers' periodic loop enqueues every minute (one index probe
+    of ``ix_queue_jobs_type_created``). ``alive`` is False when there is none or it is older
+    than ``MAINTAINER_SILENT_AFTER``; ``age_seconds`` is None when there is none at all."""
+    with read(engine) as conn:
+        now = db_clock(conn)
+        last = conn.execute(
+            select(jobs.c.created_at)
+            .where(jobs.c.type == ROLLUP_TYPE)
+            .order_by(jobs.c.created_at.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+    age = None if last is None else max(0.0, (now - last).total_seconds())
+    return {
+        "last_seen": last,
+        "age_seconds": age,
+        "alive": age is not None and age <= MAINTAINER_SILENT_AFTER.total_seconds(),
+    }

@@ -17,6 +17,11 @@ ss.setdefault("audit_page_no", 0)
 ui.page_header("Audit", "Newest first. Denied attempts are logged too.")
 
 
+def _preview(ids: list[str]) -> str:
+    """The first three ids in the table (the CSV download has them all)."""
+    return ", ".join(ids[:3]) + (f" … (+{len(ids) - 3})" if len(ids) > 3 else "")
+
+
 def _reset() -> None:
     ss["audit_page_no"] = 0
 
@@ -67,14 +72,15 @@ with ui.guard("Audit log"):
                 "outcome": r["outcome"],
                 "error": r.get("error") or "",
                 "jobs": len(r.get("job_ids") or []),
-                "job ids": ", ".join((r.get("job_ids") or [])[:3])
-                + (" …" if len(r.get("job_ids") or []) > 3 else ""),
+                "job ids": ", ".join(r.get("job_ids") or []),
                 "details": r.get("details") or {},
             }
             for r in rows
         ]
-        df = ui.frame(table)
-        st.dataframe(df, hide_index=True, key="audit_table")
+        df = ui.frame(table)  # the CSV has every job id of every entry
+        shown = df.assign(job_ids_preview=[_preview(r.get("job_ids") or []) for r in rows])
+        shown = shown.drop(columns=["job ids"]).rename(columns={"job_ids_preview": "job ids"})
+        st.dataframe(shown[list(df.columns)], hide_index=True, key="audit_table")
         p1, p2, p3, p4 = st.columns([1, 1, 3, 2])
         if p1.button("◀ Previous", disabled=ss["audit_page_no"] == 0, key="audit_prev"):
             ss["audit_page_no"] -= 1

@@ -20,6 +20,7 @@ from typing import Any
 import streamlit as st
 
 from console import actions, auth, data, ui
+from db import job_actions
 from db.states import ALL_STATUSES, LEASED, TRANSITIONS, JobStatus, Transition, in_order
 from tasks import api
 
@@ -29,14 +30,42 @@ REFRESH_SECONDS = 5
 #: requested, the job API answers "cancel_requested")
 CANCELLABLE = in_order(TRANSITIONS[Transition.CANCEL][0] | {JobStatus.RUNNING})
 RETRYABLE = in_order(TRANSITIONS[Transition.RETRY][0])
-VERBS = {"cancel": "cancelled", "retry": "retried"}
+#: every action: the statuses it applies to, its label and its past participle
+ALLOWED = {
+    "cancel": CANCELLABLE,
+    "retry": RETRYABLE,
+    "delete": job_actions.DELETABLE,
+    "run_now": job_actions.RUNNABLE_NOW,
+}
+LABELS = {"cancel": "Cancel", "retry": "Retry", "delete": "Delete", "run_now": "Run now"}
+#: (verb, what follows the jobs) of each action in questions and buttons: "Run job … now?"
+PHRASES = {
+    "cancel": ("cancel", ""),
+    "retry": ("retry", ""),
+    "delete": ("delete", ""),
+    "run_now": ("run", " now"),
+}
+VERBS = {"cancel": "cancelled", "retry": "retried", "delete": "deleted", "run_now": "run now"}
+#: what the single-job actions say when they succeed
+DONE = {
+    "retry": "queued again",
+    "delete": "deleted",
+    "run_now": "is due now (the maintainer queues it within a second)",
+}
 ANY = "(any)"
 #: table keys whose ids are remembered (a selection event of an older table is ignored)
 KEEP_SNAPSHOTS = 8
 #: ids listed in a bulk confirmation (the audit entry has them all)
 LISTED_IDS = 200
-#: the table shows what the page read, with max_attempts folded into "attempt" (n/max)
-TABLE_COLUMNS = [c for c in data.LIST_COLUMNS if c != "max_attempts"]
+#: the table shows what the page read, with max_attempts folded into "attempt" (n/max), the
+#: worker by its name, and the run time of the latest attempt
+TABLE_COLUMNS = [
+    *(c for c in data.LIST_COLUMNS if c not in ("max_attempts", "worker_id", "last_error")),
+    "run time",
+    "worker",
+    "last_error",
+]
+TIME_COLUMNS = ("created_at", "scheduled_at", "started_at", "finished_at")
 
 user = auth.require_user()
 admin = user["role"] == "admin"
@@ -139,7 +168,7 @@ def _ask(op: str, scope: str, ids: list[str], details: dict[str, Any] | None = N
         except Exception as exc:
             _flash("error", ui.md_text(actions.readable(exc)))
             return
-        allowed = CANCELLABLE if op == "cancel" else RETRYABLE
+        allowed = ALLOWED[op]
         skipped = [(i, statuses.get(i, "deleted")) for i in ids if statuses.get(i) not in allowed]
         ids = [i for i in ids if statuses.get(i) in allowed]
     ss["jobs_confirm"] = {
@@ -154,7 +183,7 @@ def _ask(op: str, scope: str, ids: list[str], details: dict[str, Any] | None = N
 
 def _ask_filter(op: str, filters: dict[str, Any]) -> None:
     """Bulk on every job matching the filter: its ids are collected now (ids only)."""
-    allowed = CANCELLABLE if op == "cancel" else RETRYABLE
+    allowed = ALLOWED[op]
     chosen = filters["statuses"]
     statuses = [s for s in chosen if s in allowed] if chosen else list(allowed)
     if not statuses:
@@ -201,8 +230,15 @@ def _summary(op: str, outcome: actions.BulkResult) -> str:
             f"never will), {requested:,} cancel requested (a worker holds them: each ends "
             "cancelled if its handler stops, else it runs to its end)"
         )
-    else:
+    elif op == "retry":
         text = f"Retry of {outcome.requested:,} job(s): {outcome.succeeded:,} queued again"
+    elif op == "delete":
+        text = f"Delete of {outcome.requested:,} job(s): {outcome.succeeded:,} deleted"
+    else:
+        text = (
+            f"Run now of {outcome.requested:,} job(s): {outcome.succeeded:,} due now (the "
+            "maintainer queues them within a second)"
+        )
     if outcome.failed:
         first_id, first_error = outcome.failures[0]
         text += (
@@ -224,8 +260,12 @@ def _run(pending: dict[str, Any]) -> None:
                 message = api.CANCEL_MESSAGES.get(answer, answer)
                 _flash("success", f"Job {job_id}: {message}")
             else:
-                actions.retry(job_id)
-                _flash("success", f"Job {job_id} queued again")
+                {"retry": actions.retry, "delete": actions.delete, "run_now": actions.run_now}[op](
+                    job_id
+                )
+                _flash("success", f"Job {job_id} {DONE[op]}")
+                if op == "delete":
+                    ss["jobs_close"] = True  # nothing left to show
         except actions.ActionError as exc:
             _flash("error", ui.md_text(str(exc)))
         st.rerun()
@@ -266,14 +306,17 @@ def _confirmation(pending: dict[str, Any], what: str) -> None:
         st.info(f"No job {what} can be {VERBS[op]} now.")
         st.button("OK", key=f"jobs_confirm_no_{token}", on_click=_dismiss)
         return
+    verb, tail = PHRASES[op]
     if len(ids) == 1:
-        question = f"{op.capitalize()} job {ids[0]}?"
-        yes_label = f"Yes, {op} job {ids[0][:8]}"
+        question = f"{verb.capitalize()} job {ids[0]}{tail}?"
+        yes_label = f"Yes, {verb} job {ids[0][:8]}{tail}"
     else:
         capped = pending["details"].get("capped")
         note = f" (capped at {data.BULK_CAP:,}; run it again for the rest)" if capped else ""
-        question = f"This will {op} **{len(ids):,} jobs**{note}, exactly these ids:"
-        yes_label = f"Yes, {op} {len(ids):,} jobs"
+        question = f"This will {verb} **{len(ids):,} jobs**{tail}{note}, exactly these ids:"
+        yes_label = f"Yes, {verb} {len(ids):,} jobs{tail}"
+    if op == "delete":
+        question += " Deleting cannot be undone."
     st.warning(question)
     if len(ids) > 1:
         listed_ids = "\n".join(ids[:LISTED_IDS])
@@ -406,12 +449,17 @@ def _table(filters: dict[str, Any], page_size: int) -> list[str]:
             del snapshots[old]
         ticked = set(ss["jobs_ticked"])
         default_rows = [i for i, jid in enumerate(ids) if jid in ticked]
+        names = _names()
         table = ui.frame(
             [
                 {
                     **{k: r.get(k) for k in TABLE_COLUMNS},
                     "id": ui.job_href(r["id"]),
                     "attempt": f"{r['attempt']}/{r['max_attempts']}",
+                    "run time": ui.fmt_seconds(
+                        _duration(r.get("started_at"), r.get("finished_at"))
+                    ),
+                    "worker": _worker(r.get("worker_id"), names) if r.get("worker_id") else "",
                 }
                 for r in rows
             ],
@@ -432,11 +480,15 @@ def _table(filters: dict[str, Any], page_size: int) -> list[str]:
                     help="Opens the job's own page (/jobs?id=…) in a new tab",
                 ),
                 "last_error": st.column_config.TextColumn("last error", width="large"),
+                "run time": st.column_config.TextColumn(help="of the latest attempt"),
                 **{
                     c: st.column_config.DatetimeColumn(
-                        c.removesuffix("_at"), format="YYYY-MM-DD HH:mm:ss"
+                        c.removesuffix("_at"),
+                        format="distance" if relative else "YYYY-MM-DD HH:mm:ss",
+                        help="UTC"
+                        + (" (turn Relative times off for the time)" if relative else ""),
                     )
-                    for c in ("created_at", "scheduled_at", "started_at", "finished_at")
+                    for c in TIME_COLUMNS
                 },
             },
         )
@@ -467,24 +519,20 @@ def _ticked(shown: list[str]) -> None:
         return
     off_page = sum(1 for i in ticked if i not in set(shown))
     note = f" ({off_page} not on this page)" if off_page else ""
-    t1, t2, t3, t4 = st.columns([3, 2, 2, 1])
+    t1, t2 = st.columns([5, 1])
     t1.markdown(f"**{len(ticked)} job(s) ticked**{note}")
     with t1.expander("Ticked job ids"):
         st.markdown("\n".join(f"- [{i}]({ui.job_href(i)})" for i in ticked))
+    t2.button("Clear", key="jobs_ticked_clear", on_click=_set_ticks, args=([],))
     if admin:
-        t2.button(
-            f"Retry ticked ({len(ticked)})…",
-            key="jobs_ticked_retry",
-            on_click=_ask,
-            args=("retry", "ticked", list(ticked)),
-        )
-        t3.button(
-            f"Cancel ticked ({len(ticked)})…",
-            key="jobs_ticked_cancel",
-            on_click=_ask,
-            args=("cancel", "ticked", list(ticked)),
-        )
-    t4.button("Clear", key="jobs_ticked_clear", on_click=_set_ticks, args=([],))
+        for col, op in zip(st.columns(4), ("retry", "cancel", "run_now", "delete"), strict=True):
+            col.button(
+                ("Run ticked now" if op == "run_now" else f"{LABELS[op]} ticked")
+                + f" ({len(ticked)})…",
+                key=f"jobs_ticked_{op}",
+                on_click=_ask,
+                args=(op, "ticked", list(ticked)),
+            )
     pending = ss.get("jobs_confirm")
     if admin and pending and pending["scope"] == "ticked":
         _confirmation(pending, "of the ticked ones")
@@ -559,11 +607,12 @@ def _duration(start: datetime | None, end: datetime | None) -> float | None:
 
 
 def _worker(worker_id: Any, names: dict[str, str]) -> str:
+    """A worker by its name (its id's first digits only tell two of one name apart)."""
     if not worker_id:
         return "—"
     wid = str(worker_id)
     name = names.get(wid)
-    return f"{name} ({wid[:8]})" if name else wid
+    return f"{name} ({wid[:8]})" if name else f"unregistered worker {wid[:8]}"
 
 
 def _attempt_title(entry: dict[str, Any]) -> str:
@@ -604,14 +653,13 @@ def _detail(job_id: str) -> None:
             st.text(str(job["progress_message"]))
 
     if admin:
-        slots = iter(st.columns([1, 1, 6]))
-        for op, allowed in (("cancel", CANCELLABLE), ("retry", RETRYABLE)):
-            slot = next(slots)
-            if job["status"] in allowed:
-                slot.button(
-                    f"{op.capitalize()} job…",
+        slots = iter(st.columns([1, 1, 1, 1, 3]))
+        for op in ("cancel", "retry", "run_now", "delete"):
+            if job["status"] in ALLOWED[op]:
+                next(slots).button(
+                    f"{PHRASES[op][0].capitalize()} job{PHRASES[op][1]}…",
                     key=f"job_{op}_{jid}",
-                    help=f"{op.capitalize()} job {jid} (asks first)",
+                    help=f"{PHRASES[op][0].capitalize()} job {jid}{PHRASES[op][1]} (asks first)",
                     on_click=_ask,
                     args=(op, "job", [jid]),
                 )
@@ -619,19 +667,19 @@ def _detail(job_id: str) -> None:
         if pending and pending["scope"] == "job" and pending["ids"] == [jid]:
             _confirmation(pending, "")
     else:
-        st.caption("Read-only: cancelling and retrying need the admin role.")
+        st.caption("Read-only: cancelling, retrying, running now and deleting need the admin role.")
 
     now = datetime.now(UTC)
     finished = job.get("finished_at") or job.get("completed_at")
     timing = {
-        "created": ui.fmt_time(job["created_at"]),
-        "scheduled (due)": ui.fmt_time(job["scheduled_at"]),
-        "dispatched": ui.fmt_time(job.get("dispatched_at")),
-        "started (latest attempt)": ui.fmt_time(job.get("started_at")),
-        "completed": ui.fmt_time(job.get("completed_at")),
-        "finished": ui.fmt_time(job.get("finished_at")),
+        "created": ui.fmt_when(job["created_at"], now),
+        "scheduled (due)": ui.fmt_when(job["scheduled_at"], now),
+        "dispatched": ui.fmt_when(job.get("dispatched_at"), now),
+        "started (latest attempt)": ui.fmt_when(job.get("started_at"), now),
+        "completed": ui.fmt_when(job.get("completed_at"), now),
+        "finished": ui.fmt_when(job.get("finished_at"), now),
         "wait (due → start)": ui.fmt_seconds(_duration(job["scheduled_at"], job.get("started_at"))),
-        "run time": ui.fmt_seconds(
+        "run time (latest attempt)": ui.fmt_seconds(
             _duration(
                 job.get("started_at"),
                 finished or (now if job["status"] == JobStatus.RUNNING else None),
@@ -660,6 +708,8 @@ def _detail(job_id: str) -> None:
     if job.get("last_error") and not job.get("errors"):
         st.markdown("**Last error**")
         st.code(str(job["last_error"]), language=None)
+    _workflow(job)
+    _log(job)
     errors = job.get("errors") or []
     st.markdown(f"**Errors ({len(errors)})**")
     if not errors:
@@ -671,6 +721,95 @@ def _detail(job_id: str) -> None:
                 st.text(
                     f"worker {_worker(entry['worker'], _names())} · {entry.get('kind', 'error')}"
                 )
+
+
+#: fill colour of a job in the workflow graph, by status
+GRAPH_COLOURS = {
+    "completed": "#c8e6c9",
+    "failed": "#ffcdd2",
+    "cancelled": "#e0e0e0",
+    "running": "#bbdefb",
+    "dispatched": "#bbdefb",
+    "waiting": "#fff9c4",
+}
+
+
+def _dot_text(value: object) -> str:
+    """A DOT string literal's content: nothing in it can end the literal or add markup."""
+    return (
+        "".join(ch for ch in str(value) if ch.isprintable())
+        .replace("\\", "\\\\")
+        .replace('"', '\\"')
+    )
+
+
+def _workflow(job: dict[str, Any]) -> None:
+    """The job's place in its workflow: what it waits for and what waits for it, drawn as a
+    graph coloured by status, and listed with links."""
+    upstream = job.get("depends_on") or []
+    downstream = job.get("dependents") or []
+    if not upstream and not downstream:
+        return
+    st.markdown(f"**Workflow** · waits for {len(upstream)} · {len(downstream)} wait for it")
+    jid = str(job["id"])
+
+    def node(j: dict[str, Any], this: bool = False) -> str:
+        status = str(j["status"])
+        label = f"{str(j['id'])[:8]}\\n{_dot_text(j['type'])}\\n{status}"
+        colour = GRAPH_COLOURS.get(status, "#ffffff")
+        pen = ", penwidth=3" if this else ""
+        return (
+            f'"{j["id"]}" [label="{label}", style=filled, fillcolor="{colour}", '
+            f'href="{ui.job_href(j["id"])}", target="_top"{pen}];'
+        )
+
+    lines = ["digraph workflow {", "rankdir=LR;", "node [shape=box, fontsize=10];"]
+    lines.append(node(job, this=True))
+    for dep in upstream:
+        lines += [node(dep), f'"{dep["id"]}" -> "{jid}";']
+    for dep in downstream:
+        lines += [node(dep), f'"{jid}" -> "{dep["id"]}";']
+    lines.append("}")
+    st.graphviz_chart("\n".join(lines))
+    rows = [
+        {
+            "direction": direction,
+            "job": ui.job_href(dep["id"]),
+            "type": str(dep["type"]),
+            "status": str(dep["status"]),
+            "counted as": str(dep.get("resolved") or "—"),
+        }
+        for direction, deps in (("waits for", upstream), ("waits for it", downstream))
+        for dep in deps
+    ]
+    st.dataframe(
+        ui.frame(rows),
+        hide_index=True,
+        key=f"jobs_workflow_{jid}",
+        column_config={"job": st.column_config.LinkColumn("job", display_text=r"id=(.{8})")},
+    )
+
+
+def _log(job: dict[str, Any]) -> None:
+    """The lines the job's handler logged (ctx.log), searchable, per attempt; read again at
+    every refresh while the job runs."""
+    jid = str(job["id"])
+    c1, c2 = st.columns([3, 1])
+    search = c1.text_input("Search the log", key=f"jobs_log_q_{jid}", max_chars=200)
+    attempts = ["all attempts"] + [f"attempt {n}" for n in range(job["attempt"], 0, -1)]
+    chosen = c2.selectbox("Attempt", attempts, key=f"jobs_log_attempt_{jid}")
+    attempt = None if chosen == attempts[0] else int(chosen.split()[1])
+    lines = data.job_log(url, jid, attempt=attempt, contains=search)
+    st.markdown(f"**Log ({len(lines)} line(s){' matching' if search else ''})**")
+    if not lines:
+        st.caption("nothing logged" + (" that matches" if search else ""))
+        return
+    text = "\n".join(
+        f"{line['at'].strftime('%H:%M:%S.%f')[:12]} {line['level']:7} "
+        f"[{line['attempt']}] {line['message']}"
+        for line in lines
+    )
+    st.code(text, language=None)
 
 
 def _names() -> dict[str, str]:
@@ -689,6 +828,8 @@ def _page() -> None:
     """Everything below the header; reruns alone every REFRESH_SECONDS while live."""
     for kind, text in ss.pop("jobs_flashes", []):
         getattr(st, kind)(text)
+    if ss.pop("jobs_close", False):  # the opened job was deleted
+        _open(None)
     filters = _filters_form()
     _counts(filters["statuses"])
     shown = _table(filters, int(ss.get("jobs_page_size") or PAGE_SIZES[1]))
@@ -714,11 +855,19 @@ ui.page_header(
     "Newest first. Tick rows to act on them, or open one job by its id; "
     "the URL keeps the filters and the opened job.",
 )
-live = st.toggle(
+o1, o2, _ = st.columns([1, 1, 4])
+live = o1.toggle(
     "Live refresh",
     value=True,
     key="jobs_live",
     persist_state="session",
     help=f"every {REFRESH_SECONDS} s",
+)
+relative = o2.toggle(
+    "Relative times",
+    value=True,
+    key="jobs_relative",
+    persist_state="session",
+    help="times in the table as '3 minutes ago' (the opened job shows both)",
 )
 st.fragment(run_every=REFRESH_SECONDS if live else None)(_live_page)()

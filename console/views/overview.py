@@ -18,7 +18,7 @@ paused = st.toggle("Pause live refresh", key="overview_paused")
 
 def _kpis(url: str) -> None:
     k = data.overview_kpis(url)
-    cols = st.columns(7)
+    cols = [*st.columns(4), *st.columns(4)]  # two rows: whole values from 1024 px up
     cols[0].metric("Waiting", f"{int(k.get('waiting') or 0):,}", border=True)
     cols[1].metric("Running", f"{int(k.get('running') or 0):,}", border=True)
     cols[2].metric(
@@ -62,22 +62,48 @@ def _sparklines(url: str) -> None:
         )
 
 
+CRITERION_STATES = {True: "met", False: "missed", None: "no data"}
+
+
 def _criteria(url: str) -> None:
     st.subheader("Success criteria (last hour)")
     rows = data.success_criteria(url, 60)
-    if not rows:
-        st.info("No success criteria defined.")
-        return
     table = [
         {
-            "criterion": r.get("label") or r.get("key"),
-            "value": _with_unit(r.get("value"), r.get("unit")),
-            "target": f"{r.get('comparison', '')} {_with_unit(r.get('threshold'), r.get('unit'))}",
-            "status": "met" if r.get("ok") else ("no data" if r.get("ok") is None else "MISSED"),
+            "criterion": r["label"],
+            "measured": _with_unit(r["value"], r["unit"]),
+            "target": f"{r['comparison']} {_with_unit(r['threshold'], r['unit'])}",
+            "status": CRITERION_STATES[r["ok"]],
         }
         for r in rows
     ]
     st.dataframe(ui.frame(table), hide_index=True, key="criteria_table")
+    st.caption(
+        "The mission's targets, measured over the rollups of the last hour; each can be set "
+        "with QUEUE_TARGET_PROCESSING_MS, QUEUE_TARGET_LATENCY_MS, "
+        "QUEUE_TARGET_UTILIZATION_PCT, QUEUE_TARGET_ERROR_RATE_PCT, "
+        "QUEUE_TARGET_COMPLETION_PCT. No data: nothing finished in the hour."
+    )
+
+
+def _maintainer(url: str) -> None:
+    """A warning when no maintainer shows a sign of life (its per-minute rollup tick)."""
+    signal = data.maintainer_signal(url)
+    if signal["alive"]:
+        return
+    if signal["age_seconds"] is None:
+        seen = "No maintainer has run on this ledger yet"
+    else:
+        seen = (
+            f"No maintainer has been seen for {ui.fmt_seconds(signal['age_seconds'])} "
+            f"(last at {ui.fmt_time(signal['last_seen'])})"
+        )
+    st.warning(
+        f"{seen}: nothing is dispatched, staged, reconciled or rescued and periodic jobs do "
+        "not run until one is started (`queuectl maintainer` or `queuectl up`). A maintainer "
+        "shows it is alive by enqueuing the metrics rollup every minute.",
+        icon=":material/heart_broken:",
+    )
 
 
 def _with_unit(value: Any, unit: Any) -> str:
@@ -167,16 +193,19 @@ def _silence_form() -> None:
 def live() -> None:
     auth.ensure_live_session(data.engine())  # a refresh does not outlive an ended session
     url = data.ledger_url()
+    with ui.guard("Maintainer"):
+        _maintainer(url)
     with ui.guard("KPIs"):
         _kpis(url)
     with ui.guard("Queue controls"):
         for c in data.queue_controls(url):
             if c.get("paused"):
-                by = f" by {c['paused_by']}" if c.get("paused_by") else ""
-                why = f": {c['reason']}" if c.get("reason") else ""
+                by = f" by {ui.md_text(c['paused_by'])}" if c.get("paused_by") else ""
+                why = f": {ui.md_text(c['reason'])}" if c.get("reason") else ""
+                since = ui.fmt_time(c.get("paused_at"))
                 st.warning(
-                    f"Queue {c['queue_name']} is paused since {ui.fmt_time(c.get('paused_at'))}"
-                    f"{by}{why}. Its jobs wait until it is resumed (Workers page)."
+                    f"Queue {ui.md_text(c['queue_name'])} is paused since {since}{by}{why}. "
+                    "Its jobs wait until it is resumed (Queues page)."
                 )
     with ui.guard("Queues"):
         _sparklines(url)

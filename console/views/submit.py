@@ -1,5 +1,8 @@
 """Submit (admins): a job type from the registry, JSON data checked before sending, priority,
-queue, and when: now, at a UTC date-time, or after a delay. Shows the new job's live status."""
+queue, max attempts, an idempotency key, and when: now, at a UTC date-time, or after a delay.
+Every field is checked before anything is sent and a refused value gets its message under its
+field (``console.submit_form``); nothing is ever clamped or dropped silently. Shows the new
+job's live status."""
 
 from __future__ import annotations
 
@@ -9,13 +12,13 @@ from typing import Any
 
 import streamlit as st
 
-from console import actions, auth, data, ui
+from console import actions, auth, data, submit_form, ui
+from db.models import PRIORITY_MAX, PRIORITY_MIN
 from db.states import TERMINAL, JobStatus
 from tasks import api, registry
 from tasks.errors import QueueError
 from tasks.payload import loads_payload
 
-WHEN = ("Now", "At a date and time (UTC)", "After a delay")
 #: the date widget takes any date: outside its own bounds Streamlit would silently keep the
 #: previous date, so the bounds are wide and the job API's window check answers instead
 ANY_DATE = (date(1900, 1, 1), date(9999, 12, 31))
@@ -47,6 +50,7 @@ def _apply_type_defaults() -> None:
     jt = registry.get(ss["submit_type"])
     ss["submit_priority"] = jt.priority
     ss["submit_queue"] = jt.queue
+    ss["submit_max_attempts"] = jt.max_attempts
     ss["submit_data"] = example_data(jt.json_schema())
 
 
@@ -82,20 +86,40 @@ with st.expander("JSON schema of the data", expanded=False):
 
 with st.form("submit_job"):
     payload_text = st.text_area("Data (JSON object)", key="submit_data", height=180)
-    c1, c2 = st.columns(2)
+    notes: dict[str, Any] = {"data": st.empty()}
+    c1, c2, c3 = st.columns(3)
+    # no min/max on the number fields: an out-of-range value is kept and refused with a
+    # message under its field (a bounded field would only turn red and submit nothing)
     priority = c1.number_input(
-        "Priority (0-9, higher runs first)", min_value=0, max_value=9, step=1, key="submit_priority"
+        f"Priority ({PRIORITY_MIN}-{PRIORITY_MAX}, higher runs first)",
+        step=1,
+        key="submit_priority",
     )
+    notes["priority"] = c1.empty()
     queue = c2.text_input(
         "Queue", key="submit_queue", help="Declared queues: " + ", ".join(api.declared_queues())
     )
-    when = st.radio("When", WHEN, key="submit_when", horizontal=True)
+    notes["queue"] = c2.empty()
+    max_attempts = c3.number_input(
+        f"Max attempts (1-{api.MAX_ATTEMPTS_LIMIT})", step=1, key="submit_max_attempts"
+    )
+    notes["max_attempts"] = c3.empty()
+    idempotency_key = st.text_input(
+        "Idempotency key (optional)",
+        key="submit_key",
+        help="While a job with this key is not finished, submitting the same type and data "
+        "with it returns that job instead of a new one; other data is refused.",
+    )
+    notes["key"] = st.empty()
+    when = st.radio("When", submit_form.WHEN, key="submit_when", horizontal=True)
     d1, d2, d3 = st.columns(3)
     day = d1.date_input(
         "Date (UTC)", key="submit_date", min_value=ANY_DATE[0], max_value=ANY_DATE[1]
     )
+    notes["date"] = d1.empty()
     clock = d2.time_input("Time (UTC)", key="submit_time", step=60)
     delay = d3.number_input("Delay (seconds)", value=60.0, step=1.0, key="submit_delay")
+    notes["delay"] = d3.empty()
     st.caption(
         f"A job may be scheduled from {api.SCHEDULE_MAX_PAST.days} day before now to"
         f" {api.SCHEDULE_MAX_AHEAD.days} days (ten years) after now."
@@ -103,36 +127,66 @@ with st.form("submit_job"):
     submitted = st.form_submit_button("Submit job", type="primary")
 
 
-def _schedule() -> Any:
-    if when == WHEN[1]:
-        return datetime.combine(day, clock, tzinfo=UTC)
-    if when == WHEN[2]:
-        return float(delay)
-    return None
+def _refuse(found: dict[str, str]) -> None:
+    """Each message under its field, and one line saying nothing was submitted (a refusal
+    about no field in particular, such as a denied action, is that one line)."""
+    fields = {f: m for f, m in found.items() if f in notes}
+    for field, message in fields.items():
+        notes[field].error(ui.md_text(message))
+    for field, message in found.items():
+        if field not in notes:
+            st.error(ui.md_text(message))
+    if fields:
+        st.error(f"Nothing submitted: {len(fields)} field(s) need a change (see above).")
 
 
 if submitted:
+    fields = submit_form.Fields(
+        priority=priority,
+        queue=queue or "",
+        max_attempts=max_attempts,
+        key=idempotency_key or "",
+        when=when,
+        day=day if isinstance(day, date) else None,
+        clock=clock,
+        delay=delay,
+    )
+    found = submit_form.problems(fields)
+    payload: Any = None
     try:
         payload = loads_payload(payload_text or "")
     except json.JSONDecodeError as exc:
-        st.error(f"Invalid JSON: {exc}")
+        found = {"data": f"Invalid JSON: {exc}", **found}
     except QueueError as exc:  # nested deeper than a payload may be
-        st.error(str(exc))
+        found = {"data": str(exc), **found}
+    if found:
+        _refuse(found)
     else:
+        key = fields.key or None
+        existing = data.live_job_with_key(key) if key else None
         try:
             job_id = actions.submit(
                 type_name,
                 payload,
                 priority=int(priority),
-                queue=(queue or "").strip() or None,
-                schedule=_schedule(),
+                queue=fields.queue.strip() or None,
+                schedule=submit_form.schedule_of(fields),
+                max_attempts=int(max_attempts),
+                idempotency_key=key,
             )
         except actions.ActionError as exc:
-            st.error(str(exc))
+            cause = exc.cause if isinstance(exc, actions.ActionFailed) else None
+            _refuse({submit_form.field_of(cause, when): str(exc)})
         else:
             ss["submit_last_job"] = job_id
             ss["submit_last_status"] = None
-            st.success(f"Submitted job {job_id}")
+            if existing == job_id:
+                st.info(
+                    f"A job with this idempotency key is not finished yet: {job_id} "
+                    "(nothing new was submitted)"
+                )
+            else:
+                st.success(f"Submitted job {job_id}")
 
 last = ss.get("submit_last_job")
 if last:

@@ -1,5 +1,5 @@
 """Workers: every registered worker with its heartbeat age and current jobs; stale or stopped
-workers flagged. Admins can pause and resume queues (when the job API offers it).
+workers flagged, and the queues that are paused (pausing and resuming is on the Queues page).
 
 The running jobs are read as ids, types and worker ids only (``data.running_jobs``), never
 their payloads; names and other worker text are shown in a table (text), never as Markdown."""
@@ -11,14 +11,12 @@ from typing import Any
 
 import streamlit as st
 
-from console import actions, auth, data, ui
+from console import auth, data, ui
 from db.settings import get_settings
-from tasks import api
 
 REFRESH_SECONDS = 3
 
 user = auth.require_user()
-admin = user["role"] == "admin"
 url = data.ledger_url()
 stale_after = get_settings().queue_stale_seconds
 
@@ -101,66 +99,28 @@ def _live_guarded() -> None:
 
 st.fragment(run_every=None if paused else REFRESH_SECONDS)(_live_guarded)()
 
-# --- queue pause switches (issue 7; shown only when the job API has them) ----------------------
-if hasattr(api, "pause_queue") and hasattr(api, "resume_queue"):
-    st.subheader("Queue controls")
-    if flash := st.session_state.pop("workers_flash", None):
-        st.success(flash)
-    controls: list[dict[str, Any]] = []
-    with ui.guard("Queue controls"):
-        controls = data.queue_controls(url)
-    paused_queues = {c["queue_name"] for c in controls if c.get("paused")}
-    if controls:
-        st.dataframe(
-            ui.frame(
-                [
-                    {
-                        "queue": c["queue_name"],
-                        "paused": "PAUSED" if c.get("paused") else "dispatching",
-                        "since": ui.fmt_time(c.get("paused_at")),
-                        "by": c.get("paused_by") or "",
-                        "reason": c.get("reason") or "",
-                    }
-                    for c in controls
-                ]
-            ),
-            hide_index=True,
-            key="controls_table",
-        )
-    else:
-        st.caption("No queue has ever been paused.")
-    if admin:
-        queues: list[str] = []
-        with ui.guard("Queues"):
-            queues = sorted(set(data.known_queues(url)) | {c["queue_name"] for c in controls})
-        with st.form("queue_control"):
-            q1, q2 = st.columns([1, 2])
-            queue = q1.selectbox("Queue", queues, key="control_queue", accept_new_options=True)
-            reason = q2.text_input("Reason (for pausing)", key="control_reason", max_chars=500)
-            b1, b2 = st.columns(2)
-            pause_clicked = b1.form_submit_button("Pause queue")
-            resume_clicked = b2.form_submit_button("Resume queue")
-        if queue and (pause_clicked or resume_clicked):
-            try:
-                if pause_clicked:
-                    taken_back = actions.perform(
-                        "pause",
-                        lambda: api.pause_queue(queue, by=user["name"], reason=reason or None),
-                        target=queue,
-                        details={"reason": reason or None},
-                    )
-                    st.session_state["workers_flash"] = (
-                        f"Queue {queue} paused ({taken_back} dispatched job(s) taken back)."
-                    )
-                else:
-                    actions.perform(
-                        "resume",
-                        lambda: api.resume_queue(queue),
-                        target=queue,
-                        details={"was_paused": queue in paused_queues},
-                    )
-                    st.session_state["workers_flash"] = f"Queue {queue} resumed."
-            except actions.ActionError as exc:
-                st.error(ui.md_text(str(exc)))  # the message may quote the typed queue name
-            else:
-                st.rerun()
+# --- which queues are paused (pause and resume on the Queues page) ---------------------------
+st.subheader("Paused queues")
+controls: list[dict[str, Any]] = []
+with ui.guard("Queue controls"):
+    controls = data.queue_controls(url)
+paused_now = [c for c in controls if c.get("paused")]
+if paused_now:
+    st.dataframe(
+        ui.frame(
+            [
+                {
+                    "queue": c["queue_name"],
+                    "since": ui.fmt_time(c.get("paused_at")),
+                    "by": c.get("paused_by") or "",
+                    "reason": c.get("reason") or "",
+                }
+                for c in paused_now
+            ]
+        ),
+        hide_index=True,
+        key="controls_table",
+    )
+else:
+    st.caption("No queue is paused.")
+st.page_link("views/queues.py", label="Pause or resume a queue on the Queues page")

@@ -86,6 +86,7 @@ def test_every_page_in_the_browser(console_page: Any, metrics_rows: None, tmp_pa
     tab = console_page
     for title, wait in (
         ("Jobs", '[data-testid="stDataFrame"]'),
+        ("Queues", '[data-testid="stDataFrame"]'),
         ("Submit", "textarea"),
         ("Workers", '[data-testid="stDataFrame"]'),
         ("Metrics", '[data-testid="stPlotlyChart"] .main-svg'),

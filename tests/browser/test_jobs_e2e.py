@@ -250,9 +250,12 @@ def test_an_analyst_opens_a_shared_job_link_read_only(
         expect(tab.get_by_role("heading", name=f"Job {job_id}")).to_be_visible(timeout=LOAD)
         wait_for(lambda: f"/jobs?id={job_id}" in tab.url, 10, "the job's URL")
         expect(
-            tab.get_by_text("Read-only: cancelling and retrying need the admin role.")
+            tab.get_by_text(
+                "Read-only: cancelling, retrying, running now and deleting need the admin role."
+            )
         ).to_be_visible()
-        expect(tab.get_by_role("button", name=re.compile(r"^(Cancel|Retry) job"))).to_have_count(0)
+        actions = re.compile(r"^(Cancel|Retry|Run|Delete) job")
+        expect(tab.get_by_role("button", name=actions)).to_have_count(0)
         expect(tab.get_by_role("button", name=re.compile(r"all matching"))).to_have_count(0)
         wait_for(lambda: _session_cookie(tab), 10, "the session cookie")  # written after the login
         tab.goto(f"{system.base}/audit")  # an admin-only page is not there for an analyst

@@ -47,8 +47,14 @@ def test_overview_shows_kpis_sparklines_and_criteria(
     assert metrics["Live workers"] == "0"
     assert {"default: jobs/min", "reports: jobs/min"} <= set(metrics)
     criteria = at.dataframe[0].value
-    assert list(criteria["criterion"])[:2] == ["Completion rate", "Error rate"]
-    assert set(criteria["status"]) <= {"met", "MISSED", "no data"}
+    assert list(criteria["criterion"]) == [
+        "Job processing time (p95)",
+        "Queue latency (p95 wait)",
+        "Worker utilization",
+        "Error rate",
+        "Completion rate",
+    ]
+    assert set(criteria["status"]) <= {"met", "missed", "no data"}
     assert at.toggle(key="overview_paused").value is False
     assert "refreshes every 5 s" in at.main.caption[-1].value
     at.toggle(key="overview_paused").set_value(True).run()
@@ -101,13 +107,13 @@ def test_metrics_charts_keep_a_color_per_queue_and_a_dash_per_percentile(
     color_of = {t["name"]: t["line"]["color"] for t in figs[0]["data"]}
     assert len(set(color_of.values())) == 2
     for fig in figs:
-        assert fig["layout"]["xaxis"]["title"]["text"] == "bucket"
+        assert fig["layout"]["xaxis"]["title"]["text"] == "time (UTC)"
         for trace in fig["data"]:
             queue, _, percentile = trace["name"].partition(", ")
             assert trace["line"]["color"] == color_of[queue]
             expected = {"": "solid", "p50": "solid", "p95": "dot", "p99": "dash"}[percentile]
             assert trace["line"]["dash"] == expected
-    assert figs[2]["layout"]["yaxis"]["title"]["text"] == "ms"
+    assert figs[2]["layout"]["yaxis"]["title"]["text"] == "wait (milliseconds)"
     assert figs[5]["layout"]["yaxis"]["tickformat"] == ".0%"
     at.selectbox(key="metrics_queue").select("reports").run()
     one = figures(at)[0]["data"]
@@ -191,7 +197,7 @@ def test_capacity_page_with_a_what_if_load(
     at.selectbox(key="capacity_queue").select("default").run()
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Arrivals"] != "—"
-    assert metrics["Live worker slots"] == "0"
+    assert metrics["Worker slots credited"] == "0.0 of 0"
     assert "capacity_curve" in [c.key for c in at.get("plotly_chart")] or figures(at)
     before = metrics["Slots needed for p95 ≤ 5 s"]
     at.slider(key="capacity_load").set_value(5.0).run()

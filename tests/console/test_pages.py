@@ -20,6 +20,7 @@ from tests.console.conftest import audit_rows
 ALL_PAGES = {
     "views/overview.py": "Overview",
     "views/jobs.py": "Jobs",
+    "views/queues.py": "Queues",
     "views/submit.py": "Submit",
     "views/workers.py": "Workers",
     "views/metrics.py": "Metrics",
@@ -98,56 +99,15 @@ def test_workers_page_flags_stale_and_stopped_workers(
     assert "stopped" not in set(at.dataframe[0].value["name"])
 
 
-def test_admin_pauses_and_resumes_a_queue(
+def test_workers_page_lists_paused_queues_and_links_to_queues(
     console_db: str, make_app: Callable[..., AppTest]
 ) -> None:
+    api.pause_queue("reports", by="alice", reason="exam week")
     at = make_app("admin").run()
     at.switch_page("views/workers.py").run()
-    at.selectbox(key="control_queue").select("reports")
-    at.text_input(key="control_reason").input("maintenance window")
-    at.button(key="FormSubmitter:queue_control-Pause queue").click().run()
-    assert not at.exception and not at.error
-    controls = {c["queue_name"]: c for c in api.get_queue_controls()}
-    assert controls["reports"]["paused"] is True
-    assert controls["reports"]["paused_by"] == "alice"
-    at.button(key="FormSubmitter:queue_control-Resume queue").click().run()
-    assert {c["queue_name"]: c for c in api.get_queue_controls()}["reports"]["paused"] is False
-    entries = audit_rows(engine_for(console_db))
-    assert [(e["action"], e["target"], e["outcome"]) for e in entries] == [
-        ("pause", "reports", "ok"),
-        ("resume", "reports", "ok"),
-    ]
-    assert entries[0]["details"] == {"reason": "maintenance window"}
-
-
-def test_pausing_an_undeclared_queue_is_refused(
-    console_db: str, make_app: Callable[..., AppTest]
-) -> None:
-    with write(engine_for(console_db)) as conn:  # an old worker still lists a retired queue
-        worker_sql.register(
-            conn,
-            worker_id=uuid.uuid4(),
-            name="old",
-            hostname="host-old",
-            pid=1234,
-            queues=["retired"],
-            concurrency=1,
-            worker_kind="thread",
-        )
-    at = make_app("admin").run()
-    at.switch_page("views/workers.py").run()
-    at.selectbox(key="control_queue").select("retired")
-    at.button(key="FormSubmitter:queue_control-Pause queue").click().run()
     assert not at.exception
-    assert "'retired' is not declared" in at.error[0].value
-    assert api.get_queue_controls() == []
-    [entry] = audit_rows(engine_for(console_db))
-    assert (entry["action"], entry["target"], entry["outcome"]) == ("pause", "retired", "error")
-
-
-def test_analysts_have_no_queue_controls(console_db: str, make_app: Callable[..., AppTest]) -> None:
-    at = make_app("analyst").run()
-    at.switch_page("views/workers.py").run()
+    table = at.dataframe[-1].value
+    assert list(table["queue"]) == ["reports"] and list(table["reason"]) == ["exam week"]
     assert not [b for b in at.button if "queue_control" in str(b.key)]
 
 
@@ -206,3 +166,13 @@ def test_overview_warns_about_a_paused_queue(
     at = make_app("analyst").run()
     assert not at.exception
     assert any("Queue reports is paused" in w.value and "exam week" in w.value for w in at.warning)
+
+
+def test_the_console_config_hides_the_developer_toolbar() -> None:
+    """Read next to console/app.py however the console is started (no Deploy button); the
+    browser test checks the button is gone."""
+    import tomllib
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[2] / "console" / ".streamlit" / "config.toml"
+    assert tomllib.loads(config.read_text())["client"]["toolbarMode"] == "viewer"

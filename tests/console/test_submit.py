@@ -140,12 +140,19 @@ def test_a_bad_queue_name_is_refused(console_db: str, make_app: Callable[..., Ap
     assert job_rows(engine_for(console_db)) == []
 
 
+def refusals(at: AppTest) -> list[str]:
+    """The messages of a refused submission: one per field, then the summary line."""
+    values = [e.value for e in at.error]
+    assert values and values[-1].startswith("Nothing submitted:"), values
+    return values[:-1]
+
+
 @pytest.mark.parametrize("day", [date(2020, 1, 1), date(2099, 12, 31)])
 def test_a_date_outside_the_schedule_window_is_refused_not_changed(
     console_db: str, make_app: Callable[..., AppTest], day: date
 ) -> None:
     """The date widget passes any date through (it used to drop 2099-12-31 silently and keep
-    today's); the job API refuses it with the allowed window and nothing is written."""
+    today's); the date is refused under its field with the allowed window, nothing is sent."""
     at = submit_page(make_app)
     fill(at, "demo.echo", "{}")
     at.radio(key="submit_when").set_value("At a date and time (UTC)")
@@ -153,11 +160,87 @@ def test_a_date_outside_the_schedule_window_is_refused_not_changed(
     at.button(key=SUBMIT).click().run()
     assert not at.exception
     assert at.date_input(key="submit_date").value == day
-    [error] = at.error
-    assert "allowed window" in error.value and "Traceback" not in error.value
+    [error] = refusals(at)
+    assert "allowed window" in error and "Traceback" not in error
     assert job_rows(engine_for(console_db)) == []
+    assert audit_rows(engine_for(console_db)) == []  # nothing was attempted
+
+
+@pytest.mark.parametrize("priority", [-3, 42])
+def test_a_priority_out_of_range_is_refused_under_its_field(
+    console_db: str, make_app: Callable[..., AppTest], priority: int
+) -> None:
+    at = submit_page(make_app)
+    fill(at, "demo.echo", "{}", priority=priority)
+    at.button(key=SUBMIT).click().run()
+    assert not at.exception
+    assert at.number_input(key="submit_priority").value == priority  # kept, not clamped
+    [error] = refusals(at)
+    assert (
+        error.startswith("Priority must be a whole number from 0 to 9") and str(priority) in error
+    )
+    assert job_rows(engine_for(console_db)) == []
+
+
+@pytest.mark.parametrize("attempts", [0, 101])
+def test_max_attempts_out_of_range_is_refused(
+    console_db: str, make_app: Callable[..., AppTest], attempts: int
+) -> None:
+    at = submit_page(make_app)
+    fill(at, "demo.echo", "{}")
+    at.number_input(key="submit_max_attempts").set_value(attempts)
+    at.button(key=SUBMIT).click().run()
+    [error] = refusals(at)
+    assert error.startswith("Max attempts must be a whole number from 1 to 100")
+    assert job_rows(engine_for(console_db)) == []
+
+
+def test_every_bad_field_gets_its_own_message(
+    console_db: str, make_app: Callable[..., AppTest]
+) -> None:
+    at = submit_page(make_app)
+    fill(at, "demo.echo", '{"x": ', priority=42, queue="nope")
+    at.number_input(key="submit_max_attempts").set_value(0)
+    at.text_input(key="submit_key").input("k" * 256)
+    at.radio(key="submit_when").set_value("After a delay")
+    at.number_input(key="submit_delay").set_value(-1.0)
+    at.button(key=SUBMIT).click().run()
+    assert not at.exception
+    errors = refusals(at)
+    assert len(errors) == 6, errors
+    assert errors[0].startswith("Invalid JSON")
+    assert at.error[-1].value.startswith("Nothing submitted: 6 field(s)")
+    assert job_rows(engine_for(console_db)) == []
+
+
+def test_max_attempts_and_idempotency_key_reach_the_job(
+    console_db: str, make_app: Callable[..., AppTest]
+) -> None:
+    at = submit_page(make_app)
+    assert at.number_input(key="submit_max_attempts").value == 3  # the type's default
+    fill(at, "demo.echo", '{"x": 1}')
+    at.number_input(key="submit_max_attempts").set_value(7)
+    at.text_input(key="submit_key").input("order-42")
+    at.button(key=SUBMIT).click().run()
+    assert not at.exception and not at.error
+    [job] = job_rows(engine_for(console_db))
+    assert (job["max_attempts"], job["idempotency_key"]) == (7, "order-42")
     [entry] = audit_rows(engine_for(console_db))
-    assert (entry["action"], entry["outcome"]) == ("schedule", "error")
+    assert entry["details"]["max_attempts"] == 7
+    assert entry["details"]["idempotency_key"] == "order-42"
+
+    at.button(key=SUBMIT).click().run()  # the same key, type and data: the same job
+    assert not at.exception and not at.error
+    assert "not finished yet" in at.info[0].value and str(job["id"]) in at.info[0].value
+    assert len(job_rows(engine_for(console_db))) == 1
+
+    at.text_area(key="submit_data").input('{"x": 2}')  # the key with other data: refused
+    at.button(key=SUBMIT).click().run()
+    assert not at.exception
+    [error] = refusals(at)
+    assert "order-42" in error or "idempotency" in error.lower()
+    assert len(job_rows(engine_for(console_db))) == 1
+    assert audit_rows(engine_for(console_db))[-1]["outcome"] == "error"
 
 
 def test_deeply_nested_data_is_refused_without_a_traceback(
@@ -192,5 +275,24 @@ def test_a_negative_delay_is_refused_not_changed(
     at.number_input(key="submit_delay").set_value(-5.0)
     at.button(key=SUBMIT).click().run()
     assert not at.exception
-    assert "zero or more seconds" in at.error[0].value
+    assert at.number_input(key="submit_delay").value == -5.0
+    [error] = refusals(at)
+    assert "zero or more seconds" in error
     assert job_rows(engine_for(console_db)) == []
+
+
+def test_a_denied_submission_is_one_line_not_a_field_message(
+    console_db: str, make_app: Callable[..., AppTest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from console import auth
+
+    at = submit_page(make_app)
+    fill(at, "demo.echo", "{}")
+    monkeypatch.setattr(auth, "db_role", lambda engine, name: "analyst")  # demoted meanwhile
+    at.button(key=SUBMIT).click().run()
+    assert not at.exception
+    [error] = [e.value for e in at.error]
+    assert error.startswith("submit denied") and "admin role" in error
+    assert job_rows(engine_for(console_db)) == []
+    [entry] = audit_rows(engine_for(console_db))
+    assert (entry["action"], entry["outcome"]) == ("submit", "denied")

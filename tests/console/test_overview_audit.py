@@ -1,0 +1,221 @@
+"""Overview: the mission's success criteria (met / missed / no data, configurable), the warning
+when no maintainer is alive; Audit: logins and logouts, every job id in the CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import streamlit as st
+from sqlalchemy import insert
+from streamlit.runtime.media_file_manager import MediaFileManager
+from streamlit.testing.v1 import AppTest
+
+from db import audit
+from db.engine import engine_for, write
+from db.models import Job, Metric
+from metrics import hist, read_models
+from tasks import api
+from tests.console.conftest import PASSWORD, audit_rows
+from tests.console.test_auth import log_in
+
+MISSION = {
+    "Job processing time (p95)": "< 1,000 ms",
+    "Queue latency (p95 wait)": "< 100 ms",
+    "Worker utilization": "> 80 %",
+    "Error rate": "< 0.1 %",
+    "Completion rate": "> 99.9 %",
+}
+
+
+def criteria(at: AppTest) -> dict[str, dict[str, str]]:
+    for frame in at.dataframe:
+        value = frame.value
+        if "criterion" in value.columns:
+            return {r["criterion"]: r for r in value.to_dict("records")}
+    raise AssertionError("no criteria table")
+
+
+def insert_minutes(url: str, *, processing_ms: float, wait_ms: float, failed: int) -> None:
+    """The last 30 whole minutes: 1,000 jobs each, ``failed`` of them failed."""
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    rows = []
+    for i in range(1, 31):
+        minute = end - timedelta(minutes=i)
+        rows.append(
+            {
+                "queue_name": "default",
+                "timestamp": minute,
+                "created_at": minute,
+                "job_count": 1000,
+                "worker_count": 1,
+                "error_count": failed,
+                "retries": 0,
+                "completed_count": 1000 - failed,
+                "failed_count": failed,
+                "throughput": 1000 / 60,
+                "depth": 0,
+                "busy_seconds": 54.0,  # 90 % of one slot
+                "worker_slots": 1,
+                "processing_time": processing_ms,
+                "processing_hist": hist.from_values([processing_ms] * 10),
+                "wait_hist": hist.from_values([wait_ms] * 10),
+            }
+        )
+    with write(engine_for(url)) as conn:
+        conn.execute(insert(Metric), rows)
+
+
+def test_no_data_for_each_of_the_mission_targets(
+    console_db: str, make_app: Callable[..., AppTest]
+) -> None:
+    at = make_app("analyst").run()
+    assert not at.exception
+    rows = criteria(at)
+    assert {k: r["target"] for k, r in rows.items()} == MISSION
+    assert {r["status"] for r in rows.values()} == {"no data"}
+    assert {r["measured"] for r in rows.values()} == {"—"}
+
+
+def test_met_and_missed_with_the_measured_value(
+    console_db: str, make_app: Callable[..., AppTest]
+) -> None:
+    insert_minutes(console_db, processing_ms=400.0, wait_ms=300.0, failed=0)
+    rows = criteria(make_app("analyst").run())
+    assert rows["Job processing time (p95)"]["status"] == "met"
+    assert rows["Queue latency (p95 wait)"]["status"] == "missed"
+    assert rows["Queue latency (p95 wait)"]["measured"].endswith(" ms")
+    assert rows["Worker utilization"]["status"] == "met"
+    assert rows["Worker utilization"]["measured"] == "90 %"
+    assert rows["Error rate"]["status"] == "met"
+    assert rows["Completion rate"]["measured"] == "100 %"
+    assert rows["Completion rate"]["status"] == "met"
+
+
+def test_targets_are_configurable(
+    console_db: str, make_app: Callable[..., AppTest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUEUE_TARGET_LATENCY_MS", "500")
+    monkeypatch.setenv("QUEUE_TARGET_ERROR_RATE_PCT", "2.5")
+    insert_minutes(console_db, processing_ms=400.0, wait_ms=300.0, failed=20)
+    rows = criteria(make_app("analyst").run())
+    assert rows["Queue latency (p95 wait)"]["target"] == "< 500 ms"
+    assert rows["Queue latency (p95 wait)"]["status"] == "met"
+    assert rows["Error rate"]["target"] == "< 2.5 %"
+    assert rows["Error rate"]["measured"] == "2 %"
+    assert rows["Error rate"]["status"] == "met"
+    assert rows["Completion rate"]["status"] == "missed"  # 98 % < 99.9 %
+
+
+def test_a_bad_target_setting_is_one_readable_line(
+    console_db: str, make_app: Callable[..., AppTest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUEUE_TARGET_COMPLETION_PCT", "150")
+    at = make_app("analyst").run()
+    assert not at.exception
+    assert any(
+        "QUEUE_TARGET_COMPLETION_PCT must be a percentage" in e.value.replace("\\", "")
+        for e in at.error
+    )
+    with pytest.raises(ValueError, match="QUEUE_TARGET_COMPLETION_PCT"):
+        read_models.success_criteria(engine_for(console_db))
+
+
+def add_rollup_tick(url: str, created: datetime) -> None:
+    job = api.build_job(read_models.ROLLUP_TYPE, {}, tick_key=f"tick@{created.isoformat()}")
+    with write(engine_for(url)) as conn:
+        conn.execute(
+            insert(Job).values(
+                id=job.id,
+                type=job.type,
+                priority=job.priority,
+                status="completed",
+                data={},
+                scheduled_at=created,
+                created_at=created,
+                finished_at=created,
+                updated_at=created,
+                queue=job.queue,
+                attempt=1,
+                max_attempts=1,
+                errors=[],
+                tick_key=job.tick_key,
+            )
+        )
+
+
+def maintainer_warnings(at: AppTest) -> list[str]:
+    return [w.value for w in at.warning if "maintainer" in w.value]
+
+
+def overview(make_app: Callable[..., AppTest]) -> AppTest:
+    st.cache_data.clear()  # the signal is cached for a few seconds
+    return make_app("analyst").run()
+
+
+def test_overview_warns_when_no_maintainer_is_alive(
+    console_db: str, make_app: Callable[..., AppTest]
+) -> None:
+    [never] = maintainer_warnings(overview(make_app))
+    assert never.startswith("No maintainer has run on this ledger yet")
+    add_rollup_tick(console_db, datetime.now(UTC) - timedelta(minutes=10))
+    [silent] = maintainer_warnings(overview(make_app))
+    assert silent.startswith("No maintainer has been seen for 10")
+    add_rollup_tick(console_db, datetime.now(UTC) - timedelta(seconds=30))
+    assert maintainer_warnings(overview(make_app)) == []
+
+
+def test_logins_and_logouts_are_audited(console_db: str, make_app: Callable[..., AppTest]) -> None:
+    at = log_in(make_app(None).run(), "bob", PASSWORD)
+    assert at.session_state["user"]["name"] == "bob"
+    at.sidebar.button(key="logout").click().run()
+    assert at.button[0].label == "Log in"
+    entries = audit_rows(engine_for(console_db))
+    assert [(e["username"], e["role"], e["action"], e["outcome"]) for e in entries] == [
+        ("bob", "analyst", "login", "ok"),
+        ("bob", "analyst", "logout", "ok"),
+    ]
+
+
+@pytest.fixture
+def downloads(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, bytes]]:
+    files: dict[str, bytes] = {}
+    original = MediaFileManager.add
+
+    def spy(
+        self: MediaFileManager, data: bytes | str, mimetype: str, *args: object, **kw: object
+    ) -> str:
+        name = kw.get("file_name") or (args[1] if len(args) > 1 else None)
+        if mimetype == "text/csv" and isinstance(data, bytes):
+            files[str(name)] = data
+        return original(self, data, mimetype, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(MediaFileManager, "add", spy)
+    yield files
+
+
+def test_the_audit_csv_has_every_job_id(
+    console_db: str, make_app: Callable[..., AppTest], downloads: dict[str, bytes]
+) -> None:
+    ids = [str(api.submit_job("demo.echo", {"n": n})) for n in range(7)]
+    with write(engine_for(console_db)) as conn:
+        audit.record(
+            conn,
+            username="alice",
+            role="admin",
+            action="bulk_cancel",
+            outcome="ok",
+            target="selection",
+            job_ids=ids,
+        )
+    at = make_app("admin").run()
+    at.switch_page("views/audit.py").run()
+    assert not at.exception
+    [row] = list(csv.DictReader(io.StringIO(downloads["audit.csv"].decode())))
+    assert row["job ids"] == ", ".join(ids)
+    assert row["jobs"] == "7"
+    shown = at.dataframe[0].value.iloc[0]["job ids"]
+    assert shown.endswith("… (+4)")  # the table shows the first three
