@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(BIN)/queuectl up
 
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

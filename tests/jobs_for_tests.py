@@ -149,8 +149,11 @@ class LogsData(BaseModel):
 @job("test.logs", max_attempts=1, schema=LogsData)
 def logs(data: LogsData, ctx: JobContext) -> None:
     """Logs ``lines`` lines, alternately through ``ctx.log`` and a logger under it, then
-    sleeps ``hold`` seconds."""
+    sleeps ``hold`` seconds (ended early by a cancel)."""
     detail = logging.getLogger(f"job.{ctx.type}.detail")
     for i in range(data.lines):
         (ctx.log if i % 2 == 0 else detail).info("line %d of attempt %d", i, ctx.attempt)
-    time.sleep(data.hold)
+    deadline = time.monotonic() + data.hold
+    while time.monotonic() < deadline:
+        ctx.check_cancelled()  # a cancelled hold ends at once
+        time.sleep(0.05)
