@@ -152,6 +152,12 @@ class AttemptFetcher(threading.Thread):
                 if want <= 0:
                     self.cond.wait(0.25)
                     continue
+                # the queues were empty a moment ago: read ahead again only after a pause,
+                # but at once when a job process becomes idle (``update`` notifies)
+                pause = self._missed_at + self.config.miss_pause_seconds - time.monotonic()
+                if not starving and pause > 0:
+                    self.cond.wait(pause)
+                    continue
             try:
                 found = self._fetch(want, starving)
             except Exception as exc:  # keep fetching through outages
@@ -170,9 +176,6 @@ class AttemptFetcher(threading.Thread):
     def _fetch(self, want: int, starving: bool) -> list[Ready]:
         if self.redis is None:
             return self._fetch_embedded(want)
-        if time.monotonic() - self._missed_at < self.config.miss_pause_seconds and not starving:
-            self.stopping.wait(self.config.miss_pause_seconds)
-            return []
         entries = self.redis.pop_ready(want)
         self.outage.answered()
         if not entries:
