@@ -533,7 +533,9 @@ def run_worker(
             storage.pop_ready,
             storage.give_back,
             runtime.held.leased_many,
-            PrefetchConfig(depth=settings.queue_prefetch, batch=concurrency),
+            # batch=1: popping a batch per idle handler cut the worker's CPU per job but
+            # cost PostgreSQL more (docs/benchmarks.md, "Seventh session"); each pops alone
+            PrefetchConfig(depth=settings.queue_prefetch),
             release=runtime._release,
         )
         storage.take = runtime.prefetcher.take
