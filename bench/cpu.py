@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
@@ -24,8 +23,6 @@ from sqlalchemy import func, select
 from bench import harness
 from db.engine import create_ledger_engine, read
 from db.models import Job
-from db.settings import get_settings
-from tasks import api
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -72,13 +69,8 @@ def _redis_pids(table: dict[int, tuple[str, int, float]]) -> set[int]:
 
 
 def measure(jobs: int, workers: int, kind: str) -> dict[str, float]:
-    with harness.fresh_ledger() as url:
-        harness.flush_redis()
-        env = harness.ledger_env(url, f"bench{uuid.uuid4().hex[:6]}")
-        os.environ.update(env)
-        get_settings.cache_clear()
-        for start in range(0, jobs, 5000):
-            api.submit_jobs([{"type": "bench.noop", "data": {}}] * min(5000, jobs - start))
+    with harness.fresh_system("bench") as (url, env):
+        harness.submit_many("bench.noop", {}, jobs)
         engine = create_ledger_engine(url)
         database = str(engine.url.database)
 

@@ -51,6 +51,28 @@ def fresh_ledger() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextmanager
+def fresh_system(prefix: str = "bench") -> Iterator[tuple[str, dict[str, str]]]:
+    """A fresh migrated ledger and an empty Redis database, with this process's job API
+    pointed at them; yields the ledger's URL and the environment of the system's processes."""
+    from db.settings import get_settings
+
+    with fresh_ledger() as url:
+        flush_redis()
+        env = ledger_env(url, f"{prefix}{uuid.uuid4().hex[:6]}")
+        os.environ.update(env)
+        get_settings.cache_clear()
+        yield url, env
+
+
+def submit_many(type_name: str, data: dict[str, Any], count: int) -> None:
+    """``count`` jobs of one type with the same data, in bulk submits of 5,000."""
+    from tasks import api
+
+    for start in range(0, count, 5000):
+        api.submit_jobs([{"type": type_name, "data": data}] * min(5000, count - start))
+
+
 def flush_redis() -> redis.Redis:
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()

@@ -13,28 +13,20 @@ keeps at most 1,000 lines and says how many it dropped).
 from __future__ import annotations
 
 import argparse
-import os
-import uuid
 
 from sqlalchemy import func, select
 
 from bench import harness
 from db.engine import create_ledger_engine, read
 from db.models import Job, JobLogLine
-from db.settings import get_settings
 from tasks import api
 
 
 def drain(jobs: int, chatty: int, lines: int, workers: int, kind: str) -> tuple[float, int]:
-    with harness.fresh_ledger() as url:
-        harness.flush_redis()
-        env = harness.ledger_env(url, f"bench{uuid.uuid4().hex[:6]}")
-        os.environ.update(env)
-        get_settings.cache_clear()
+    with harness.fresh_system("bench") as (url, env):
         if chatty:
             api.submit_jobs([{"type": "bench.chatty", "data": {"lines": lines}}] * chatty)
-        for start in range(0, jobs, 5000):
-            api.submit_jobs([{"type": "bench.noop", "data": {}}] * min(5000, jobs - start))
+        harness.submit_many("bench.noop", {}, jobs)
         engine = create_ledger_engine(url)
 
         def remaining() -> int:

@@ -27,7 +27,6 @@ from sqlalchemy import func, select
 from bench import harness
 from db.engine import create_ledger_engine, read
 from db.models import Job
-from db.settings import get_settings
 from tasks import api
 
 
@@ -44,11 +43,7 @@ def _paced(rate: float, jobs: int, submit) -> None:  # type: ignore[no-untyped-d
 def run_ours(
     rate: float, jobs: int, ms: float, workers: int, kind: str = "thread"
 ) -> dict[str, float]:
-    with harness.fresh_ledger() as url:
-        harness.flush_redis()
-        env = harness.ledger_env(url, f"bench{uuid.uuid4().hex[:6]}")
-        os.environ.update(env)
-        get_settings.cache_clear()
+    with harness.fresh_system("bench") as (url, env):
         engine = create_ledger_engine(url)
         with harness.Procs(env) as procs:
             procs.queuectl("maintainer")

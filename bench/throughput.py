@@ -28,20 +28,13 @@ from sqlalchemy import func, select
 from bench import harness
 from db.engine import create_ledger_engine, read
 from db.models import Job
-from db.settings import get_settings
-from tasks import api
 
 PLURAL = {"thread": "threads", "process": "processes"}
 
 
 def run_ours(jobs: int, workers: int, kind: str) -> float:
-    with harness.fresh_ledger() as url:
-        harness.flush_redis()
-        env = harness.ledger_env(url, f"bench{uuid.uuid4().hex[:6]}")
-        os.environ.update(env)
-        get_settings.cache_clear()
-        for start in range(0, jobs, 5000):
-            api.submit_jobs([{"type": "bench.noop", "data": {}}] * min(5000, jobs - start))
+    with harness.fresh_system("bench") as (url, env):
+        harness.submit_many("bench.noop", {}, jobs)
         engine = create_ledger_engine(url)
 
         def remaining() -> int:

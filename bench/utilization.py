@@ -24,20 +24,12 @@ from sqlalchemy import func, select
 from bench import harness
 from db.engine import create_ledger_engine, read
 from db.models import Job
-from db.settings import get_settings
-from tasks import api
 
 
 def run_ours(jobs: int, ms: float, workers: int, kind: str = "thread") -> tuple[float, float]:
     """(seconds inside handlers, seconds from the first start to the last finish)."""
-    with harness.fresh_ledger() as url:
-        harness.flush_redis()
-        env = harness.ledger_env(url, f"bench{uuid.uuid4().hex[:6]}")
-        os.environ.update(env)
-        get_settings.cache_clear()
-        for start in range(0, jobs, 5000):
-            chunk = min(5000, jobs - start)
-            api.submit_jobs([{"type": "bench.sleep", "data": {"ms": ms}}] * chunk)
+    with harness.fresh_system("bench") as (url, env):
+        harness.submit_many("bench.sleep", {"ms": ms}, jobs)
         engine = create_ledger_engine(url)
 
         def remaining() -> int:

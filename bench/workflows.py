@@ -71,11 +71,7 @@ def _left(engine: Any, ids: list[uuid.UUID]) -> int:
 
 
 def run_graphs(width: int, steps: int, workers: int) -> dict[str, float]:
-    with harness.fresh_ledger() as url:
-        harness.flush_redis()
-        env = harness.ledger_env(url, f"benchwf{uuid.uuid4().hex[:6]}")
-        os.environ.update(env)
-        get_settings.cache_clear()
+    with harness.fresh_system("benchwf") as (url, env):
         engine = create_ledger_engine(url)
         out: dict[str, float] = {}
         with harness.Procs(env) as procs:

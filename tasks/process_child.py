@@ -129,11 +129,7 @@ def _run_handler(run: Run, channel: _Channel) -> Done:
         _progress_sink=channel.progress,
     )
     try:
-        job_type = registry.get(run.type)
-        data: Any = run.data
-        if job_type.schema is not None:
-            data = job_type.schema.model_validate(run.data)
-        result = job_type.func(data, ctx)
+        result = registry.run_handler(run.type, run.data, ctx)
     except BaseException as exc:  # every failure is recorded by the parent (sys.exit too)
         return Done(
             error=f"{type(exc).__name__}: {exc}",

@@ -456,6 +456,15 @@ def get(name: str) -> JobType:
         raise UnknownJobType(f"unknown job type {name!r} (known: {known})") from None
 
 
+def run_handler(type_name: str, data: Any, ctx: JobContext) -> Any:
+    """Run the handler of ``type_name`` on a job's stored data (validated into the type's
+    schema model when it has one) and return what it returned; whatever it raises is raised."""
+    job_type = get(type_name)
+    if job_type.schema is not None:
+        data = job_type.schema.model_validate(data)
+    return job_type.func(data, ctx)
+
+
 def retry_delay(name: str, attempt: int) -> float:
     """The backoff before the next attempt of a job of type ``name`` (5 s for a type this
     process does not know)."""

@@ -259,11 +259,7 @@ class WorkerRuntime:
         if self.log_writer is not None:
             self.attempts.begin(AttemptLog(claimed.id, claimed.attempt, self.log_writer.put))
         try:
-            job_type = registry.get(claimed.type)
-            data: Any = claimed.data
-            if job_type.schema is not None:
-                data = job_type.schema.model_validate(claimed.data)
-            result = job_type.func(data, ctx)
+            result = registry.run_handler(claimed.type, claimed.data, ctx)
         except BaseException as exc:  # every failure is recorded
             self.attempts.end()
             if isinstance(exc, KeyboardInterrupt):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,23 +20,9 @@ from db.settings import get_settings
 from tasks import api
 from tasks.broker import make_huey, storage_of
 from tasks.errors import InvalidTransition
-from tests.processes import Processes, processes_for, wait_for
+from tests.processes import Processes, wait_for
 
 SYSTEMS = ["postgres+redis", "embedded"]
-
-
-@pytest.fixture
-def embedded(
-    settings_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Processes]:
-    """Processes on the embedded default (SQLite ledger, SQLite transport: no delivery
-    marks, workers claim each attempt in the ledger), migrated."""
-    procs = processes_for(settings_env, monkeypatch, tmp_path)
-    try:
-        assert procs.cli("migrate").returncode == 0
-        yield procs
-    finally:
-        procs.stop_all()
 
 
 @pytest.fixture(params=SYSTEMS)

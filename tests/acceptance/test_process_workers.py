@@ -2,7 +2,8 @@
 leases and records outcomes for job processes that only run handlers. What a user relies
 on, with real worker processes on PostgreSQL + Redis:
 
-- progress and cooperative cancel reach the ledger from a job process;
+- progress and cooperative cancel reach the ledger from a job process
+  (``test_resource_control.py::test_cooperative_cancel_and_progress[process]``);
 - a job that kills its job process costs that attempt, not the worker: it ends ``failed``
   after its attempts while the worker keeps running other jobs;
 - a killed worker leaves no job process running a handler;
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 from pathlib import Path
 
@@ -44,20 +44,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2] != "Z"
-
-
-def test_progress_and_cooperative_cancel_from_a_job_process(processes: Processes) -> None:
-    processes.maintainer()
-    processes.worker("--concurrency", "2", "--kind", "process")
-    job_id = api.submit_job("test.cooperative", {})
-    wait_for(lambda: (api.get_job(job_id)["progress"] or 0) > 0, 20, "progress")
-    assert api.get_job(job_id)["progress_message"].startswith("step ")
-    assert api.cancel_job(job_id) == "cancel_requested"
-    asked = time.monotonic()
-    wait_for(lambda: _status(job_id) == "cancelled", 5, "the job to stop")
-    assert time.monotonic() - asked < 2.0
-    job = api.get_job(job_id)
-    assert job["errors"] == [] and job["cancel_requested_at"] is not None
 
 
 def test_a_job_that_kills_its_job_process_fails_and_the_worker_lives_on(

@@ -101,9 +101,12 @@ def test_rate_limit_caps_starts_per_minute(processes: Processes) -> None:
     assert count(type="test.rated", status="queued") == 20
 
 
-def test_cooperative_cancel_and_progress(processes: Processes) -> None:
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_cooperative_cancel_and_progress(processes: Processes, kind: str) -> None:
+    """Progress and cancel reach the ledger from a handler thread and from a job process
+    (over its pipe to the worker)."""
     processes.maintainer()
-    processes.worker("--concurrency", "2")
+    processes.worker("--concurrency", "2", "--kind", kind)
     job_id = api.submit_job("test.cooperative", {})
     wait_for(lambda: (api.get_job(job_id)["progress"] or 0) > 0, 20, "progress")
     assert api.get_job(job_id)["progress_message"].startswith("step ")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +15,8 @@ import pytest
 from tasks import api, workflows
 from tests import services
 from tests.acceptance.conftest import Processes, wait_for
-from tests.processes import processes_for
 
 SYSTEMS = ["postgres+redis", "embedded"]
-
-
-@pytest.fixture
-def embedded(
-    settings_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Processes]:
-    procs = processes_for(settings_env, monkeypatch, tmp_path)
-    try:
-        assert procs.cli("migrate").returncode == 0
-        yield procs
-    finally:
-        procs.stop_all()
 
 
 @pytest.fixture(params=SYSTEMS)
