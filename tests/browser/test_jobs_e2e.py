@@ -351,3 +351,31 @@ def test_an_image_link_in_a_job_error_fetches_nothing(
     assert [p for p in paths if p != "/control.png"] == []
     expect(tab.locator(f'img[src*=":{port}/"]')).to_have_count(0)
     expect(tab.locator(f'a[href*=":{port}/"]')).to_have_count(0)
+
+
+def test_the_opened_job_shows_its_log_as_it_grows(console_page: Any, system: System) -> None:
+    """The job detail's log in the browser: lines are text (a Markdown image fetches
+    nothing), new lines appear with the live refresh, the search box narrows them."""
+    from db import job_logs
+    from db.job_logs import LogLine
+
+    tab = console_page
+    job_id = api.schedule_job("demo.echo", {"log": True}, timedelta(hours=1))
+    engine = engine_for(get_settings().ledger_url)
+
+    def log(message: str) -> None:
+        with write(engine) as conn:
+            job_logs.insert_lines(conn, [LogLine(job_id, 1, datetime.now(UTC), "INFO", message)])
+
+    log("grading 40 submissions ![x](http://127.0.0.1:9/pixel.png)")
+    wait_for(lambda: _session_cookie(tab), 10, "the session cookie")
+    tab.goto(f"{system.base}/jobs?id={job_id}")
+    expect(tab.get_by_text("Log (1 line(s))")).to_be_visible(timeout=LOAD)
+    expect(tab.get_by_text("![x](http://127.0.0.1:9/pixel.png)")).to_be_visible()
+    log("submission 7 has no file")  # the job goes on logging: the next refresh shows it
+    expect(tab.get_by_text("Log (2 line(s))")).to_be_visible(timeout=LOAD)
+    search = tab.get_by_label("Search the log")
+    search.fill("NO FILE")
+    search.press("Enter")
+    expect(tab.get_by_text("Log (1 line(s) matching)")).to_be_visible(timeout=LOAD)
+    expect(tab.get_by_text("grading 40 submissions")).to_have_count(0)
