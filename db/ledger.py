@@ -214,16 +214,23 @@ def _queue_not_paused(queue: Any, *correlate: Any) -> Any:
     return ~paused.exists()
 
 
+def _job_values() -> dict[str, Any]:
+    """The columns every insert of a new job binds from ``_params``."""
+    return {
+        "id": bindparam("b_id"),
+        "type": bindparam("b_type"),
+        "queue": bindparam("b_queue"),
+        "priority": bindparam("b_priority"),
+        "data": bindparam("b_data", type_=JSONType),
+        "max_attempts": bindparam("b_max_attempts"),
+        "timeout_seconds": bindparam("b_timeout"),
+    }
+
+
 def _insert_statement(dialect_name: str) -> Any:
     sched = bindparam("b_scheduled_at", type_=UTCDateTime())
     return _insert_for(dialect_name).values(
-        id=bindparam("b_id"),
-        type=bindparam("b_type"),
-        queue=bindparam("b_queue"),
-        priority=bindparam("b_priority"),
-        data=bindparam("b_data", type_=JSONType),
-        max_attempts=bindparam("b_max_attempts"),
-        timeout_seconds=bindparam("b_timeout"),
+        **_job_values(),
         idempotency_key=bindparam("b_idem"),
         tick_key=bindparam("b_tick"),
         unique_key=bindparam("b_unique"),
@@ -1549,13 +1556,7 @@ def _graph_insert_statement(dialect_name: str) -> Any:
     state = bindparam("b_state", type_=jobs.c.status.type)
     ended = state == literal(S.CANCELLED.value)
     return _insert_for(dialect_name).values(
-        id=bindparam("b_id"),
-        type=bindparam("b_type"),
-        queue=bindparam("b_queue"),
-        priority=bindparam("b_priority"),
-        data=bindparam("b_data", type_=JSONType),
-        max_attempts=bindparam("b_max_attempts"),
-        timeout_seconds=bindparam("b_timeout"),
+        **_job_values(),
         status=case(
             (state.is_not(None), state),
             (sched > db_now(), literal(S.SCHEDULED.value)),

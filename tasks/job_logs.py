@@ -143,7 +143,6 @@ class JobLogWriter(threading.Thread):
         self.engine = engine
         self._queue: queue.Queue[LogLine] = queue.Queue()
         self._closing = threading.Event()
-        self.written = 0
 
     def put(self, line: LogLine) -> None:
         self._queue.put(line)
@@ -168,7 +167,6 @@ class JobLogWriter(threading.Thread):
             try:
                 with write(self.engine) as conn:
                     job_logs.insert_lines(conn, lines)
-                self.written += len(lines)
                 return
             except DBAPIError as exc:
                 if self._closing.is_set():

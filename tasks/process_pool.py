@@ -100,7 +100,6 @@ class ProcessPool:
         self._redis = storage if isinstance(storage, LedgerRedisStorage) else None
         self.fetcher = AttemptFetcher(runtime, storage, concurrency, self._wake_w)
         self._mean_run = 0.0
-        self.started_attempts = 0
 
     # --- children ---------------------------------------------------------------------------
 
@@ -277,7 +276,6 @@ class ProcessPool:
             None if timeout is None else started + timeout,
             AttemptChannel(rt, claimed),
         )
-        self.started_attempts += 1
 
     # --- what children say ------------------------------------------------------------------
 

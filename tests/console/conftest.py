@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import streamlit as st
 from sqlalchemy import Engine, insert, select, text
+from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from console import passwords
@@ -174,3 +175,21 @@ def insert_metrics(url: str, queues: tuple[str, ...] = ("default", "reports")) -
     with write(engine_for(url)) as conn:
         conn.execute(insert(Metric), rows)
         conn.execute(insert(TypeMetric), type_rows)
+
+
+@pytest.fixture
+def downloads(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, bytes]]:
+    """The files the app hands to ``st.download_button``, by file name."""
+    files: dict[str, bytes] = {}
+    original = MediaFileManager.add
+
+    def spy(
+        self: MediaFileManager, data: bytes | str, mimetype: str, *args: object, **kw: object
+    ) -> str:
+        name = kw.get("file_name") or (args[1] if len(args) > 1 else None)
+        if mimetype == "text/csv" and isinstance(data, bytes):
+            files[str(name)] = data
+        return original(self, data, mimetype, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(MediaFileManager, "add", spy)
+    yield files

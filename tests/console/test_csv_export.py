@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
-from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from console import csv_export, passwords
@@ -46,24 +45,6 @@ def test_cells_starting_a_formula_are_escaped() -> None:
     assert csv_export.escape_cell({"k": "=x"}) == "{'k': '=x'}"
     header = pd.DataFrame({"=cmd": [1]})
     assert csv_export.to_csv(header).decode().splitlines()[0] == "'=cmd"
-
-
-@pytest.fixture
-def downloads(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, bytes]]:
-    """The files the app hands to ``st.download_button``, by file name."""
-    files: dict[str, bytes] = {}
-    original = MediaFileManager.add
-
-    def spy(
-        self: MediaFileManager, data: bytes | str, mimetype: str, *args: object, **kw: object
-    ) -> str:
-        name = kw.get("file_name") or (args[1] if len(args) > 1 else None)
-        if mimetype == "text/csv" and isinstance(data, bytes):
-            files[str(name)] = data
-        return original(self, data, mimetype, *args, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(MediaFileManager, "add", spy)
-    yield files
 
 
 def test_the_audit_csv_has_a_formula_login_name_as_text(

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import streamlit as st
 from sqlalchemy import insert
-from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from db import audit
@@ -178,23 +177,6 @@ def test_logins_and_logouts_are_audited(console_db: str, make_app: Callable[...,
         ("bob", "analyst", "login", "ok"),
         ("bob", "analyst", "logout", "ok"),
     ]
-
-
-@pytest.fixture
-def downloads(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, bytes]]:
-    files: dict[str, bytes] = {}
-    original = MediaFileManager.add
-
-    def spy(
-        self: MediaFileManager, data: bytes | str, mimetype: str, *args: object, **kw: object
-    ) -> str:
-        name = kw.get("file_name") or (args[1] if len(args) > 1 else None)
-        if mimetype == "text/csv" and isinstance(data, bytes):
-            files[str(name)] = data
-        return original(self, data, mimetype, *args, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(MediaFileManager, "add", spy)
-    yield files
 
 
 def test_the_audit_csv_has_every_job_id(
