@@ -112,6 +112,8 @@ class NewJob:
     depends_on: tuple[uuid.UUID, ...] = ()
     #: ``"cancel"`` or ``"run"``: what a dependency that failed or was cancelled does
     on_dependency_failure: str | None = None
+    #: fair share: the job's partition (types with ``partition_by`` only)
+    partition_key: str | None = None
 
     @property
     def data_text(self) -> str:
@@ -120,10 +122,10 @@ class NewJob:
 
     @property
     def due_without_keys(self) -> bool:
-        """Due now, with no idempotency, tick or unique key to resolve before it is written:
-        such a job is one plain INSERT (``insert_one_dbapi``) and may be sent on insert
-        (``insert_dispatched``)."""
-        keys = self.idempotency_key or self.tick_key or self.unique_key
+        """Due now, with no idempotency, tick or unique key to resolve before it is written
+        and no partition key: such a job is one plain INSERT (``insert_one_dbapi``), may be
+        batched (``insert_batch_dbapi``) and may be sent on insert (``insert_dispatched``)."""
+        keys = self.idempotency_key or self.tick_key or self.unique_key or self.partition_key
         return self.scheduled_at is None and not keys and not self.depends_on
 
 
@@ -224,6 +226,7 @@ def _job_values() -> dict[str, Any]:
         "data": bindparam("b_data", type_=JSONType),
         "max_attempts": bindparam("b_max_attempts"),
         "timeout_seconds": bindparam("b_timeout"),
+        "partition_key": bindparam("b_partition", type_=jobs.c.partition_key.type),
     }
 
 
@@ -256,6 +259,7 @@ def _params(j: NewJob) -> dict[str, Any]:
         "b_tick": j.tick_key,
         "b_unique": j.unique_key,
         "b_scheduled_at": j.scheduled_at,
+        "b_partition": j.partition_key,
     }
 
 
@@ -558,7 +562,8 @@ def insert_batch_dispatched(
 #: the columns a bulk COPY writes; the others take their defaults (NULL, lease 0)
 _COPY_PLAIN = (
     "COPY queue_jobs (id, type, queue, priority, data, max_attempts, timeout_seconds,"
-    " unique_key, status, scheduled_at, attempt, errors, created_at, updated_at) FROM STDIN"
+    " unique_key, status, scheduled_at, attempt, errors, created_at, updated_at,"
+    " partition_key) FROM STDIN"
 )
 
 
@@ -607,6 +612,7 @@ def _copy_lines(plain: Sequence[NewJob], now: datetime, stamp: str) -> str:
             "[]",
             stamp,
             stamp,
+            _copy_field(j.partition_key),
         )
         lines.append("\t".join(fields))
     lines.append("")
@@ -766,9 +772,12 @@ def dispatch(
     *,
     only_type: str | None = None,
     exclude_types: Sequence[str] = (),
+    unpartitioned_of: Sequence[str] = (),
 ) -> list[Row[Any]]:
     """Mark up to ``limit`` due jobs of ``queue`` ``dispatched``, best first (optionally of one
     type only, or of every type but some: the metered types are dispatched on their own).
+    Of the types in ``unpartitioned_of`` (partitioned types, dispatched by partition) only
+    jobs without a partition key are taken (jobs queued before their type was partitioned).
     Each takes its attempt (``attempt + 1``) and a new lease (``lease + 1``).
 
     Returns ``(id, lease, priority, timeout_seconds, scheduled_at)`` rows ordered as they
@@ -778,7 +787,8 @@ def dispatch(
     """
     if limit <= 0:
         return []
-    if only_type is None and not exclude_types and conn.dialect.name == "postgresql":
+    plain = only_type is None and not exclude_types and not unpartitioned_of
+    if plain and conn.dialect.name == "postgresql":
         rows = list(_DISPATCH.execute(conn, {"queue": queue, "limit": limit}))
         rows.sort(key=lambda r: (-r.priority, r.scheduled_at, r.id))
         return rows
@@ -787,6 +797,10 @@ def dispatch(
         picked = picked.where(jobs.c.type == only_type)
     if exclude_types:
         picked = picked.where(jobs.c.type.not_in(list(exclude_types)))
+    if unpartitioned_of:
+        picked = picked.where(
+            or_(jobs.c.partition_key.is_(None), jobs.c.type.not_in(list(unpartitioned_of)))
+        )
     picked = (
         picked.order_by(jobs.c.priority.desc(), jobs.c.scheduled_at, jobs.c.id)
         .limit(limit)
@@ -801,6 +815,21 @@ def dispatch(
     rows = list(conn.execute(stmt))
     rows.sort(key=lambda r: (-r.priority, r.scheduled_at, r.id))
     return rows
+
+
+def dispatch_ids(conn: Connection, ids: Sequence[uuid.UUID]) -> list[Row[Any]]:
+    """Mark these jobs ``dispatched`` (those still ``queued``: one cancelled meanwhile is
+    skipped), as :func:`dispatch` does; the fair pass chose them (``db.partitions``).
+    Returns the rows unordered."""
+    if not ids:
+        return []
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id.in_(list(ids)), _guarded(Transition.DISPATCH))
+        .values(**_DISPATCH_VALUES)
+        .returning(*_DISPATCH_RETURNING)
+    )
+    return list(conn.execute(stmt))
 
 
 #: Distinct queues with queued jobs by skip-scan over the dispatch-order index: one index

@@ -103,6 +103,9 @@ class Job(Base):
     deps_pending: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     on_dependency_failure: Mapped[str | None] = mapped_column(String(10))
     has_dependents: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # fair share (docs/architecture.md, "Partitions"): the partition of a job of a type
+    # declared ``@job(partition_by=...)`` (e.g. the school id); NULL for every other job
+    partition_key: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_status_list})", name="status"),
@@ -122,6 +125,17 @@ class Job(Base):
             "id",
             postgresql_where=text(_QUEUED),
             sqlite_where=text(_QUEUED),
+        ),
+        Index(  # fair share: each partition's queued jobs, best first (partitioned types only)
+            "ix_queue_jobs_partition_order",
+            "queue",
+            "type",
+            "partition_key",
+            text("priority DESC"),
+            "scheduled_at",
+            "id",
+            postgresql_where=text(f"{_QUEUED} AND partition_key IS NOT NULL"),
+            sqlite_where=text(f"{_QUEUED} AND partition_key IS NOT NULL"),
         ),
         Index(
             "ix_queue_jobs_due",
@@ -161,6 +175,13 @@ class Job(Base):
             "type",
             postgresql_where=text(_ACTIVE),
             sqlite_where=text(_ACTIVE),
+        ),
+        Index(
+            "ix_queue_jobs_active_partition",  # per-partition concurrency limits
+            "type",
+            "partition_key",
+            postgresql_where=text(f"{_ACTIVE} AND partition_key IS NOT NULL"),
+            sqlite_where=text(f"{_ACTIVE} AND partition_key IS NOT NULL"),
         ),
         Index("ix_queue_jobs_status_created", "status", "created_at"),
         Index("ix_queue_jobs_queue_created", "queue", "created_at"),

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     queue_heartbeat_seconds: float = Field(default=2.0, gt=0)
     queue_stale_seconds: float = Field(default=10.0, gt=0)
     queue_dispatch_window: int = Field(default=200, gt=0)
+    queue_fair_window: int = Field(
+        default=20,
+        gt=0,
+        description="messages in Redis per queue that holds partitioned jobs (fair share)",
+    )
     queue_direct_dispatch: bool = Field(
         default=True,
         description="a producer sends a due job to an idle queue itself (tasks/direct_dispatch.py)",

@@ -249,6 +249,7 @@ def build_job(
     load_registry: bool = True,
     depends_on: tuple[uuid.UUID, ...] = (),
     on_dependency_failure: Any = "cancel",
+    partition: Any = None,
 ) -> ledger.NewJob:
     """Validate one job's arguments into a row to insert (raises a ``QueueError``).
     ``depends_on`` is already resolved to job ids (:func:`_dependency_ids`)."""
@@ -280,6 +281,7 @@ def build_job(
         data_json=stored_json,
         depends_on=depends_on,
         on_dependency_failure=on_dependency_failure if depends_on else None,
+        partition_key=job_type.partition_of(stored, partition),
     )
 
 
@@ -339,6 +341,7 @@ def submit_job(
     max_attempts: int | None = None,
     depends_on: Iterable[uuid.UUID | str] | None = None,
     on_dependency_failure: str = "cancel",
+    partition: str | int | None = None,
 ) -> uuid.UUID:
     """Submit a job to run as soon as a worker is free. Returns its id.
 
@@ -349,6 +352,9 @@ def submit_job(
     it becomes due once all completed, and is cancelled as soon as one fails or is
     cancelled (``on_dependency_failure="cancel"``, the default) or becomes due whatever they
     ended in (``"run"``). See docs/api.md, "Workflows".
+
+    ``partition`` names the job's partition for a type declared ``@job(partition_by=...)``
+    (default: that field of ``data``). See docs/api.md, "Fair share".
     """
     new = build_job(
         type,
@@ -359,6 +365,7 @@ def submit_job(
         max_attempts=max_attempts,
         depends_on=_dependency_ids(depends_on),
         on_dependency_failure=on_dependency_failure,
+        partition=partition,
     )
     if new.depends_on:
         return _insert_graph([new])[0]
@@ -412,13 +419,14 @@ _BULK_KEYS = {
     "schedule",
     "depends_on",
     "on_dependency_failure",
+    "partition",
 }
 
 
 def submit_jobs(items: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
     """Submit many jobs in one statement, all or nothing. Each item has ``type`` and ``data``
     and optionally ``priority``, ``queue``, ``idempotency_key``, ``max_attempts``, ``schedule``,
-    ``depends_on`` and ``on_dependency_failure``.
+    ``depends_on``, ``on_dependency_failure`` and ``partition``.
 
     ``depends_on`` lists job ids (existing jobs) and indexes of *earlier* items of the same
     call (``0`` is the first item), so a whole workflow is written in one transaction, all of
@@ -516,6 +524,7 @@ def schedule_job(
     max_attempts: int | None = None,
     depends_on: Iterable[uuid.UUID | str] | None = None,
     on_dependency_failure: str = "cancel",
+    partition: str | int | None = None,
 ) -> uuid.UUID:
     """Submit a job that becomes due at ``schedule``: an aware datetime, a timedelta or a
     number of seconds from now. Until then it is ``scheduled`` and can be cancelled. With
@@ -533,6 +542,7 @@ def schedule_job(
         schedule=schedule,
         depends_on=_dependency_ids(depends_on),
         on_dependency_failure=on_dependency_failure,
+        partition=partition,
     )
     if new.depends_on:
         return _insert_graph([new])[0]

@@ -111,8 +111,7 @@ def eligible(settings: Settings, engine: Engine, new: ledger.NewJob) -> bool:
         return False
     if not new.due_without_keys:
         return False
-    job_type = registry.get(new.type)
-    return job_type.concurrency is None and job_type.rate_limit is None
+    return not registry.get(new.type).metered
 
 
 @lru_cache(maxsize=4)

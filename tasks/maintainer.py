@@ -44,7 +44,11 @@ class Maintainer:
         self.redis = storage.conn if isinstance(storage, LedgerRedisStorage) else None
         poll = settings.queue_poll_seconds
         self.dispatcher = Dispatcher(
-            self.engine, storage, DispatcherConfig(settings.queue_dispatch_window, poll)
+            self.engine,
+            storage,
+            DispatcherConfig(
+                settings.queue_dispatch_window, poll, fair_window=settings.queue_fair_window
+            ),
         )
         stale = settings.queue_stale_seconds
         grace = settings.queue_reconcile_grace_seconds

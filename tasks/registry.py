@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE = "default"  # the queue of a type that names none; always declared
 TYPE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+MAX_PARTITION_LENGTH = 200
+#: a partition key: printable, no control characters, not blank
+PARTITION_KEY = re.compile(rf"(?=.*\S)[^\x00-\x1f\x7f]{{1,{MAX_PARTITION_LENGTH}}}")
+PARTITION_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 DEFAULT_PRIORITY = 5
 BUILTIN_MODULES = ("tasks.builtin", "tasks.edurise", "tasks.system_jobs")
 # periodic jobs (``@periodic_job``): overlap and catch-up policies
@@ -290,6 +294,10 @@ class JobType:
     concurrency: int | None = None  # at most N running at once, across all workers
     rate_limit: RateLimit | None = None  # at most N starts per period, across all workers
     unique_for: timedelta | None = None  # same type+data within this window -> same job
+    #: fair share: the field of the job's data that names its partition (e.g. "school_id");
+    #: ``concurrency`` and ``rate_limit`` then hold per partition, and jobs of equal priority
+    #: are dispatched round-robin across partitions
+    partition_by: str | None = None
     # periodic types only (``@periodic_job``): see ``periodic_job``
     overlap: str = "skip"
     catch_up: str = "latest"
@@ -299,6 +307,46 @@ class JobType:
         """Exponential backoff with jitter: base * 2**(attempt-1), capped, then 50-100 %."""
         delay = min(self.max_backoff, self.backoff * (2 ** max(0, attempt - 1)))
         return delay / 2 + random.uniform(0, delay / 2)
+
+    @property
+    def metered(self) -> bool:
+        """Dispatched by the maintainer's metered pass only (never sent on insert)."""
+        return (
+            self.concurrency is not None
+            or self.rate_limit is not None
+            or self.partition_by is not None
+        )
+
+    def partition_of(self, data: Any, partition: Any = None) -> str | None:
+        """The partition of a job of this type: ``partition`` when the submit names one,
+        else the ``partition_by`` field of its (validated) data. None for a type without
+        ``partition_by``. Raises ``InvalidArgument`` for a partition it cannot have."""
+        if self.partition_by is None:
+            if partition is not None:
+                raise InvalidArgument(
+                    f"job type {self.name!r} is not partitioned: declare"
+                    " @job(partition_by=...) to give its jobs a partition"
+                )
+            return None
+        if partition is None:
+            fields = data.model_dump() if isinstance(data, BaseModel) else data
+            if not isinstance(fields, dict) or self.partition_by not in fields:
+                raise InvalidArgument(
+                    f"job type {self.name!r} is partitioned by data field"
+                    f" {self.partition_by!r}: give data[{self.partition_by!r}] or partition="
+                )
+            partition = fields[self.partition_by]
+            what = f"data[{self.partition_by!r}]"
+        else:
+            what = "partition"
+        if isinstance(partition, bool) or not isinstance(partition, str | int):
+            raise InvalidArgument(f"{what} must be a string or an integer, got {partition!r}")
+        text = str(partition)
+        if not PARTITION_KEY.fullmatch(text):
+            raise InvalidArgument(
+                f"{what} must be 1-{MAX_PARTITION_LENGTH} printable characters, got {text!r:.80}"
+            )
+        return text
 
     def json_schema(self) -> dict[str, Any] | None:
         return None if self.schema is None else self.schema.model_json_schema()
@@ -355,8 +403,19 @@ def job(
     concurrency: int | None = None,
     rate_limit: str | None = None,
     unique_for: timedelta | None = None,
+    partition_by: str | None = None,
 ) -> Callable[[Handler], Handler]:
-    """Register ``func(data, ctx)`` as the handler of job type ``name``."""
+    """Register ``func(data, ctx)`` as the handler of job type ``name``.
+
+    ``partition_by``: the data field that names a job's partition (a school, a course, a
+    user); ``concurrency`` and ``rate_limit`` then apply per partition and the dispatcher
+    takes jobs of equal priority round-robin across partitions (docs/api.md, "Fair share")."""
+    if partition_by is not None and (
+        not isinstance(partition_by, str) or not PARTITION_FIELD.fullmatch(partition_by)
+    ):
+        raise InvalidArgument(
+            f"partition_by must name a data field ({PARTITION_FIELD.pattern}), got {partition_by!r}"
+        )
     if concurrency is not None and (isinstance(concurrency, bool) or concurrency < 1):
         raise InvalidArgument("concurrency must be a positive integer")
     limit = None if rate_limit is None else RateLimit.parse(rate_limit)
@@ -379,6 +438,7 @@ def job(
                 concurrency=concurrency,
                 rate_limit=limit,
                 unique_for=unique_for,
+                partition_by=partition_by,
             )
         )
         return func
@@ -492,8 +552,8 @@ def is_declared(queue: str, extra: Collection[str] = ()) -> bool:
 
 
 def limited_types() -> list[JobType]:
-    """Types with a concurrency or rate limit (the dispatcher meters them)."""
-    return [t for t in all_types() if t.concurrency is not None or t.rate_limit is not None]
+    """Types with a concurrency or rate limit or a partition (the dispatcher meters them)."""
+    return [t for t in all_types() if t.metered]
 
 
 def periodic_types() -> list[JobType]:

@@ -33,6 +33,37 @@ def record(data: RecordData, ctx: JobContext) -> dict[str, str]:
     return {"tag": data.tag}
 
 
+class SchoolData(BaseModel):
+    school: str | int
+    seconds: float = Field(default=0, ge=0, le=60)
+    tag: str = ""
+
+
+def _append(name: str, line: str) -> None:
+    path = get_settings().queue_data_dir / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+@job("test.school", partition_by="school", schema=SchoolData)
+def school(data: SchoolData, ctx: JobContext) -> None:
+    """Fair share: append "<school> <tag>" to schools.log (the start order), then sleep."""
+    _append("schools.log", f"{data.school} {data.tag}\n")
+    time.sleep(data.seconds)
+
+
+@job("test.school_one", partition_by="school", concurrency=1, schema=SchoolData)
+def school_one(data: SchoolData, ctx: JobContext) -> None:
+    """At most one per school at a time: appends "<school> <start> <end>" to intervals.log."""
+    started = time.time()
+    time.sleep(data.seconds)
+    _append("intervals.log", f"{data.school} {started} {time.time()}\n")
+
+
 @job("test.limited", concurrency=2, schema=RecordData)
 def limited(data: RecordData, ctx: JobContext) -> None:
     """At most two run at once."""

@@ -4,6 +4,12 @@ window of messages per queue (so priority stays global and lost messages are det
 Paused queues get nothing. Job types with a concurrency limit or a rate limit are metered
 here: each pass dispatches at most what their limit allows, counting the jobs already
 dispatched or running (concurrency) or started within the period (rate), across all workers.
+
+Partitioned types (``@job(partition_by=...)``, fair share) are dispatched by partition: the
+limits hold per partition, and jobs of equal priority are taken one per partition per round,
+the partitions in turn (a cursor per queue and type goes round their keys). A queue that
+holds partitioned jobs keeps at most ``fair_window`` messages in Redis, so a partition's new
+job waits behind at most that many jobs of other partitions.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from db import ledger
+from db import ledger, partitions
 from db.engine import transaction, write
 from db.locks import lock_key
 from tasks import registry
@@ -35,6 +41,10 @@ class DispatcherConfig:
     #: while a queue's window is the limit, refill it once this share of it has drained:
     #: a pass sends a batch, not the few messages taken since the last pass
     refill_share: float = 0.25
+    #: fair share: messages a queue holding partitioned jobs may have waiting in Redis
+    fair_window: int = 20
+    #: fair share: partitions of a type a pass considers (the next ones on the next pass)
+    fair_partitions: int = 100
 
 
 class Dispatcher:
@@ -46,17 +56,23 @@ class Dispatcher:
         self.config = config
         self.interval = config.interval
         self.backlog = False  # True when the last pass left due jobs behind (window full)
-        self._full: set[str] = set()  # the queues whose window that pass filled
+        #: the queues whose window that pass filled, with that window's size
+        self._full: dict[str, int] = {}
+        #: fair share: per (queue, type), the partition served last (the next pass starts after)
+        self._cursor: dict[tuple[str, str], str] = {}
 
     def needs_refill(self) -> bool:
         """While backlogged: has a full window drained enough to be worth a pass? (Redis only;
         no database work while the workers drain the window.)"""
-        room = max(1, int(self.config.window * self.config.refill_share))
-        return any(self.config.window - self.storage.size_of(q) >= room for q in self._full)
+        share = self.config.refill_share
+        return any(
+            window - self.storage.size_of(q) >= max(1, int(window * share))
+            for q, window in self._full.items()
+        )
 
     def _allowances(self, conn: Connection) -> dict[str, int]:
-        """How many more jobs of each metered type may be dispatched now."""
-        metered = registry.limited_types()
+        """How many more jobs of each metered type without partitions may be dispatched now."""
+        metered = [t for t in registry.limited_types() if t.partition_by is None]
         active = ledger.active_counts(conn, [t.name for t in metered if t.concurrency])
         allowed: dict[str, int] = {}
         for t in metered:
@@ -69,6 +85,55 @@ class Dispatcher:
             allowed[t.name] = max(0, min(room))
         return allowed
 
+    def _partition_room(
+        self, conn: Connection, job_type: registry.JobType, keys: list[str], most: int
+    ) -> dict[str, int]:
+        """How many more jobs each partition may have dispatched now (at most ``most``)."""
+        room = dict.fromkeys(keys, most)
+        if job_type.concurrency is not None:
+            active = partitions.active_by_partition(conn, job_type.name, keys)
+            for key in keys:
+                room[key] = min(room[key], job_type.concurrency - active.get(key, 0))
+        if job_type.rate_limit is not None:
+            limit = job_type.rate_limit
+            used = partitions.starts_by_partition(conn, job_type.name, keys, limit.period_seconds)
+            for key in keys:
+                room[key] = min(room[key], limit.count - used.get(key, 0))
+        return room
+
+    def _fair_pass(
+        self, conn: Connection, queue: str, types: list[registry.JobType], room: int
+    ) -> tuple[list[Any], bool]:
+        """Dispatch up to ``room`` jobs of the partitioned ``types`` in ``queue``, round-robin
+        across partitions. Returns the rows (in the order to push them) and whether the queue
+        holds queued partitioned jobs at all (then its window is the fair window)."""
+        rows: list[Any] = []
+        found = False
+        for job_type in types:
+            cursor = (queue, job_type.name)
+            keys = partitions.queued_partitions(
+                conn,
+                queue,
+                job_type.name,
+                after=self._cursor.get(cursor, ""),
+                limit=self.config.fair_partitions if room > 0 else 1,
+            )
+            found = found or bool(keys)
+            if not keys or room <= 0:
+                continue
+            # each partition's best jobs, about two rounds' worth: the pass reads O(room) rows
+            share = max(1, -(-2 * room // len(keys)))
+            caps = self._partition_room(conn, job_type, keys, share)
+            best = partitions.best_queued(conn, queue, job_type.name, caps)
+            chosen = partitions.round_robin(best, keys, room)
+            if chosen:
+                self._cursor[cursor] = chosen[-1].partition_key
+            by_id = {r.id: r for r in ledger.dispatch_ids(conn, [c.id for c in chosen])}
+            picked = [by_id[c.id] for c in chosen if c.id in by_id]  # a cancelled one is gone
+            rows.extend(picked)
+            room -= len(picked)
+        return rows, found
+
     def run_queues(self, queues: set[str]) -> int:
         """A wake-up that names the queues that got new jobs (PostgreSQL NOTIFY): each is
         dispatched with one autocommit statement, its window read from Redis first. Falls
@@ -80,14 +145,14 @@ class Dispatcher:
         for queue in sorted(queues):
             free = self.config.window - self.storage.size_of(queue)
             if free <= 0:
-                self._full.add(queue)
+                self._full[queue] = self.config.window
                 self.backlog = True
                 continue
             with write(self.engine) as conn:
                 rows = ledger.dispatch_queue_now(conn, queue, free, key)
             self.storage.push(queue, _messages(rows))
             if len(rows) == free:
-                self._full.add(queue)
+                self._full[queue] = self.config.window
                 self.backlog = True
             sent += len(rows)
         return sent
@@ -95,22 +160,37 @@ class Dispatcher:
     def run_once(self) -> int:
         pushes: dict[str, list[tuple[bytes, int]]] = {}
         backlog = False
-        full: set[str] = set()
+        full: dict[str, int] = {}
         with transaction(self.engine) as conn:
             plan = ledger.dispatch_plan(conn, lock_key(self.name))
             if not plan.locked:
                 return 0
             if not plan.queues:
                 self.backlog = False
-                self._full = set()
+                self._full = {}
                 return 0
             allowed = self._allowances(conn)
+            fair_types = [t for t in registry.limited_types() if t.partition_by is not None]
             for queue in plan.queues:
                 if queue in plan.paused:
                     continue
-                free = self.config.window - self.storage.size_of(queue)
-                if free <= 0:  # workers are busy or absent: wait for the next poll
-                    full.add(queue)
+                size = self.storage.size_of(queue)
+                window = self.config.window
+                fair: list[Any] = []
+                found = False
+                if fair_types:
+                    # the partitioned jobs get half the room first, the others the rest, then
+                    # the partitioned jobs what the others left (neither starves the other)
+                    fair_room = min(window, self.config.fair_window) - size
+                    fair, found = self._fair_pass(conn, queue, fair_types, -(-fair_room // 2))
+                    if found:  # partitioned jobs wait: the whole queue keeps the fair window
+                        window = min(window, self.config.fair_window)
+                free = window - size - len(fair)
+                if free <= 0:  # workers are busy or absent: wait until the window drains
+                    full[queue] = window
+                    backlog = backlog or window < self.config.window
+                    if fair:
+                        pushes[queue] = _messages(fair)
                     continue
                 rows = []
                 for type_name, room in allowed.items():
@@ -120,13 +200,25 @@ class Dispatcher:
                         free -= len(picked)
                         rows.extend(picked)
                 if free > 0:
-                    general = ledger.dispatch(conn, queue, free, exclude_types=list(allowed))
-                    if len(general) == free:
-                        backlog = True
-                        full.add(queue)
+                    general = ledger.dispatch(
+                        conn,
+                        queue,
+                        free,
+                        exclude_types=list(allowed),
+                        unpartitioned_of=[t.name for t in fair_types],
+                    )
                     rows.extend(general)
+                    free -= len(general)
+                if found and free > 0:
+                    more, _ = self._fair_pass(conn, queue, fair_types, free)
+                    fair.extend(more)
+                    free -= len(more)
+                if free == 0:
+                    backlog = True
+                    full[queue] = window
                 rows.sort(key=lambda r: (-r.priority, r.scheduled_at, r.id))
-                pushes[queue] = _messages(rows)
+                # the fair rows keep their round-robin order among jobs of their priority
+                pushes[queue] = _messages(sorted(fair + rows, key=lambda r: -r.priority))
         # after commit: a crash here leaves rows `dispatched` that the reconciler requeues
         for queue, items in pushes.items():
             self.storage.push(queue, items)
