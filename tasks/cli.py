@@ -208,6 +208,10 @@ def submit(
     on_dependency_failure: Annotated[
         str, typer.Option(help="a dependency that fails or is cancelled: cancel | run")
     ] = "cancel",
+    partition: Annotated[
+        str | None,
+        typer.Option(help="fair share: the job's partition (types with partition_by only)"),
+    ] = None,
 ) -> None:
     """Submit a job; prints its id alone on stdout."""
     payload = _parse_data(data)
@@ -224,6 +228,7 @@ def submit(
             "queue": queue,
             "idempotency_key": idempotency_key,
             "max_attempts": max_attempts,
+            "partition": partition,
         }
         if after:
             opts.update(depends_on=after, on_dependency_failure=on_dependency_failure)

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, update
+from typer.testing import CliRunner
 
 from db import ledger
 from db.engine import engine_for, transaction
 from db.models import Job
 from db.settings import get_settings
-from tasks import api, registry
+from tasks import api, cli, registry
 from tasks.broker import QueueStorage, decode_job_message, make_huey, storage_of
 from tasks.errors import InvalidArgument, QueueError
 from tasks.maintenance.dispatcher import Dispatcher, DispatcherConfig
@@ -175,3 +176,14 @@ def test_a_partition_field_missing_from_data_without_a_schema_is_named() -> None
 def test_partition_by_must_name_a_field() -> None:
     with pytest.raises(InvalidArgument, match="partition_by"):
         registry.job("test.bad_partition", partition_by="school id")(lambda data, ctx: None)
+
+
+def test_the_command_line_submits_to_a_partition_and_refuses_a_bad_one(fair: Dispatcher) -> None:
+    runner = CliRunner()
+    done = runner.invoke(
+        cli.app, ["submit", "test.school", "--data", '{"school": "A"}', "--partition", "B"]
+    )
+    assert done.exit_code == 0, done.output
+    assert partition_of([uuid.UUID(done.stdout.strip())]) == ["B"]
+    refused = runner.invoke(cli.app, ["submit", "demo.echo", "--partition", "B"])
+    assert refused.exit_code == 2 and "not partitioned" in refused.stderr
