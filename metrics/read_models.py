@@ -38,7 +38,7 @@ from sqlalchemy import (
 
 from db import queries, states
 from db.engine import read, transaction
-from db.models import Job, Metric, TypeMetric, Worker
+from db.models import Job, Metric, PeriodicState, TypeMetric, Worker
 from db.states import JobStatus, sorted_values
 from db.types import UTCDateTime
 from metrics import hist
@@ -1073,6 +1073,10 @@ def periodic_health(
     A tick is *late* when the newest expected tick older than the grace period (2 minutes, or
     2 intervals when the interval is shorter) has no row, or its job is still waiting. A job
     with no row at all is reported with ``last_tick`` None, 0 missed ticks and not late.
+
+    Steering (``queue_periodic``) is taken into account: a paused job is never late and the
+    ticks due since it was paused are not missed; the tick the enqueuer skipped because the
+    previous run was unfinished (``overlap="skip"``, its newest skip) is not missed either.
     """
     entries = list(schedules or [])
     if not entries:
@@ -1098,6 +1102,17 @@ def periodic_health(
             tick = _tick_of(r.tick_key)
             if tick is not None:
                 by_type[r.type][tick] = r
+        steering = {
+            r.name: r
+            for r in conn.execute(
+                select(
+                    PeriodicState.name,
+                    PeriodicState.paused,
+                    PeriodicState.paused_at,
+                    PeriodicState.last_skipped_tick,
+                ).where(PeriodicState.name.in_(names))
+            )
+        }
         for name in names:
             if by_type[name]:
                 continue
@@ -1116,15 +1131,24 @@ def periodic_health(
         last = rows[last_tick] if last_tick is not None else None
         missed = 0
         late = False
+        state = steering.get(name)
+        paused = bool(state is not None and state.paused)
         if rows:
             window_start = max(clock - LOOKBACK, min(rows))
             ticks = _expected_ticks(schedule, window_start, clock)
             grace = timedelta(seconds=min(120.0, 2 * _interval_seconds(schedule, ticks, clock)))
             due = [t for t in ticks if t <= clock - grace]
-            missed = sum(1 for t in due if t not in rows)
-            if due:
+            if paused and state.paused_at is not None:
+                due = [t for t in due if t < _utc(state.paused_at)]
+            skipped = state.last_skipped_tick if state is not None else None
+            skipped = _utc(skipped) if skipped is not None else None
+            missed = sum(1 for t in due if t not in rows and t != skipped)
+            if due and not paused:
                 newest_due = rows.get(due[-1])
-                late = newest_due is None or newest_due.status in WAITING_STATUSES
+                if newest_due is None:
+                    late = due[-1] != skipped
+                else:
+                    late = newest_due.status in WAITING_STATUSES
         out.append(
             {
                 "name": name,
@@ -1136,6 +1160,7 @@ def periodic_health(
                 "next_tick": schedule.next_tick(clock),
                 "missed_ticks": missed,
                 "late": late,
+                "paused": paused,
             }
         )
     return out

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from db.engine import engine_for, read, transaction
-from db.models import Job, Metric, TypeMetric, Worker
+from db.models import Job, Metric, PeriodicState, TypeMetric, Worker
 from metrics import hist, read_models
 from metrics.queueing import servers_needed, wait_percentile
 from metrics.rollup import db_clock, floor_minute, rollup, rollup_range
@@ -590,6 +590,7 @@ def test_periodic_health(ledger_url: str) -> None:
             "next_tick",
             "missed_ticks",
             "late",
+            "paused",
         }
         for h in health.values()
     )
@@ -612,6 +613,51 @@ def test_periodic_health(ledger_url: str) -> None:
     assert old["last_tick"] == T - timedelta(days=3)
     assert (old["missed_ticks"], old["late"]) == (4, True)
     assert read_models.periodic_health(engine, now=now, schedules=[]) == []
+
+
+def test_periodic_health_knows_paused_and_skipped_ticks(ledger_url: str) -> None:
+    """A paused job is not late and the ticks due while paused are not missed; the tick the
+    enqueuer skipped because the previous run was unfinished is not missed either."""
+    engine = engine_for(ledger_url)
+    now = T + timedelta(minutes=10, seconds=30)  # 12:10:30; due ticks 12:00..12:08
+    with transaction(engine) as conn:
+        conn.execute(
+            insert(Job),
+            [tick_row("p.paused", T + timedelta(minutes=k)) for k in range(4)]  # to 12:03
+            + [tick_row("p.skipping", T + timedelta(minutes=k)) for k in range(8)]  # to 12:07
+            + [tick_row("p.dropped", T + timedelta(minutes=k)) for k in range(8)],
+        )
+        conn.execute(
+            insert(PeriodicState).values(
+                name="p.paused",
+                paused=True,
+                paused_at=T + timedelta(minutes=3, seconds=30),
+                updated_at=T,
+            )
+        )
+        conn.execute(  # 12:08 skipped: the 12:07 run was unfinished then
+            insert(PeriodicState).values(
+                name="p.skipping",
+                paused=False,
+                last_tick=T + timedelta(minutes=8),
+                last_skipped_tick=T + timedelta(minutes=8),
+                skipped_count=1,
+                updated_at=T,
+            )
+        )
+    every_minute = Schedule(every=timedelta(minutes=1))
+    schedules = [
+        (name, every_minute, "default") for name in ("p.paused", "p.skipping", "p.dropped")
+    ]
+    health = {
+        h["name"]: h for h in read_models.periodic_health(engine, now=now, schedules=schedules)
+    }
+    paused = health["p.paused"]
+    assert (paused["paused"], paused["late"], paused["missed_ticks"]) == (True, False, 0)
+    skipping = health["p.skipping"]
+    assert (skipping["paused"], skipping["late"], skipping["missed_ticks"]) == (False, False, 0)
+    dropped = health["p.dropped"]  # the same rows without a recorded skip: 12:08 is missing
+    assert (dropped["late"], dropped["missed_ticks"]) == (True, 1)
 
 
 def test_erlang_helpers_are_exported() -> None:
