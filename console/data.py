@@ -24,6 +24,7 @@ from db import audit, queries
 from db.engine import engine_for, read
 from db.settings import get_settings
 from db.states import ALL_STATUSES
+from metrics import partitions
 from tasks import api, registry
 
 JOBS_TTL = 3
@@ -330,16 +331,38 @@ def queue_summary(url: str) -> list[dict[str, Any]]:
     return list(read_models().queue_summary(get_engine(url), queues=sorted(queues), cap=COUNT_CAP))
 
 
+@st.cache_data(ttl=JOBS_TTL, show_spinner=False, max_entries=20)
+def partitioned_queues(url: str, queues: tuple[str, ...]) -> list[str]:
+    """Those of ``queues`` with partitioned jobs (``@job(partition_by=...)``): the queues of
+    the partitioned job types this console knows, and the queues that have partitioned jobs
+    queued, dispatched or running (``metrics.partitions.partitioned_queues``)."""
+    load_registry()
+    declared = {t.queue for t in registry.all_types() if t.partition_by is not None}
+    found = set(partitions.partitioned_queues(get_engine(url), queues))
+    return sorted((declared & set(queues)) | found)
+
+
+@st.cache_data(ttl=SLOW_TTL, show_spinner=False, max_entries=50)
+def partition_breakdown(url: str, queue: str, limit: int = 20) -> partitions.PartitionBreakdown:
+    """The top ``limit`` partitions of ``queue`` and how many it has in all
+    (``metrics.partitions.partition_breakdown``). Cached longer than the live counts: its
+    read of the queued jobs grows with the queue's partitioned backlog."""
+    return partitions.partition_breakdown(get_engine(url), queue=queue, limit=limit)
+
+
 def queue_limits() -> dict[str, list[str]]:
     """Per queue: the concurrency and rate limits of its job types, in words."""
     load_registry()
     out: dict[str, list[str]] = {}
     for t in registry.limited_types():
         parts = []
+        each = f" per {t.partition_by}" if t.partition_by is not None else ""
         if t.concurrency is not None:
-            parts.append(f"{t.concurrency} at once")
+            parts.append(f"{t.concurrency} at once{each}")
         if t.rate_limit is not None:
-            parts.append(t.rate_limit.describe())
+            parts.append(f"{t.rate_limit.describe()}{each}")
+        if t.partition_by is not None:
+            parts.append(f"fair share by {t.partition_by}")
         out.setdefault(t.queue, []).append(f"{t.name}: {', '.join(parts)}")
     return out
 
@@ -490,6 +513,8 @@ def clear_job_caches() -> None:
         workers,
         queue_controls,
         queue_summary,
+        partitioned_queues,
+        partition_breakdown,
         audit_entries,
         audit_choices,
     ):

@@ -637,12 +637,19 @@ def _detail(job_id: str) -> None:
     h1, h2 = st.columns([6, 1])
     h1.markdown(f"[Link to this job]({ui.job_href(jid)}) · `{jid}`")
     h2.button("Close", key=f"jobs_close_{jid}", on_click=_open, args=(None,))
-    m = st.columns(5)
-    m[0].metric("Status", job["status"])
-    m[1].metric("Type", ui.md_code(job["type"]))
-    m[2].metric("Queue", ui.md_code(job["queue"]))
-    m[3].metric("Priority", job["priority"])
-    m[4].metric("Attempt", f"{job['attempt']}/{job['max_attempts']}")
+    partition = job.get("partition_key")
+    m = iter(st.columns(5 if partition is None else 6))
+    next(m).metric("Status", job["status"])
+    next(m).metric("Type", ui.md_code(job["type"]))
+    next(m).metric("Queue", ui.md_code(job["queue"]))
+    if partition is not None:  # fair share: the job's partition (@job(partition_by=...))
+        next(m).metric(
+            "Partition",
+            ui.md_code(partition),
+            help=f"fair share partition of this job: {ui.md_code(partition)}",
+        )
+    next(m).metric("Priority", job["priority"])
+    next(m).metric("Attempt", f"{job['attempt']}/{job['max_attempts']}")
     if job["cancel_requested_at"] is not None and job["status"] in LEASED:
         st.warning(f"Cancel requested at {ui.fmt_time(job['cancel_requested_at'])}")
     if job.get("progress") is not None:

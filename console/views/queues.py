@@ -1,10 +1,14 @@
 """Queues: per queue its waiting, scheduled and running jobs, failures of the last hour, p95
 wait, throughput, whether it is paused, the live workers serving it and the limits of its job
-types; admins pause or resume each queue after a confirmation that names it (audited).
+types; admins pause or resume each queue after a confirmation that names it (audited). A queue
+with partitioned jobs (fair share, ``@job(partition_by=...)``) can be broken down by partition:
+its top partitions, most waiting first (``metrics.partitions``).
 
 The counts are bounded index reads (exact up to ``data.COUNT_CAP`` jobs of a status, then a
 lower bound), the rest comes from the rollups and the workers table (``queue_summary``), so
-the page costs the same at any number of jobs."""
+the table costs the same at any number of jobs. The breakdown by partition reads the chosen
+queue's partitioned jobs through their partial indexes: it grows with that queue's partitioned
+backlog, not with the ledger (cached 10 s)."""
 
 from __future__ import annotations
 
@@ -29,6 +33,17 @@ COLUMNS = (
     "workers",
     "slots",
     "limits",
+)
+#: partitions shown per queue, most waiting first
+PARTITIONS_SHOWN = 20
+PARTITION_COLUMNS = (
+    "type",
+    "partition",
+    "waiting",
+    "running",
+    "completed (1 h)",
+    "failed (1 h)",
+    "oldest wait",
 )
 
 user = auth.require_user()
@@ -76,6 +91,76 @@ def table_rows(url: str) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def partition_rows(url: str, queue: str) -> tuple[list[dict[str, Any]], int]:
+    """The top ``PARTITIONS_SHOWN`` partitions of ``queue`` as table rows, and how many
+    partitions it has in all."""
+    found = data.partition_breakdown(url, queue, PARTITIONS_SHOWN)
+    rows = [
+        {
+            "type": r["type"],
+            "partition": r["partition"],
+            "waiting": r["waiting"],
+            "running": r["running"],
+            "completed (1 h)": r["completed_1h"],
+            "failed (1 h)": r["failed_1h"],
+            "oldest wait": ui.fmt_seconds(r["oldest_wait_seconds"]),
+        }
+        for r in found.rows
+    ]
+    return rows, found.total_partitions
+
+
+def partitions(names: list[str]) -> None:
+    """The breakdown by partition of one queue (chosen among those with partitioned jobs)."""
+    queues = data.partitioned_queues(url, tuple(names))
+    if not queues:
+        return
+    st.subheader("Partitions")
+    queue = st.selectbox(
+        "Queue to break down by partition",
+        queues,
+        key="queues_partitions_queue",
+        help="queues with partitioned jobs (fair share: @job(partition_by=...))",
+    )
+    if queue is None:
+        return
+    rows, total = partition_rows(url, queue)
+    if not rows:
+        st.info(
+            f"No partitioned job of queue {ui.md_code(queue)} is waiting, running or finished "
+            "in the last hour."
+        )
+        return
+    st.dataframe(
+        ui.frame(rows, list(PARTITION_COLUMNS)),
+        hide_index=True,
+        key="queues_partitions_table",
+        column_config={
+            "partition": st.column_config.TextColumn(help="the job's partition key"),
+            "waiting": st.column_config.NumberColumn(
+                help="queued: due, waiting for the dispatcher's fair share"
+            ),
+            "running": st.column_config.NumberColumn(
+                help="sent to a worker or running (what a per-partition concurrency counts)"
+            ),
+            "completed (1 h)": st.column_config.NumberColumn(help="completed in the last hour"),
+            "failed (1 h)": st.column_config.NumberColumn(help="failed in the last hour"),
+            "oldest wait": st.column_config.TextColumn(
+                help="how long its oldest queued job has been due"
+            ),
+        },
+    )
+    shown = (
+        f"Top {len(rows)} of {total:,} partitions"
+        if total > len(rows)
+        else f"{total:,} partition{'s' if total != 1 else ''}"
+    )
+    st.caption(
+        f"{shown} of queue {ui.md_code(queue)}, most waiting first, then most running. "
+        "Scheduled and retrying jobs (not due yet) are not counted."
+    )
 
 
 def _ask(op: str, queue: str) -> None:
@@ -183,6 +268,8 @@ def live() -> None:
         f"at least that many. Updated {ui.fmt_time(datetime.now(UTC))}"
         + (f" · refreshes every {REFRESH_SECONDS} s" if live_on else " · live refresh paused")
     )
+    with ui.guard("Partitions"):  # the table above stays whatever happens here
+        partitions([r["queue"] for r in rows])
 
 
 def _live_guarded() -> None:
