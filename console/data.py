@@ -28,6 +28,8 @@ from metrics import partitions
 from tasks import api, registry
 
 JOBS_TTL = 3
+#: how long a payload search of the Jobs page reads before it answers (queries.search_jobs)
+SEARCH_BUDGET_SECONDS = queries.SEARCH_BUDGET_SECONDS
 METRICS_TTL = 5
 SLOW_TTL = 10
 BULK_CAP = 10_000
@@ -144,6 +146,41 @@ def jobs_page(
             offset=max(0, offset),
             columns=LIST_COLUMNS,
         )
+
+
+@st.cache_data(ttl=JOBS_TTL, show_spinner=False, max_entries=200)
+def jobs_search_page(
+    url: str,
+    *,
+    search: str,
+    status: tuple[str, ...] = (),
+    type: str | None = None,
+    queue: str | None = None,
+    since: datetime | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    everything: bool = False,
+) -> tuple[list[dict[str, Any]], datetime | None]:
+    """One page of a payload search (``queries.search_jobs``): the rows, and when the search
+    budget ran out first, the creation time back to which jobs were searched (None: exact).
+    ``everything``: no budget, every job is searched (the user asked for it)."""
+    bad = [s for s in status if s not in ALL_STATUSES]
+    if bad:
+        raise ConsoleError(f"unknown status {bad[0]!r}")
+    with read(get_engine(url)) as conn:
+        found = queries.search_jobs(
+            conn,
+            search=_filter_text("search", search) or "",
+            status=list(status) or None,
+            type=_filter_text("type", type),
+            queue=_filter_text("queue", queue),
+            since=since,
+            limit=max(1, min(limit, 10_000)),
+            offset=max(0, offset),
+            columns=LIST_COLUMNS,
+            budget_seconds=None if everything else SEARCH_BUDGET_SECONDS,
+        )
+    return found.rows, found.searched_since
 
 
 @st.cache_data(ttl=2, show_spinner=False, max_entries=200)
@@ -507,6 +544,7 @@ def clear_job_caches() -> None:
     """After a write: the acting user sees the change on the next run."""
     for fn in (
         jobs_page,
+        jobs_search_page,
         job,
         running_jobs,
         status_counts,

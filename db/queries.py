@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 from sqlalchemy import (
     Connection,
     Select,
@@ -20,6 +24,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy import text as sql_text
+from sqlalchemy.exc import OperationalError
 
 from db.models import Job, Worker
 from db.states import ALL_STATUSES, TERMINAL, JobStatus, sorted_values
@@ -158,6 +163,7 @@ def _newest_per_status(
     until: datetime | None,
     limit: int,
     offset: int,
+    *where: Any,
 ) -> list[dict[str, Any]]:
     """The newest jobs (of the given statuses, created in ``[since, until)``) without sorting
     the table: no index starts with ``created_at``, so one ``ORDER BY created_at`` over every
@@ -172,12 +178,140 @@ def _newest_per_status(
             branch = branch.where(jobs.c.created_at >= since)
         if until:
             branch = branch.where(jobs.c.created_at < until)
+        branch = branch.where(*where)
         branches.append(branch.order_by(jobs.c.created_at.desc(), jobs.c.id).limit(offset + limit))
     merged = union_all(*branches).subquery("newest")
     stmt = (
         select(merged).order_by(merged.c.created_at.desc(), merged.c.id).limit(limit).offset(offset)
     )
     return [_as_dict(r) for r in conn.execute(stmt)]
+
+
+#: how long a payload search on PostgreSQL may read before it answers with what it found
+SEARCH_BUDGET_SECONDS = 0.6
+#: the newest slice of creation time a budgeted search reads first; each next one is twice as long
+_FIRST_SLICE = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class SearchedJobs:
+    """A page of a payload search. ``searched_since`` None: the page is exact (every job the
+    filters admit was searched, or the page filled with the newest matches). Otherwise only
+    jobs created at or after ``searched_since`` were searched before the budget ran out: older
+    matches may exist."""
+
+    rows: list[dict[str, Any]]
+    searched_since: datetime | None
+
+
+def search_jobs(
+    conn: Connection,
+    *,
+    search: str,
+    status: str | list[str] | None = None,
+    type: str | None = None,
+    queue: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+    columns: Sequence[str] | None = None,
+    budget_seconds: float | None = SEARCH_BUDGET_SECONDS,
+) -> SearchedJobs:
+    """:func:`get_jobs` with a text ``search``, answered within ``budget_seconds`` on
+    PostgreSQL: a substring of the payloads has no index, so the search reads the jobs newest
+    first, one slice of creation time after another (1 h, then 2 h, 4 h, …; each slice read
+    per status along the (status, created_at) index), and stops when the page is full, when
+    every job was read, or when the budget is spent (a slice still running is cancelled by a
+    statement timeout). ``budget_seconds`` None, SQLite, or a whole job id: one plain
+    statement, always exact."""
+    statuses = [status] if isinstance(status, str) else list(status or ALL_STATUSES)
+    plain = budget_seconds is None or conn.dialect.name != "postgresql" or _is_job_id(search)
+    if plain:
+        rows = get_jobs(
+            conn,
+            status=status,
+            type=type,
+            queue=queue,
+            since=since,
+            until=until,
+            search=search,
+            limit=limit,
+            offset=offset,
+            columns=columns,
+        )
+        return SearchedJobs(rows, None)
+    assert budget_seconds is not None
+    deadline = time.monotonic() + budget_seconds
+    chosen = [jobs.c[name] for name in columns] if columns else [jobs]
+    where = [_search_match(conn, search)]
+    if type:
+        where.append(jobs.c.type == type)
+    if queue:
+        where.append(jobs.c.queue == queue)
+    oldest = _oldest_created(conn, statuses)
+    if oldest is None:
+        return SearchedJobs([], None)
+    floor = max(since, oldest) if since else oldest
+    now = conn.execute(select(func.now())).scalar_one() + timedelta(seconds=1)
+    high = min(until, now) if until else now
+    need = offset + limit
+    found: list[dict[str, Any]] = []
+    width = _FIRST_SLICE
+    while high >= floor:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return SearchedJobs(found[offset:need], high)
+        low = max(floor, high - width)
+        try:
+            with _statement_timeout(conn, remaining):
+                rows = _newest_per_status(
+                    conn, chosen, statuses, low, high, need - len(found), 0, *where
+                )
+        except OperationalError as exc:
+            if not _cancelled(exc):
+                raise
+            return SearchedJobs(found[offset:need], high)  # the budget ran out in the slice
+        found.extend(rows)
+        if len(found) >= need or low <= floor:
+            return SearchedJobs(found[offset:need], None)
+        high, width = low, width * 2
+    return SearchedJobs(found[offset:need], None)
+
+
+def _is_job_id(search: str) -> bool:
+    try:
+        uuid.UUID(search.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def _oldest_created(conn: Connection, statuses: Sequence[str]) -> datetime | None:
+    """The creation time of the oldest job in ``statuses``: one index probe per status."""
+    branches = [
+        select(func.min(jobs.c.created_at).label("at")).where(jobs.c.status == value)
+        for value in dict.fromkeys(statuses)
+    ]
+    merged = union_all(*branches).subquery("oldest")
+    return conn.execute(select(func.min(merged.c.at))).scalar_one()
+
+
+@contextmanager
+def _statement_timeout(conn: Connection, seconds: float) -> Iterator[None]:
+    """PostgreSQL's ``statement_timeout`` for the statements inside (a connection in
+    autocommit), reset after: the pooled connection goes back without it."""
+    ms = str(max(1, int(seconds * 1000)))
+    conn.execute(select(func.set_config("statement_timeout", ms, False)))
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql("RESET statement_timeout")
+
+
+def _cancelled(exc: OperationalError) -> bool:
+    """Whether ``exc`` is PostgreSQL cancelling a statement at its timeout."""
+    return isinstance(exc.orig, psycopg.errors.QueryCanceled)
 
 
 def job_ids(

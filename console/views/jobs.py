@@ -213,6 +213,11 @@ def _dismiss() -> None:
     ss.pop("jobs_confirm", None)
 
 
+def _search_all(term: str) -> None:
+    """The payload search of ``term`` reads every job, without its time budget."""
+    ss["jobs_search_all"] = term
+
+
 def _turn_page(step: int) -> None:
     ss["jobs_page_no"] = max(0, ss["jobs_page_no"] + step)
 
@@ -424,17 +429,30 @@ def _table(filters: dict[str, Any], page_size: int) -> list[str]:
     rows: list[dict[str, Any]] = []
     has_next = False
     loaded = False
+    searched_since = None
     with ui.guard("Jobs"):
-        fetched = data.jobs_page(
-            url,
-            status=tuple(filters["statuses"]),
-            type=filters["type"],
-            queue=filters["queue"],
-            since=filters["since"],
-            search=filters["search"],
-            limit=page_size + 1,
-            offset=int(ss["jobs_page_no"]) * page_size,
-        )
+        if filters["search"]:  # answered within a budget: the payloads have no index
+            fetched, searched_since = data.jobs_search_page(
+                url,
+                search=filters["search"],
+                status=tuple(filters["statuses"]),
+                type=filters["type"],
+                queue=filters["queue"],
+                since=filters["since"],
+                limit=page_size + 1,
+                offset=int(ss["jobs_page_no"]) * page_size,
+                everything=ss.get("jobs_search_all") == filters["search"],
+            )
+        else:
+            fetched = data.jobs_page(
+                url,
+                status=tuple(filters["statuses"]),
+                type=filters["type"],
+                queue=filters["queue"],
+                since=filters["since"],
+                limit=page_size + 1,
+                offset=int(ss["jobs_page_no"]) * page_size,
+            )
         has_next = len(fetched) > page_size
         rows = fetched[:page_size]
         loaded = True
@@ -496,7 +514,24 @@ def _table(filters: dict[str, Any], page_size: int) -> list[str]:
         picked = selection.get("rows", []) if isinstance(selection, dict) else []
         _apply_selection(key, list(picked))  # AppTest writes the state without a callback
     elif loaded:
-        st.info("No jobs match these filters.")
+        st.info(
+            "No jobs match these filters"
+            + (" among the jobs searched." if searched_since is not None else ".")
+        )
+    if searched_since is not None:
+        s1, s2 = st.columns([4, 1])
+        s1.caption(
+            f"The payload search stopped after {data.SEARCH_BUDGET_SECONDS:g} s: it searched "
+            f"the jobs created since {ui.fmt_time(searched_since)} UTC, newest first; older "
+            "jobs may match too. Narrow it (status, type, queue, time range) or search them all."
+        )
+        s2.button(
+            "Search all jobs",
+            key="jobs_search_all_button",
+            help="reads every job's payload: may take seconds on a large ledger",
+            on_click=_search_all,
+            args=(filters["search"],),
+        )
     p1, p2, p3 = st.columns([1, 1, 6])
     p1.button(
         "◀ Previous",

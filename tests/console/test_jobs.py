@@ -140,6 +140,25 @@ def test_search_on_postgresql_finds_old_jobs_any_case_and_id_prefixes(
     assert api.get_jobs(search=text[:8] + text[9:13]) == []  # not the form of an id
 
 
+def test_a_search_past_its_budget_says_so_and_can_search_every_job(
+    console_pg: str, make_app: Callable[..., AppTest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a ledger too large to search within the budget the page does not claim "no match":
+    it says how far back it searched, and "Search all jobs" reads every payload."""
+    monkeypatch.setattr(data, "SEARCH_BUDGET_SECONDS", 0.0)  # any ledger is too large now
+    needle = api.submit_job("demo.echo", {"email": "grace.hopper@example.edu"})
+    api.submit_jobs([{"type": "demo.echo", "data": {"i": i}} for i in range(20)])
+    at = jobs_page(make_app)
+    at.text_input(key="q").input("grace.hopper").run()
+    assert any("among the jobs searched" in i.value for i in at.info)  # no table
+    assert any("payload search stopped after 0 s" in c.value for c in at.caption)
+    at.button(key="jobs_search_all_button").click().run()
+    assert table_ids(at) == [str(needle)]
+    assert not any("payload search stopped" in c.value for c in at.caption)
+    at.text_input(key="q").input("grace").run()  # a new search is budgeted again
+    assert any("payload search stopped" in c.value for c in at.caption)
+
+
 def test_id_prefix_ranges() -> None:
     lo, hi = queries.id_prefix_range("AB12cd34-5") or (None, None)
     assert (str(lo), str(hi)) == (
