@@ -250,6 +250,24 @@ class Worker(Base):
     )
 
 
+class MaintainerProcess(Base):
+    """One row per ``queuectl maintainer`` process: its heartbeat says the loops run (the
+    console warns when no maintainer's heartbeat is fresh). Written by the maintainer's
+    heartbeat loop (``tasks.maintenance.heartbeat``, ``db/maintainers.py``); a stopped
+    maintainer sets ``stopped_at``; rows silent for a day are deleted."""
+
+    __tablename__ = "queue_maintainers"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_heartbeat: Mapped[datetime] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_queue_maintainers_last_heartbeat", "last_heartbeat"),)
+
+
 class Metric(Base):
     """One row per queue per minute, recomputed idempotently by the metrics rollup."""
 

@@ -36,7 +36,7 @@ from sqlalchemy import (
     type_coerce,
 )
 
-from db import queries, states
+from db import maintainers, queries, states
 from db.engine import read, transaction
 from db.models import Job, Metric, PeriodicState, TypeMetric, Worker
 from db.states import JobStatus, sorted_values
@@ -1281,28 +1281,20 @@ def queue_summary(
 
 # --- is a maintainer alive? ---------------------------------------------------------------------
 
-#: the periodic job every maintainer enqueues each minute (tasks/system_jobs.py)
-ROLLUP_TYPE = "system.metrics_rollup"
-#: no rollup tick for this long: no maintainer is running (a tick is due every minute)
-MAINTAINER_SILENT_AFTER = timedelta(minutes=3)
-
 
 def maintainer_signal(engine: Engine) -> dict[str, Any]:
-    """The newest sign of life of any maintainer: the creation time of the newest metrics
-    rollup tick, which the maintainers' periodic loop enqueues every minute (one index probe
-    of ``ix_queue_jobs_type_created``). ``alive`` is False when there is none or it is older
-    than ``MAINTAINER_SILENT_AFTER``; ``age_seconds`` is None when there is none at all."""
+    """Whether a maintainer runs: the heartbeats in ``queue_maintainers`` (each maintainer
+    writes its own every ``QUEUE_HEARTBEAT_SECONDS``). ``live``: maintainers whose heartbeat
+    is younger than ``QUEUE_STALE_SECONDS`` and that did not stop; ``alive``: at least one;
+    ``last_seen``/``age_seconds``: the newest heartbeat of any (None: none ever ran here)."""
     with read(engine) as conn:
         now = db_clock(conn)
-        last = conn.execute(
-            select(jobs.c.created_at)
-            .where(jobs.c.type == ROLLUP_TYPE)
-            .order_by(jobs.c.created_at.desc())
-            .limit(1)
-        ).scalar_one_or_none()
+        found = maintainers.newest(conn, _stale_seconds())
+    last = found["last_seen"]
     age = None if last is None else max(0.0, (now - last).total_seconds())
     return {
+        "live": found["live"],
         "last_seen": last,
         "age_seconds": age,
-        "alive": age is not None and age <= MAINTAINER_SILENT_AFTER.total_seconds(),
+        "alive": found["live"] > 0,
     }

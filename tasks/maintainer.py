@@ -19,6 +19,7 @@ from tasks.broker import LedgerRedisStorage, make_huey, storage_of
 from tasks.maintenance import MaintenanceLoop
 from tasks.maintenance.alerts import AlertEvaluator, alerts_config
 from tasks.maintenance.dispatcher import Dispatcher, DispatcherConfig
+from tasks.maintenance.heartbeat import HeartbeatConfig, MaintainerHeartbeat
 from tasks.maintenance.periodic import PeriodicConfig, PeriodicEnqueuer
 from tasks.maintenance.reconciler import Reconciler, ReconcilerConfig
 from tasks.maintenance.rescuer import Rescuer, RescuerConfig
@@ -50,6 +51,9 @@ class Maintainer:
                 settings.queue_dispatch_window, poll, fair_window=settings.queue_fair_window
             ),
         )
+        self.heartbeat = MaintainerHeartbeat(
+            self.engine, HeartbeatConfig(interval=settings.queue_heartbeat_seconds)
+        )
         stale = settings.queue_stale_seconds
         grace = settings.queue_reconcile_grace_seconds
         self.loops: list[MaintenanceLoop] = [
@@ -66,6 +70,7 @@ class Maintainer:
             ),
             PeriodicEnqueuer(self.engine, PeriodicConfig(interval=poll)),
             AlertEvaluator(self.engine, alerts_config(settings)),
+            self.heartbeat,
         ]
         self._next_run = dict.fromkeys((loop.name for loop in self.loops), 0.0)
         #: a loop that cannot reach the ledger or Redis says so once, and once when it can
@@ -166,4 +171,8 @@ class Maintainer:
                 woken = True
         if self.listener is not None:
             self.listener.close()
+        try:
+            self.heartbeat.stopped()
+        except Exception as exc:  # the ledger is down: the stale heartbeat says it instead
+            log.debug("could not record the stop: %s", exc)
         log.info("maintainer stopped")

@@ -38,6 +38,7 @@ TABLES = (
     "queue_periodic",
     "queue_job_deps",
     "queue_job_logs",
+    "queue_maintainers",
 )
 
 

@@ -87,7 +87,7 @@ def _criteria(url: str) -> None:
 
 
 def _maintainer(url: str) -> None:
-    """A warning when no maintainer shows a sign of life (its per-minute rollup tick)."""
+    """A warning when no maintainer's heartbeat is fresh (``queue_maintainers``)."""
     signal = data.maintainer_signal(url)
     if signal["alive"]:
         return
@@ -100,8 +100,8 @@ def _maintainer(url: str) -> None:
         )
     st.warning(
         f"{seen}: nothing is dispatched, staged, reconciled or rescued and periodic jobs do "
-        "not run until one is started (`queuectl maintainer` or `queuectl up`). A maintainer "
-        "shows it is alive by enqueuing the metrics rollup every minute.",
+        "not run until one is started (`queuectl maintainer` or `queuectl up`). A running "
+        "maintainer writes a heartbeat every QUEUE_HEARTBEAT_SECONDS.",
         icon=":material/heart_broken:",
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from db import audit
 from db.engine import engine_for, write
-from db.models import Job, Metric
+from db.models import MaintainerProcess, Metric
 from metrics import hist, read_models
 from tasks import api
 from tests.console.conftest import PASSWORD, audit_rows
@@ -123,25 +124,17 @@ def test_a_bad_target_setting_is_one_readable_line(
         read_models.success_criteria(engine_for(console_db))
 
 
-def add_rollup_tick(url: str, created: datetime) -> None:
-    job = api.build_job(read_models.ROLLUP_TYPE, {}, tick_key=f"tick@{created.isoformat()}")
+def add_heartbeat(url: str, at: datetime, *, stopped: bool = False) -> None:
+    """A maintainer's row in ``queue_maintainers`` whose last heartbeat was ``at``."""
     with write(engine_for(url)) as conn:
         conn.execute(
-            insert(Job).values(
-                id=job.id,
-                type=job.type,
-                priority=job.priority,
-                status="completed",
-                data={},
-                scheduled_at=created,
-                created_at=created,
-                finished_at=created,
-                updated_at=created,
-                queue=job.queue,
-                attempt=1,
-                max_attempts=1,
-                errors=[],
-                tick_key=job.tick_key,
+            insert(MaintainerProcess).values(
+                id=uuid.uuid4(),
+                hostname="host",
+                pid=1,
+                started_at=at,
+                last_heartbeat=at,
+                stopped_at=at if stopped else None,
             )
         )
 
@@ -160,10 +153,12 @@ def test_overview_warns_when_no_maintainer_is_alive(
 ) -> None:
     [never] = maintainer_warnings(overview(make_app))
     assert never.startswith("No maintainer has run on this ledger yet")
-    add_rollup_tick(console_db, datetime.now(UTC) - timedelta(minutes=10))
+    add_heartbeat(console_db, datetime.now(UTC) - timedelta(minutes=10))
     [silent] = maintainer_warnings(overview(make_app))
     assert silent.startswith("No maintainer has been seen for 10")
-    add_rollup_tick(console_db, datetime.now(UTC) - timedelta(seconds=30))
+    add_heartbeat(console_db, datetime.now(UTC), stopped=True)  # stopped cleanly just now
+    assert len(maintainer_warnings(overview(make_app))) == 1
+    add_heartbeat(console_db, datetime.now(UTC) - timedelta(seconds=1))
     assert maintainer_warnings(overview(make_app)) == []
 
 
