@@ -522,7 +522,7 @@ def _table(filters: dict[str, Any], page_size: int) -> list[str]:
         s1, s2 = st.columns([4, 1])
         s1.caption(
             f"The payload search stopped after {data.SEARCH_BUDGET_SECONDS:g} s: it searched "
-            f"the jobs created since {ui.fmt_time(searched_since)} UTC, newest first; older "
+            f"the jobs created since {ui.fmt_time(searched_since)}, newest first; older "
             "jobs may match too. Narrow it (status, type, queue, time range) or search them all."
         )
         s2.button(
