@@ -228,18 +228,8 @@ def search_jobs(
     statuses = [status] if isinstance(status, str) else list(status or ALL_STATUSES)
     plain = budget_seconds is None or conn.dialect.name != "postgresql" or _is_job_id(search)
     if plain:
-        rows = get_jobs(
-            conn,
-            status=status,
-            type=type,
-            queue=queue,
-            since=since,
-            until=until,
-            search=search,
-            limit=limit,
-            offset=offset,
-            columns=columns,
-        )
+        filters = {"status": status, "type": type, "queue": queue, "since": since, "until": until}
+        rows = get_jobs(conn, search=search, limit=limit, offset=offset, columns=columns, **filters)
         return SearchedJobs(rows, None)
     assert budget_seconds is not None
     deadline = time.monotonic() + budget_seconds

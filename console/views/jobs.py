@@ -431,28 +431,23 @@ def _table(filters: dict[str, Any], page_size: int) -> list[str]:
     loaded = False
     searched_since = None
     with ui.guard("Jobs"):
+        page = {
+            "status": tuple(filters["statuses"]),
+            "type": filters["type"],
+            "queue": filters["queue"],
+            "since": filters["since"],
+            "limit": page_size + 1,
+            "offset": int(ss["jobs_page_no"]) * page_size,
+        }
         if filters["search"]:  # answered within a budget: the payloads have no index
             fetched, searched_since = data.jobs_search_page(
                 url,
                 search=filters["search"],
-                status=tuple(filters["statuses"]),
-                type=filters["type"],
-                queue=filters["queue"],
-                since=filters["since"],
-                limit=page_size + 1,
-                offset=int(ss["jobs_page_no"]) * page_size,
                 everything=ss.get("jobs_search_all") == filters["search"],
+                **page,
             )
         else:
-            fetched = data.jobs_page(
-                url,
-                status=tuple(filters["statuses"]),
-                type=filters["type"],
-                queue=filters["queue"],
-                since=filters["since"],
-                limit=page_size + 1,
-                offset=int(ss["jobs_page_no"]) * page_size,
-            )
+            fetched = data.jobs_page(url, **page)
         has_next = len(fetched) > page_size
         rows = fetched[:page_size]
         loaded = True
