@@ -792,7 +792,11 @@ def dispatch(
         rows = list(_DISPATCH.execute(conn, {"queue": queue, "limit": limit}))
         rows.sort(key=lambda r: (-r.priority, r.scheduled_at, r.id))
         return rows
-    picked = select(jobs.c.id).where(jobs.c.status == S.QUEUED.value, jobs.c.queue == queue)
+    # the status inline, not a parameter: once psycopg prepares the statement, PostgreSQL's
+    # generic plan could not use the partial index of queued jobs (measured: 17 - 25 ms per
+    # pass, then 186 ms from the 11th call, at 100,000 queued jobs)
+    queued = jobs.c.status == literal(S.QUEUED.value, literal_execute=True)
+    picked = select(jobs.c.id).where(queued, jobs.c.queue == queue)
     if only_type is not None:
         picked = picked.where(jobs.c.type == only_type)
     if exclude_types:

@@ -156,7 +156,8 @@ class Maintainer:
             queues = None
             if self.dispatcher.backlog:  # a pass when new jobs arrive or the window drained
                 if self.listener is not None:
-                    woken = self.listener.wait(BACKLOG_PAUSE) is not None
+                    queues = self.listener.wait(BACKLOG_PAUSE)
+                    woken = queues is not None
                 else:
                     stop.wait(BACKLOG_PAUSE)
                     woken = False

@@ -15,6 +15,7 @@ job waits behind at most that many jobs of other partitions.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,10 @@ class Dispatcher:
         self._full: dict[str, int] = {}
         #: fair share: per (queue, type), the partition served last (the next pass starts after)
         self._cursor: dict[tuple[str, str], str] = {}
+        #: fair share: queues holding partitioned jobs whose last look for other jobs found
+        #: none, and when (monotonic). That look walks the queue's partitioned jobs in dispatch
+        #: order, so it is skipped for ``interval`` unless a wake-up names the queue
+        self._no_others: dict[str, float] = {}
 
     def needs_refill(self) -> bool:
         """While backlogged: has a full window drained enough to be worth a pass? (Redis only;
@@ -139,7 +144,7 @@ class Dispatcher:
         dispatched with one autocommit statement, its window read from Redis first. Falls
         back to a full pass when job types are metered or the ledger is SQLite."""
         if registry.limited_types() or self.engine.dialect.name != "postgresql":
-            return self.run_once()
+            return self.run_once(woken_for=queues)
         key = lock_key(self.name)
         sent = 0
         for queue in sorted(queues):
@@ -157,7 +162,16 @@ class Dispatcher:
             sent += len(rows)
         return sent
 
-    def run_once(self) -> int:
+    def _others_worth_a_look(self, queue: str, woken_for: set[str] | None) -> bool:
+        """Whether to look for a partitioned queue's other (unpartitioned) jobs this pass."""
+        since = self._no_others.get(queue)
+        if since is None or (woken_for is not None and queue in woken_for):
+            return True
+        return time.monotonic() - since >= self.interval
+
+    def run_once(self, woken_for: set[str] | None = None) -> int:
+        """One full pass over every queue with queued jobs. ``woken_for``: the queues a
+        wake-up named (new jobs there)."""
         pushes: dict[str, list[tuple[bytes, int]]] = {}
         backlog = False
         full: dict[str, int] = {}
@@ -199,7 +213,7 @@ class Dispatcher:
                         allowed[type_name] -= len(picked)
                         free -= len(picked)
                         rows.extend(picked)
-                if free > 0:
+                if free > 0 and (not found or self._others_worth_a_look(queue, woken_for)):
                     general = ledger.dispatch(
                         conn,
                         queue,
@@ -209,6 +223,10 @@ class Dispatcher:
                     )
                     rows.extend(general)
                     free -= len(general)
+                    if found and not general:
+                        self._no_others[queue] = time.monotonic()
+                    else:
+                        self._no_others.pop(queue, None)
                 if found and free > 0:
                     more, _ = self._fair_pass(conn, queue, fair_types, free)
                     fair.extend(more)

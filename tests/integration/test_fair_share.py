@@ -118,6 +118,25 @@ def test_jobs_of_other_types_share_the_fair_window(fair: Dispatcher) -> None:
     assert statuses == {"dispatched"}  # nothing left behind, of either type
 
 
+def test_a_partitioned_backlog_is_not_walked_for_other_jobs_every_pass(use_ledger: str) -> None:
+    """Looking for a queue's unpartitioned jobs walks its partitioned ones in dispatch order:
+    once none was found, the next passes skip the look for the dispatcher's interval, unless a
+    wake-up names the queue (a new job there)."""
+    storage = storage_of(make_huey(get_settings(), ["default"]))
+    config = DispatcherConfig(window=200, fair_window=20, interval=60.0)
+    dispatcher = Dispatcher(engine_for(use_ledger), storage, config)
+    registry.load_job_modules(["tests.jobs_for_tests"])
+    school_jobs("A", 100)
+    assert dispatcher.run_once() == 20  # looked, found no other job: all 20 for school A
+    popped(storage)
+    plain = api.submit_job("test.record", {})
+    for _ in range(2):  # not looked for
+        dispatcher.run_once()
+        assert plain not in popped(storage)
+    dispatcher.run_once(woken_for={"default"})  # the wake-up of its insert
+    assert plain in popped(storage)
+
+
 def test_a_queue_without_partitioned_jobs_keeps_its_whole_window(fair: Dispatcher) -> None:
     api.submit_jobs([{"type": "test.record", "data": {}} for _ in range(50)])
     assert fair.run_once() == 50
