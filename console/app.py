@@ -90,6 +90,14 @@ if auth.must_change_password():  # e.g. the generated first admin password
 navigation = st.navigation(page_list(user["role"]))
 with st.sidebar:
     st.caption(f"Signed in as **{user['name']}** ({user['role']})")
+    local_zone = ui.browser_zone()
+    st.toggle(
+        f"Local times ({local_zone})" if local_zone is not None else "Local times",
+        key=ui.LOCAL_TIMES,
+        disabled=local_zone is None,
+        help="Show times in your browser's time zone instead of UTC (the Metrics charts, "
+        "the Submit form and the Periodic schedules stay in UTC and say so)",
+    )
     if st.button("Log out", key="logout"):
         auth.log_out(engine)
         st.rerun()

@@ -7,8 +7,9 @@ import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 import streamlit as st
@@ -88,10 +89,50 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+#: session key of the sidebar's "Local times" switch (console/app.py)
+LOCAL_TIMES = "ui_local_times"
+
+
+def browser_zone() -> ZoneInfo | None:
+    """The browser's time zone (``st.context.timezone``), None when it is unknown or not a
+    zone this server knows."""
+    try:
+        name = st.context.timezone
+    except Exception:  # no browser: AppTest, bare mode
+        return None
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def display_zone() -> tzinfo:
+    """The time zone every time is shown in: the browser's while the sidebar's *Local times*
+    is on, else UTC."""
+    if st.session_state.get(LOCAL_TIMES):
+        zone = browser_zone()
+        if zone is not None:
+            return zone
+    return UTC
+
+
+def zone_label() -> str:
+    """The displayed zone's name for column headers and help texts ("UTC", "Europe/Berlin")."""
+    zone = display_zone()
+    return "UTC" if zone is UTC else str(zone)
+
+
 def fmt_time(value: datetime | None) -> str:
+    """A time in the displayed zone, with its abbreviation ("2026-12-05 10:00:00 UTC", or
+    "... CET" while *Local times* is on)."""
     if value is None:
         return "—"
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    zone = display_zone()
+    if zone is UTC:
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def fmt_seconds(seconds: float | None) -> str:
@@ -133,7 +174,7 @@ def fmt_ago(value: datetime | None, now: datetime | None = None) -> str:
 
 
 def fmt_when(value: datetime | None, now: datetime | None = None) -> str:
-    """The absolute UTC time and how long ago it was."""
+    """The absolute time (in the displayed zone) and how long ago it was."""
     if value is None:
         return "—"
     return f"{fmt_time(value)} ({fmt_ago(value, now)})"
@@ -156,10 +197,14 @@ def fmt_rate(per_second: float | None) -> str:
 
 
 def frame(rows: list[dict[str, Any]], columns: list[str] | None = None) -> pd.DataFrame:
-    """A DataFrame of rows; UUIDs and JSON become text so Arrow can show them."""
+    """A DataFrame of rows; UUIDs and JSON become text so Arrow can show them, and times are
+    in the displayed zone (:func:`display_zone`)."""
     df = pd.DataFrame(rows, columns=columns) if columns else pd.DataFrame(rows)
+    zone = display_zone()
     for col in df.columns:
-        if df[col].dtype == object:
+        if isinstance(df[col].dtype, pd.DatetimeTZDtype) and zone is not UTC:
+            df[col] = df[col].dt.tz_convert(zone)  # *Local times*: the browser's zone
+        elif df[col].dtype == object:
             df[col] = df[col].map(
                 lambda v: (
                     str(v)

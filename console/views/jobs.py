@@ -498,7 +498,7 @@ def _table(filters: dict[str, Any], page_size: int) -> list[str]:
                     c: st.column_config.DatetimeColumn(
                         c.removesuffix("_at"),
                         format="distance" if relative else "YYYY-MM-DD HH:mm:ss",
-                        help="UTC"
+                        help=ui.zone_label()
                         + (" (turn Relative times off for the time)" if relative else ""),
                     )
                     for c in TIME_COLUMNS

@@ -8,12 +8,13 @@ import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import update
 from streamlit.testing.v1 import AppTest
 
-from console import data
+from console import data, ui
 from db import ledger, queries
 from db.engine import engine_for, read, write
 from db.models import Job
@@ -848,3 +849,29 @@ def test_actions_called_as_analyst_are_denied(console_db: str) -> None:
     assert {e["username"] for e in entries} == {"bob"}
     assert api.get_job(job_id)["status"] == "scheduled"
     assert len(api.get_jobs()) == 1
+
+
+def test_local_times_show_the_browsers_zone_when_switched_on(
+    console_db: str, make_app: Callable[..., AppTest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sidebar's *Local times* shows every time in the browser's zone; off (the default)
+    they are UTC. Without a known browser zone the switch is disabled."""
+    job_id = api.submit_job("demo.echo", {})
+    at = jobs_page(make_app, id=str(job_id))
+    assert at.toggle(key=ui.LOCAL_TIMES).disabled  # AppTest has no browser zone
+
+    monkeypatch.setattr(ui, "browser_zone", lambda: ZoneInfo("Asia/Kolkata"))  # UTC+05:30
+    at = jobs_page(make_app, id=str(job_id))
+
+    def created() -> str:
+        timing = next(d.value for d in at.dataframe if "value" in d.value.columns)
+        return str(timing.set_index("")["value"]["created"])
+
+    assert created().split(" (")[0].endswith(" UTC")
+    toggle = at.toggle(key=ui.LOCAL_TIMES)
+    assert toggle.label == "Local times (Asia/Kolkata)" and not toggle.disabled
+    toggle.set_value(True).run()
+    shown = created().split(" (")[0]
+    assert shown.endswith(" IST")
+    utc = api.get_job(job_id)["created_at"].astimezone(ZoneInfo("Asia/Kolkata"))
+    assert shown == utc.strftime("%Y-%m-%d %H:%M:%S IST")
