@@ -49,12 +49,11 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 from unittest import mock
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
 from bench import fair_share_jobs, harness
 from db import ledger, partitions
 from db.engine import create_ledger_engine, read
-from db.models import Job
 from db.settings import get_settings
 from tasks import api, registry
 from tasks.broker import make_huey, storage_of
@@ -133,16 +132,7 @@ def drain(
         engine = create_ledger_engine(url)
         if analyze:
             analyze_jobs(engine)
-
-        def remaining() -> int:
-            with read(engine) as conn:
-                stmt = select(func.count()).where(Job.status != "completed")
-                return int(conn.execute(stmt).scalar_one())
-
-        with harness.Procs(env) as procs:
-            procs.queuectl("maintainer")
-            procs.queuectl("worker", "--concurrency", str(size), "--kind", kind)
-            rate = harness.drain_rate(remaining, jobs)
+        rate = harness.drain_ours(engine, env, jobs, size, kind)
         engine.dispose()
         return rate
 

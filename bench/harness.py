@@ -17,10 +17,12 @@ from typing import Any
 
 import psycopg
 import redis
+from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 
-from db.engine import create_ledger_engine
+from db.engine import create_ledger_engine, read
 from db.migrate import upgrade
+from db.models import Job
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_URL = os.environ.get(
@@ -185,3 +187,19 @@ def report(figures: dict[str, Any]) -> None:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def drain_ours(engine: Engine, env: dict[str, str], jobs: int, workers: int, kind: str) -> float:
+    """Start a maintainer and one worker command (``--concurrency workers --kind kind``) on
+    the system of ``env`` and return the drain rate of the ``jobs`` jobs waiting there
+    (:func:`drain_rate`); the processes are stopped before it returns."""
+
+    def remaining() -> int:
+        with read(engine) as conn:
+            stmt = select(func.count()).where(Job.status != "completed")
+            return int(conn.execute(stmt).scalar_one())
+
+    with Procs(env) as procs:
+        procs.queuectl("maintainer")
+        procs.queuectl("worker", "--concurrency", str(workers), "--kind", kind)
+        return drain_rate(remaining, jobs)

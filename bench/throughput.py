@@ -23,11 +23,8 @@ import importlib
 import os
 import uuid
 
-from sqlalchemy import func, select
-
 from bench import harness
-from db.engine import create_ledger_engine, read
-from db.models import Job
+from db.engine import create_ledger_engine
 
 PLURAL = {"thread": "threads", "process": "processes"}
 
@@ -36,16 +33,7 @@ def run_ours(jobs: int, workers: int, kind: str) -> float:
     with harness.fresh_system("bench") as (url, env):
         harness.submit_many("bench.noop", {}, jobs)
         engine = create_ledger_engine(url)
-
-        def remaining() -> int:
-            with read(engine) as conn:
-                stmt = select(func.count()).where(Job.status != "completed")
-                return int(conn.execute(stmt).scalar_one())
-
-        with harness.Procs(env) as procs:
-            procs.queuectl("maintainer")
-            procs.queuectl("worker", "--concurrency", str(workers), "--kind", kind)
-            rate = harness.drain_rate(remaining, jobs)
+        rate = harness.drain_ours(engine, env, jobs, workers, kind)
         engine.dispose()
         return rate
 

@@ -19,7 +19,7 @@ import os
 import time
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from bench import harness
 from db.engine import create_ledger_engine, read
@@ -31,16 +31,7 @@ def run_ours(jobs: int, ms: float, workers: int, kind: str = "thread") -> tuple[
     with harness.fresh_system("bench") as (url, env):
         harness.submit_many("bench.sleep", {"ms": ms}, jobs)
         engine = create_ledger_engine(url)
-
-        def remaining() -> int:
-            with read(engine) as conn:
-                stmt = select(func.count()).where(Job.status != "completed")
-                return int(conn.execute(stmt).scalar_one())
-
-        with harness.Procs(env) as procs:
-            procs.queuectl("maintainer")
-            procs.queuectl("worker", "--concurrency", str(workers), "--kind", kind)
-            harness.drain_rate(remaining, jobs)
+        harness.drain_ours(engine, env, jobs, workers, kind)
         with read(engine) as conn:
             mine = Job.type == "bench.sleep"  # not the periodic system jobs
             results = conn.execute(select(Job.result).where(mine)).scalars().all()
