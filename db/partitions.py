@@ -62,21 +62,24 @@ def queued_partitions(
     return keys
 
 
-def active_by_partition(conn: Connection, job_type: str, keys: Sequence[str]) -> dict[str, int]:
-    """Jobs of ``job_type`` dispatched or running, per partition (counted against a
-    per-partition concurrency limit)."""
+def _count_by_partition(
+    conn: Connection, job_type: str, keys: Sequence[str], *where: Any
+) -> dict[str, int]:
+    """Jobs of ``job_type`` in the partitions ``keys`` that meet ``where``, per partition."""
     if not keys:
         return {}
     rows = conn.execute(
         select(jobs.c.partition_key, func.count())
-        .where(
-            jobs.c.type == job_type,
-            jobs.c.status.in_(sorted_values(LEASED)),
-            jobs.c.partition_key.in_(list(keys)),
-        )
+        .where(jobs.c.type == job_type, jobs.c.partition_key.in_(list(keys)), *where)
         .group_by(jobs.c.partition_key)
     )
     return {key: int(n) for key, n in rows}
+
+
+def active_by_partition(conn: Connection, job_type: str, keys: Sequence[str]) -> dict[str, int]:
+    """Jobs of ``job_type`` dispatched or running, per partition (counted against a
+    per-partition concurrency limit)."""
+    return _count_by_partition(conn, job_type, keys, jobs.c.status.in_(sorted_values(LEASED)))
 
 
 def starts_by_partition(
@@ -84,21 +87,8 @@ def starts_by_partition(
 ) -> dict[str, int]:
     """Attempts of ``job_type`` started in the last ``period_seconds`` or dispatched and
     about to start, per partition (counted against a per-partition rate limit)."""
-    if not keys:
-        return {}
-    rows = conn.execute(
-        select(jobs.c.partition_key, func.count())
-        .where(
-            jobs.c.type == job_type,
-            jobs.c.partition_key.in_(list(keys)),
-            or_(
-                jobs.c.status == S.DISPATCHED.value,
-                jobs.c.started_at >= db_now(-period_seconds),
-            ),
-        )
-        .group_by(jobs.c.partition_key)
-    )
-    return {key: int(n) for key, n in rows}
+    recent = or_(jobs.c.status == S.DISPATCHED.value, jobs.c.started_at >= db_now(-period_seconds))
+    return _count_by_partition(conn, job_type, keys, recent)
 
 
 @dataclass(frozen=True)

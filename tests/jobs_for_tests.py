@@ -64,6 +64,11 @@ def school_one(data: SchoolData, ctx: JobContext) -> None:
     _append("intervals.log", f"{data.school} {started} {time.time()}\n")
 
 
+@job("test.school_rated", partition_by="school", rate_limit="2/m", schema=SchoolData)
+def school_rated(data: SchoolData, ctx: JobContext) -> None:
+    """At most two starts per school per minute."""
+
+
 @job("test.limited", concurrency=2, schema=RecordData)
 def limited(data: RecordData, ctx: JobContext) -> None:
     """At most two run at once."""

@@ -105,6 +105,19 @@ def test_concurrency_holds_per_partition(fair: Dispatcher) -> None:
     assert partition_of(popped(fair.storage)) == ["north"]  # the freed slot, and only it
 
 
+def test_a_rate_limit_holds_per_partition(fair: Dispatcher) -> None:
+    api.submit_jobs(
+        [
+            {"type": "test.school_rated", "data": {"school": school}}
+            for school in ("north", "south", "east")
+            for _ in range(3)
+        ]
+    )
+    fair.run_once()
+    assert Counter(partition_of(popped(fair.storage))) == {"north": 2, "south": 2, "east": 2}
+    assert fair.run_once() == 0  # each school used its 2 starts of the minute
+
+
 def test_jobs_of_other_types_share_the_fair_window(fair: Dispatcher) -> None:
     school_jobs("A", 30)
     plain = api.submit_jobs([{"type": "test.record", "data": {}} for _ in range(30)])
