@@ -6,6 +6,7 @@ import itertools
 import json
 import signal
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -185,7 +186,7 @@ def test_cli_submit_show_and_errors(processes: Processes, tmp_path: Path) -> Non
         "jobs", "--json", "--status", "completed", "--type", "demo.echo", check=True
     ).stdout
     assert [json.loads(line)["id"] for line in listed.splitlines()] == [job_id]
-    for bad in (
+    bad_calls = (
         ["submit", "nope"],
         ["submit", "demo.echo", "--data", "{not json"],
         ["submit", "demo.echo", "--priority", "99"],
@@ -193,8 +194,10 @@ def test_cli_submit_show_and_errors(processes: Processes, tmp_path: Path) -> Non
         ["show", str(uuid.uuid4())],
         ["cancel", job_id],
         ["retry", job_id],
-    ):
-        result = processes.cli(*bad)
+    )
+    with ThreadPoolExecutor(max_workers=4) as pool:  # separate processes, run side by side
+        results = list(pool.map(lambda args: processes.cli(*args), bad_calls))
+    for bad, result in zip(bad_calls, results, strict=True):
         assert result.returncode == 2, (bad, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert result.stderr.startswith("error: ")
