@@ -46,7 +46,7 @@ from sqlalchemy import (
 from db import job_logs, login_throttle
 from db.engine import is_sqlite, read, transaction, write
 from db.models import JobDependency, Metric
-from db.states import LIVE, sql_list
+from db.states import LIVE, JobStatus, sql_list
 from db.types import UTCDateTime
 
 BATCH_SIZE = 10_000
@@ -133,7 +133,10 @@ def prune_jobs(
     deleted = 0
     batches = 0
     effective = min(completed_before, final_before)
-    passes = ((("cancelled", "completed"), completed_before), (("failed",), failed_before))
+    passes = (
+        ((JobStatus.CANCELLED.value, JobStatus.COMPLETED.value), completed_before),
+        ((JobStatus.FAILED.value,), failed_before),
+    )
     for statuses, before in passes:
         cutoff = min(before, final_before)
         while batches < max_batches:

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         ge=0,
         description="attempts a busy thread worker reads ahead (tasks/prefetch.py)",
     )
+    queue_pop_batch: int = Field(
+        default=32,
+        ge=1,
+        le=1000,
+        description="most messages a thread worker's handler pops at once for very short jobs",
+    )
     queue_reconcile_grace_seconds: float = Field(default=5.0, ge=0)
     queue_poll_seconds: float = Field(default=0.5, gt=0)
     queue_shutdown_timeout: float = Field(default=25.0, ge=0)

@@ -300,13 +300,13 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
         entry = self.pop(self.read_timeout)
         return None if entry is None else entry.data
 
-    def pop(self, timeout: float) -> PoppedEntry | None:
+    def pop(self, timeout: float, ready_first: bool = True) -> PoppedEntry | None:
         """The next message of this worker's queues (highest priority first), marked taken,
-        waiting up to ``timeout`` seconds for one. Copies of taken messages are dropped."""
+        waiting up to ``timeout`` seconds for one. Copies of taken messages are dropped.
+        ``ready_first=False``: the caller just found the queues empty, so wait at once."""
         if not self._keys:
             return None
-        ready = self.pop_ready(1)  # one round trip while there is work
-        if ready:
+        if ready_first and (ready := self.pop_ready(1)):  # one round trip while there is work
             return ready[0]
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:

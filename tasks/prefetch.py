@@ -24,6 +24,12 @@ while the handlers run, so a handler that finishes takes its next attempt from m
 - **Read again when old.** A handler runs on the prefetched lease read only if it took the
   attempt within ``fresh_seconds`` of that read; otherwise it reads the lease again, so a
   cancel or pause that landed meanwhile is seen as it is without prefetch.
+- **Batches for short jobs.** While recent jobs ran shorter than ``short_seconds``, a handler
+  that finds nothing ready pops several messages with one script (as many as the process's
+  handlers run in ``batch_seconds`` at the recent mean run time, at most ``max_batch``),
+  keeps one and leaves the rest ready for the next handlers.
+  Each handler reads its own lease right before it starts (one prepared primary-key SELECT):
+  measured, one SELECT for the whole batch cost PostgreSQL more than the reads it saved.
 """
 
 from __future__ import annotations
@@ -54,12 +60,22 @@ class PrefetchConfig:
     #: ... and at least this long: a read-ahead (a pop and a SELECT) takes about a
     #: millisecond, so for shorter jobs it only adds work beside the handlers' own pops
     min_seconds: float = 0.002
-    #: a handler that finds nothing ready pops up to this many messages at once while recent
-    #: jobs ran shorter than ``short_seconds`` (one script, one SELECT), keeps one and leaves
-    #: the rest ready for the other handlers (1: every handler pops for itself). Off in the
-    #: worker: measured with 4 threads, it took 0.1 ms of worker CPU per job off and put
-    #: 0.05 ms on PostgreSQL, and drained 3 - 6 % fewer jobs/s (docs/benchmarks.md)
-    batch: int = 1
+    #: handler threads of the process (the batch size scales with them)
+    handlers: int = 1
+    #: while recent jobs ran shorter than ``short_seconds``, a handler with nothing ready pops
+    #: a batch: as many messages as the handlers run in this long at the recent mean (the
+    #: work a batch leaves ready in this process, where no other worker can take it)
+    batch_seconds: float = 0.01
+    #: ... and at most this many (1: every handler pops one message for itself)
+    max_batch: int = 32
+
+    def batch_size(self, mean_run: float | None) -> int:
+        """Messages a handler with nothing ready pops at once, after jobs that ran
+        ``mean_run`` seconds on average (None: none has run yet, so one)."""
+        if mean_run is None or mean_run >= self.short_seconds or self.max_batch <= 1:
+            return 1
+        fits = self.batch_seconds * self.handlers / max(mean_run, 1e-5)
+        return max(1, min(self.max_batch, int(fits)))
 
 
 @dataclass(frozen=True)
@@ -77,7 +93,7 @@ class Prefetcher(threading.Thread):
 
     def __init__(
         self,
-        pop_waiting: Callable[[float], PoppedEntry | None],
+        pop_waiting: Callable[[float, bool], PoppedEntry | None],
         pop_ready: Callable[[int], list[PoppedEntry]],
         give_back: Callable[[Sequence[PoppedEntry]], None],
         read_leases: Callable[[list[Message]], dict[Message, ledger.Claimed]],
@@ -97,7 +113,7 @@ class Prefetcher(threading.Thread):
         self._fetching = False  # a read-ahead is in flight
         self._taken = 0  # messages handed to handler threads so far
         self._taken_at_miss = -1  # ``_taken`` when a read-ahead last found Redis empty
-        self._mean_run = 0.0  # moving mean of recent job run times, seconds
+        self._mean_run: float | None = None  # moving mean of recent run times (s), None: none yet
         self._stopping = threading.Event()
         self._local = threading.local()
         self.given_back = 0
@@ -111,15 +127,15 @@ class Prefetcher(threading.Thread):
             while self._fetching and not self._ready:  # a read-ahead is on its way
                 self._cond.wait()
             ready = self._ready.popleft() if self._ready else None
-            batching = False
+            batch = 1
             if ready is not None:
                 self._taken += 1
                 self._wake_if_needed()
             else:
                 self._popping += 1
                 # one batch at a time: the handlers that come meanwhile wait for it
-                batching = self.config.batch > 1 and self._mean_run < self.config.short_seconds
-                self._fetching = self._fetching or batching
+                batch = self.config.batch_size(self._mean_run)
+                self._fetching = self._fetching or batch > 1
         if ready is not None:
             fresh = time.monotonic() - ready.read_at <= self.config.fresh_seconds
             self._local.ready = ready if fresh else None
@@ -127,19 +143,15 @@ class Prefetcher(threading.Thread):
         self._local.ready = None
         entry = None
         try:
-            first = None
-            if batching:
+            if batch > 1:
                 try:
-                    first = self._pop_batch()
+                    entry = self._pop_batch(batch)
                 finally:
                     with self._cond:  # the handlers that waited for it take what it left
                         self._fetching = False
                         self._cond.notify_all()
-            if first is not None:
-                entry = first.entry
-                self._local.ready = first
-            else:
-                entry = self.pop_waiting(timeout)
+            if entry is None:  # a batch that found nothing: straight to the wait
+                entry = self.pop_waiting(timeout, batch == 1)
         finally:
             with self._cond:
                 self._popping -= 1
@@ -147,16 +159,16 @@ class Prefetcher(threading.Thread):
                 self._wake_if_needed()
         return None if entry is None else entry.data
 
-    def _pop_batch(self) -> _Ready | None:
-        """Pop up to ``batch`` messages and read their leases at once: the first is the
-        caller's, the others wait (ready) for the next handlers that come. None: nothing to
-        run in the queues right now."""
-        entries = self.pop_ready(self.config.batch)
-        got = self._read(entries) if entries else []
-        if len(got) > 1:
+    def _pop_batch(self, count: int) -> PoppedEntry | None:
+        """Pop up to ``count`` messages at once: the first is the caller's, the others wait
+        (ready, unread: each handler reads its own lease) for the next handlers that come.
+        None: nothing to run in the queues right now."""
+        entries = self.pop_ready(count)
+        if len(entries) > 1:
+            now = time.monotonic()
             with self._cond:
-                self._ready.extend(got[1:])
-        return got[0] if got else None
+                self._ready.extend(_Ready(e, None, 0, None, now) for e in entries[1:])
+        return entries[0] if entries else None
 
     @property
     def ready_count(self) -> int:
@@ -174,7 +186,8 @@ class Prefetcher(threading.Thread):
 
     def ran(self, seconds: float) -> None:
         """A handler finished a job that ran ``seconds``."""
-        self._mean_run += (seconds - self._mean_run) * 0.2
+        mean = self._mean_run
+        self._mean_run = seconds if mean is None else mean + (seconds - mean) * 0.2
 
     # --- the prefetch thread ---------------------------------------------------------------
 
@@ -191,6 +204,7 @@ class Prefetcher(threading.Thread):
         return (
             self._popping == 0
             and len(self._ready) < self.config.depth
+            and self._mean_run is not None
             and self.config.min_seconds <= self._mean_run < self.config.short_seconds
             and self._taken != self._taken_at_miss
         )
@@ -208,7 +222,7 @@ class Prefetcher(threading.Thread):
             return
         # nobody took them in time: the jobs here run long, so stop reading ahead until
         # short jobs bring the mean down again
-        self._mean_run = max(self._mean_run, self.config.hold_seconds)
+        self._mean_run = max(self._mean_run or 0.0, self.config.hold_seconds)
         try:
             self.give_back([r.entry for r in held])
             self.given_back += len(held)

@@ -529,9 +529,12 @@ def run_worker(
             storage.pop_ready,
             storage.give_back,
             runtime.held.leased_many,
-            # batch=1: popping a batch per idle handler cut the worker's CPU per job but
-            # cost PostgreSQL more (docs/benchmarks.md, "Seventh session"); each pops alone
-            PrefetchConfig(depth=settings.queue_prefetch),
+            # very short jobs: a handler with nothing ready pops a batch for the others
+            PrefetchConfig(
+                depth=settings.queue_prefetch,
+                handlers=concurrency,
+                max_batch=settings.queue_pop_batch,
+            ),
             release=runtime._release,
         )
         storage.take = runtime.prefetcher.take

@@ -17,7 +17,7 @@ from db.settings import get_settings
 from tasks import api
 from tasks.broker import LedgerRedisStorage, decode_job_message, make_huey
 from tasks.prefetch import PrefetchConfig, Prefetcher
-from tasks.worker import HeldConnections
+from tasks.worker import HeldConnections, WorkerRuntime
 from tests.processes import Processes, wait_for
 
 
@@ -209,26 +209,60 @@ def test_a_handler_with_nothing_ready_pops_a_batch_and_leaves_the_rest_ready(
     storage: LedgerRedisStorage, start_prefetcher
 ) -> None:
     ids = [_submit() for _ in range(3)]
-    prefetcher = start_prefetcher(PrefetchConfig(depth=1, batch=4), recent_runs=NO_OP_RUNS)
+    prefetcher = start_prefetcher(PrefetchConfig(depth=1, max_batch=4), recent_runs=NO_OP_RUNS)
     data = prefetcher.take(1.0)
     assert data is not None and decode_job_message(data)[0] == ids[0]
-    assert prefetcher.leased(ids[0], 1) is not None  # read with the batch: no read of its own
     assert prefetcher.ready_count == 2 and storage.queue_size() == 0
+    # every delivery is marked taken by the pop that took it: no copy can start elsewhere
+    assert storage.delivered([(i, 1) for i in ids]) == {(i, 1) for i in ids}
+    # not read with the batch: each handler reads its own lease right before it starts
+    assert prefetcher.leased(ids[0], 1) is None
     rest = [prefetcher.take(1.0) for _ in range(2)]
     assert [decode_job_message(d)[0] for d in rest if d is not None] == ids[1:]
+    assert prefetcher.leased(ids[1], 1) is None and prefetcher.leased(ids[2], 1) is None
     assert prefetcher.ready_count == 0
 
 
-def test_a_refused_delivery_in_a_batch_has_its_mark_released(
+def test_the_batch_size_follows_the_recent_run_time() -> None:
+    config = PrefetchConfig(handlers=4, batch_seconds=0.01, max_batch=32, short_seconds=0.1)
+    assert config.batch_size(None) == 1  # nothing has run yet: one message
+    assert config.batch_size(0.0001) == 32  # no-op jobs: the most
+    assert config.batch_size(0.002) == 20  # what 4 handlers run in 10 ms
+    assert config.batch_size(0.02) == 2
+    assert config.batch_size(0.05) == 1
+    assert config.batch_size(0.5) == 1  # long jobs: every handler pops for itself
+    assert PrefetchConfig(max_batch=1).batch_size(0.0001) == 1  # batches off
+
+
+def test_a_batch_found_empty_goes_straight_to_the_blocking_wait(
+    storage: LedgerRedisStorage, start_prefetcher
+) -> None:
+    prefetcher = start_prefetcher(PrefetchConfig(depth=1, max_batch=4), recent_runs=NO_OP_RUNS)
+    calls: list[bool] = []
+    pop = prefetcher.pop_waiting
+    prefetcher.pop_waiting = lambda timeout, ready_first: (
+        calls.append(ready_first) or pop(timeout, ready_first)
+    )
+    assert prefetcher.take(0.2) is None
+    assert calls == [False]  # no second pop without waiting after the empty batch
+
+
+def test_a_refused_delivery_has_its_mark_released_by_the_handler(
     storage: LedgerRedisStorage, start_prefetcher
 ) -> None:
     cancelled, live = _submit(), _submit()
     assert api.cancel_job(cancelled) == "cancelled"  # blocked: its delivery mark is taken
     storage.conn.delete(f"{storage.mark_prefix}{cancelled}")  # as if the mark had expired
-    prefetcher = start_prefetcher(PrefetchConfig(depth=1, batch=4), recent_runs=NO_OP_RUNS)
+    prefetcher = start_prefetcher(PrefetchConfig(depth=1, max_batch=4), recent_runs=NO_OP_RUNS)
+    runtime = WorkerRuntime(get_settings(), api.engine(), uuid.uuid4())
+    runtime.storage, runtime.reads_leases = storage, True
+    runtime.held, runtime.prefetcher = HeldConnections(api.engine()), prefetcher
     data = prefetcher.take(1.0)
-    assert data is not None and decode_job_message(data)[0] == live
+    assert data is not None and decode_job_message(data)[:2] == (cancelled, 1)
+    assert prefetcher.ready_count == 1  # the live job, left for the next handler
+    runtime.run(str(cancelled), 1)  # reads the lease: nothing to run
     # the ledger refused the cancelled job's delivery: no worker holds it, so the reconciler
     # must not find a mark and count a worker's death
     assert storage.delivered([(cancelled, 1)]) == set()
     assert storage.delivered([(live, 1)]) == {(live, 1)}
+    assert api.get_job(cancelled)["status"] == "cancelled"
