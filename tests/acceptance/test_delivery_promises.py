@@ -73,6 +73,35 @@ def test_three_copies_of_a_message_run_the_handler_once(
 
 
 @pytest.mark.slow
+def test_copies_reaching_handlers_that_wait_in_a_blocking_pop_run_once(
+    processes: Processes, settings_env: dict[str, str]
+) -> None:
+    """Three copies pushed at once to a thread worker whose three handlers all wait in
+    BZPOPMIN: each handler gets one and marks it (a second round trip after the blocking
+    pop, tasks/broker.py ``pop``); only the first mark takes the delivery, so one runs it."""
+    data_dir = Path(settings_env["QUEUE_DATA_DIR"])
+    job_id = api.submit_job("test.record", {"seconds": 0.3, "tag": "copied"})
+    storage = storage_of(make_huey(get_settings()))
+    [message] = storage.window("default")
+    storage.conn.delete(storage.key_for("default"))  # held back until the handlers wait
+    processes.worker("--concurrency", "3", "--kind", "thread")
+    db = storage.conn.connection_pool.connection_kwargs.get("db", 0)
+
+    def waiting_handlers() -> int:
+        clients = storage.conn.client_list()
+        return sum(1 for c in clients if c["cmd"] == "bzpopmin" and int(c["db"]) == db)
+
+    wait_for(lambda: waiting_handlers() == 3, 20, "three handlers to wait in BZPOPMIN")
+    storage.push("default", [(message, 0)] * 3)  # one ZADD: each waiting handler gets one
+    wait_for(lambda: _status(job_id) == "completed", 20, "the job to complete")
+    wait_for(lambda: waiting_handlers() == 3, 20, "every handler to wait again")
+    assert storage.size_of("default") == 0
+    assert _executions(data_dir) == [str(job_id)]
+    job = api.get_job(job_id)
+    assert (job["attempt"], job["lease"]) == (1, 1)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["thread", "process"])
 def test_copies_of_a_message_run_once_on_the_embedded_default(
     embedded: Processes, settings_env: dict[str, str], kind: str
