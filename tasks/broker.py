@@ -22,6 +22,7 @@ from huey import Huey
 from huey.registry import Message
 from huey.serializer import Serializer
 from huey.storage import PriorityRedisStorage, SqliteStorage
+from redis.exceptions import NoScriptError
 
 from db.settings import Settings
 
@@ -109,7 +110,7 @@ class PoppedEntry:
 
     @classmethod
     def of(cls, key: bytes | str, member: bytes, score: float | bytes) -> PoppedEntry:
-        """From what Redis replies (``BZPOPMIN``, or ``ZPOPMIN`` inside a script)."""
+        """From what Redis replies (``ZPOPMIN`` inside the pop script)."""
         return cls(key.decode() if isinstance(key, bytes) else key, member, float(score))
 
 
@@ -182,13 +183,15 @@ local function take(member, prefix, ttl)
 end
 """
 
-#: ZPOPMIN with a count on the first non-empty key (as BZPOPMIN picks its key), each message
-#: marked taken; copies of taken messages are dropped. Replies ``{key, {member, score, ...},
-#: dropped}`` or false when every queue is empty.
+#: ZPOPMIN with a count on the first non-empty queue (``KEYS[1..ARGV[4]]``, in the worker's
+#: order), each message marked taken; copies of taken messages are dropped. Replies ``{key,
+#: {member, score, ...}, dropped}``, or false when every queue is empty: then it also clears
+#: the queues' doorbells (the other KEYS), so a waiting worker is woken only for new messages.
 _POP_MANY_LUA = (
     _TAKE_LUA
     + """
-for _, key in ipairs(KEYS) do
+for q = 1, tonumber(ARGV[4]) do
+  local key = KEYS[q]
   local popped = redis.call('ZPOPMIN', key, ARGV[1])
   if #popped > 0 then
     local out, dropped = {}, 0
@@ -203,12 +206,11 @@ for _, key in ipairs(KEYS) do
     return {key, out, dropped}
   end
 end
+for b = tonumber(ARGV[4]) + 1, #KEYS do redis.call('DEL', KEYS[b]) end
 return false
 """
 )
 
-#: mark one member popped by BZPOPMIN: 1 taken, 0 a copy of a taken message (drop it)
-_MARK_LUA = _TAKE_LUA + "return take(ARGV[1], ARGV[2], ARGV[3]) and 1 or 0"
 
 #: put popped, never-started messages back in place (``key, score, member`` triples in
 #: ARGV from 4 on) and unmark them, so whoever pops them next may start them
@@ -249,18 +251,31 @@ return 1
 #: how long a delivery mark outlives its pop when nothing releases it (a worker died holding
 #: it): the reconciler reads it to tell a worker's death from a message Redis lost
 MARK_TTL_SECONDS = 3600
+#: a queue's doorbell (a Redis list beside its sorted set) holds at most this many tokens
+BELL_TOKENS = 1000
 
 
 class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
-    """Priority sorted set per queue; a worker pops from its queues with one BZPOPMIN."""
+    """Priority sorted set per queue, with a doorbell list beside it.
+
+    A worker takes messages only with the pop-and-mark script (the delivery gate above). An
+    idle worker waits on its queues' doorbells: every push adds a token per message to the
+    queue's doorbell, and the worker sends ``BLPOP`` on the doorbells pipelined with the
+    script, so when a token arrives the script pops and marks in the same round trip (a
+    blocking pop followed by a separate mark took one more round trip on the way to every
+    job's start). The script clears the doorbells whenever it finds every queue empty, so a
+    token always means a message may be waiting; a token without a message (another worker
+    popped it) costs one empty script call. A message pushed without a token (by hand) is
+    still found within the blocking timeout, when the pipelined script runs anyway.
+    """
 
     def __init__(self, name: str, queues: Iterable[str] = (), **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.queues = list(queues)
         self._keys = [self.key_for(q) for q in self.queues]
+        self._bells = [self.bell_for(q) for q in self.queues]
         # no I/O until first use
         self._pop_many = self.conn.register_script(_POP_MANY_LUA)
-        self._mark = self.conn.register_script(_MARK_LUA)
         self._give_back = self.conn.register_script(_GIVE_BACK_LUA)
         self._release = self.conn.register_script(_RELEASE_LUA)
         self._block = self.conn.register_script(_BLOCK_LUA)
@@ -271,17 +286,28 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
     def key_for(self, queue: str) -> str:
         return f"huey.redis.{self.name}.{queue}"
 
+    def bell_for(self, queue: str) -> str:
+        """The queue's doorbell: a list of tokens, one per message pushed since it was last
+        found empty (at most :data:`BELL_TOKENS`)."""
+        return f"huey.bell.{self.name}.{queue}"
+
     def push(self, queue: str, items: Sequence[tuple[bytes, int]]) -> None:
-        if items:
-            self.conn.zadd(self.key_for(queue), self._members(items))
+        self.push_many({queue: items})
 
     def push_many(self, by_queue: Mapping[str, Sequence[tuple[bytes, int]]]) -> None:
-        """One round trip: a ZADD per queue, pipelined."""
+        """One round trip: per queue a ZADD and its doorbell's tokens, pipelined."""
         pipe = self.conn.pipeline(transaction=False)
         for queue, items in by_queue.items():
             if items:
                 pipe.zadd(self.key_for(queue), self._members(items))
+                self._ring(pipe, self.key_for(queue), len(items))
         pipe.execute()
+
+    def _ring(self, pipe: Any, key: str, count: int) -> None:
+        """Add ``count`` tokens to the doorbell of the queue whose sorted set is ``key``."""
+        bell = "huey.bell." + key.removeprefix("huey.redis.")
+        pipe.rpush(bell, *([1] * min(count, BELL_TOKENS)))
+        pipe.ltrim(bell, -BELL_TOKENS, -1)
 
     @staticmethod
     def _members(items: Sequence[tuple[bytes, int]]) -> dict[bytes, int]:
@@ -310,17 +336,39 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
             return ready[0]
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
+            pipe = self.conn.pipeline(transaction=False)
+            pipe.blpop(self._bells, timeout=max(left, 0.01))  # wait for a doorbell token
+            pipe.evalsha(self._pop_many.sha, *self._pop_args(1))  # then pop and mark
             try:
-                popped = self.conn.bzpopmin(self._keys, timeout=max(left, 0.01))
+                _, found = pipe.execute()
+            except NoScriptError:  # Redis lost its scripts (a restart): the token is spent,
+                ready = self.pop_ready(1)  # so look without waiting (this loads the script)
+                if ready:
+                    return ready[0]
+                continue
             except (TimeoutError, TypeError, IndexError):
                 return None
-            if not popped:
-                return None
-            entry = PoppedEntry.of(*popped)
-            if self._mark(args=[entry.member, self.mark_prefix, MARK_TTL_SECONDS]):
-                return entry
-            log.info("dropped a copy of a message already taken (%r)", entry.data[:200])
+            entries = self._entries(found)
+            if entries:
+                return entries[0]
         return None
+
+    def _pop_args(self, count: int) -> list[Any]:
+        """EVALSHA's arguments after the sha for :data:`_POP_MANY_LUA`."""
+        keys = [*self._keys, *self._bells]
+        return [len(keys), *keys, count, self.mark_prefix, MARK_TTL_SECONDS, len(self._keys)]
+
+    @staticmethod
+    def _entries(found: Any) -> list[PoppedEntry]:
+        """The messages of a reply of :data:`_POP_MANY_LUA` (none when every queue was
+        empty, or when it dropped only copies)."""
+        if not found:
+            return []
+        key, flat, dropped = found
+        if dropped:
+            log.info("dropped %d copy(ies) of messages already taken", dropped)
+        pairs = zip(flat[::2], flat[1::2], strict=True)
+        return [PoppedEntry.of(key, member, score) for member, score in pairs]
 
     def pop_ready(self, count: int) -> list[PoppedEntry]:
         """Up to ``count`` messages of the first of this worker's queues that has any
@@ -329,17 +377,10 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
         if not self._keys:
             return []
         while True:
-            found = self._pop_many(
-                keys=self._keys, args=[count, self.mark_prefix, MARK_TTL_SECONDS]
-            )
-            if not found:
-                return []
-            key, flat, dropped = found
-            if dropped:
-                log.info("dropped %d copy(ies) of messages already taken", dropped)
-            pairs = zip(flat[::2], flat[1::2], strict=True)
-            entries = [PoppedEntry.of(key, member, score) for member, score in pairs]
-            if entries or not dropped:
+            args = self._pop_args(count)
+            found = self._pop_many(keys=args[1 : 1 + args[0]], args=args[1 + args[0] :])
+            entries = self._entries(found)
+            if entries or not found:  # a message, or every queue empty
                 return entries
 
     def give_back(self, entries: Sequence[PoppedEntry]) -> None:
@@ -351,6 +392,10 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
         for e in entries:
             args += [e.key, e.score, e.member]
         self._give_back(args=args)
+        pipe = self.conn.pipeline(transaction=False)
+        for key in {e.key for e in entries}:  # wake a waiting worker for them
+            self._ring(pipe, key, sum(1 for e in entries if e.key == key))
+        pipe.execute()
 
     def release(self, deliveries: Sequence[tuple[uuid.UUID, int]]) -> None:
         if not deliveries:

@@ -73,12 +73,12 @@ def test_three_copies_of_a_message_run_the_handler_once(
 
 
 @pytest.mark.slow
-def test_copies_reaching_handlers_that_wait_in_a_blocking_pop_run_once(
+def test_copies_reaching_handlers_that_wait_for_the_doorbell_run_once(
     processes: Processes, settings_env: dict[str, str]
 ) -> None:
-    """Three copies pushed at once to a thread worker whose three handlers all wait in
-    BZPOPMIN: each handler gets one and marks it (a second round trip after the blocking
-    pop, tasks/broker.py ``pop``); only the first mark takes the delivery, so one runs it."""
+    """Three copies pushed at once (with three doorbell tokens) to a thread worker whose
+    three handlers all wait on the doorbell: each wakes and runs the pop-and-mark script
+    (tasks/broker.py ``pop``); only the first takes the delivery, so one handler runs it."""
     data_dir = Path(settings_env["QUEUE_DATA_DIR"])
     job_id = api.submit_job("test.record", {"seconds": 0.3, "tag": "copied"})
     storage = storage_of(make_huey(get_settings()))
@@ -89,9 +89,9 @@ def test_copies_reaching_handlers_that_wait_in_a_blocking_pop_run_once(
 
     def waiting_handlers() -> int:
         clients = storage.conn.client_list()
-        return sum(1 for c in clients if c["cmd"] == "bzpopmin" and int(c["db"]) == db)
+        return sum(1 for c in clients if c["cmd"] == "blpop" and int(c["db"]) == db)
 
-    wait_for(lambda: waiting_handlers() == 3, 20, "three handlers to wait in BZPOPMIN")
+    wait_for(lambda: waiting_handlers() == 3, 20, "three handlers to wait for a doorbell token")
     storage.push("default", [(message, 0)] * 3)  # one ZADD: each waiting handler gets one
     wait_for(lambda: _status(job_id) == "completed", 20, "the job to complete")
     wait_for(lambda: waiting_handlers() == 3, 20, "every handler to wait again")
