@@ -4,6 +4,7 @@ give-back unmarks, and cancel and pause act only on deliveries no worker has tak
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 from tasks import api
@@ -76,3 +77,47 @@ def test_pause_takes_back_only_the_deliveries_no_worker_has_taken(
     assert api.get_job(taken)["status"] == "dispatched"  # its worker runs it to its end
     assert storage.pop_ready(5) == []  # the taken-back job's message is dropped
     api.resume_queue("default")
+
+
+def _tokens(storage: LedgerRedisStorage) -> int:
+    return int(storage.conn.llen(storage.bell_for("default")))
+
+
+def test_a_push_rings_the_doorbell_and_an_empty_pop_clears_it(
+    storage: LedgerRedisStorage,
+) -> None:
+    job_id = _sent()  # its producer pushed the message: one token
+    assert _tokens(storage) == 1
+    assert _ids(storage.pop_ready(5)) == [job_id]
+    assert storage.pop_ready(5) == []  # the queues are empty: no token may wake anyone
+    assert _tokens(storage) == 0
+    storage.push("default", [(b"x", 0)] * 3)
+    assert _tokens(storage) == 3  # one per message
+
+
+def test_a_waiting_pop_wakes_on_a_push_in_one_round_trip(storage: LedgerRedisStorage) -> None:
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(storage.pop(5.0, ready_first=False)))
+    waiter.start()
+    job_id = _sent()
+    waiter.join(5)
+    assert not waiter.is_alive()
+    assert got and got[0] is not None and _ids([got[0]]) == [job_id]
+    assert storage.delivered([(job_id, 1)]) == {(job_id, 1)}  # marked by the same script
+
+
+def test_a_message_pushed_without_a_token_is_found_when_the_wait_times_out(
+    storage: LedgerRedisStorage,
+) -> None:
+    job_id = _sent()
+    storage.conn.delete(storage.bell_for("default"))  # as if pushed by hand, no token
+    assert _ids([storage.pop(0.3, ready_first=False)]) == [job_id]
+
+
+def test_a_give_back_rings_the_doorbell(storage: LedgerRedisStorage) -> None:
+    job_id = _sent()
+    popped = storage.pop_ready(1)
+    assert storage.pop_ready(1) == [] and _tokens(storage) == 0
+    storage.give_back(popped)
+    assert _tokens(storage) == 1
+    assert _ids([storage.pop(1.0, ready_first=False)]) == [job_id]
