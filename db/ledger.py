@@ -1126,30 +1126,6 @@ def leased_dbapi(dbapi_conn: Any, dialect: Any, job_id: uuid.UUID, lease: int) -
     return None if row is None else Claimed(*row)
 
 
-_LEASED_MANY = _HotStatement(
-    select(*_CLAIMED_COLUMNS).where(
-        jobs.c.id == any_(bindparam("job_ids", [], type_=postgresql.ARRAY(jobs.c.id.type))),
-        jobs.c.status == S.DISPATCHED.value,
-        _QUEUE_NOT_PAUSED,
-    ),
-    expanding=False,
-)
-
-
-def leased_many_dbapi(
-    dbapi_conn: Any, dialect: Any, messages: Sequence[tuple[uuid.UUID, int]]
-) -> dict[tuple[uuid.UUID, int], Claimed]:
-    """:func:`leased_dbapi` of several messages ``(job_id, lease)`` in one SELECT (a thread
-    worker's prefetch): the attempts that may run, by message; a stale message, a cancelled
-    job or a paused queue has none."""
-    if not messages:
-        return {}
-    wanted = set(messages)
-    params = {"job_ids": [job_id for job_id, _ in messages]}
-    claims = (Claimed(*row) for row in _LEASED_MANY.fetch_all_dbapi(dbapi_conn, dialect, params))
-    return {(c.id, c.lease): c for c in claims if (c.id, c.lease) in wanted}
-
-
 def claim(
     conn: Connection, job_id: uuid.UUID, worker_id: uuid.UUID | None, lease: int | None = None
 ) -> Claimed | None:

@@ -2,7 +2,7 @@
 for the job processes, so the parent's main loop does no Redis or ledger I/O per job.
 
 It pops messages in batches (one script marks each taken: the delivery gate of
-``tasks.broker``), reads their leases with one SELECT (or, on the embedded transport, claims
+``tasks.broker``), reads their leases on a held connection (or, on the embedded transport, claims
 each attempt with its guarded UPDATE), and appends the runnable attempts to the ready list,
 waking the main loop. How much it holds:
 
@@ -259,7 +259,7 @@ def _decode(data: bytes) -> tuple[uuid.UUID, int] | None:
 def read_leases(
     runtime: Any, messages: list[tuple[uuid.UUID, int]]
 ) -> dict[tuple[uuid.UUID, int], ledger.Claimed]:
-    """The attempts these deliveries may run (one SELECT on a held PostgreSQL connection)."""
+    """The attempts these deliveries may run (read on a held PostgreSQL connection)."""
     if runtime.held is not None:
         found: dict[tuple[uuid.UUID, int], ledger.Claimed] = runtime._with_db_retry(
             "lease read", lambda: runtime.held.leased_many(messages)

@@ -230,7 +230,7 @@ class Prefetcher(threading.Thread):
             log.warning("could not give back %d prefetched message(s): %s", len(held), exc)
 
     def _read(self, entries: list[PoppedEntry]) -> list[_Ready]:
-        """The popped messages with their leases read (one SELECT), without those that have
+        """The popped messages with their leases read, without those that have
         nothing to run."""
         decoded: list[tuple[PoppedEntry, Message | None]] = []
         for entry in entries:

@@ -4,8 +4,8 @@ prefork pool).
 
 The parent does for its job processes what a thread worker does for its handler threads, and
 in batches. Its fetch thread (``tasks.attempt_fetcher``) pops several messages with one
-script (each marked taken: the delivery gate of ``tasks.broker``), reads all their leases
-with one SELECT and keeps the attempts ready; its main loop hands each to an idle job process
+script (each marked taken: the delivery gate of ``tasks.broker``), reads their leases
+on a held connection and keeps the attempts ready; its main loop hands each to an idle job process
 over a pipe, answers the process's progress and cancel questions, and hands outcomes to the
 group commit (``tasks.attempt_writer``). An attempt held ready longer than ``HOLD_SECONDS``
 is given back to Redis, where any worker may take it.
@@ -214,7 +214,7 @@ class ProcessPool:
 
     def _fresh(self, taken: list[Ready]) -> list[Ready]:
         """Read again the leases of attempts whose read is old (a cancel or pause may have
-        landed meanwhile): one SELECT for all of them."""
+        landed meanwhile), on the held connection."""
         limit = time.monotonic() - FRESH_SECONDS
         stale = [r for r in taken if r.read_at < limit and r.entry is not None]
         if not stale:

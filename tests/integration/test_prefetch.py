@@ -184,7 +184,7 @@ def test_an_idle_handler_pops_for_itself_and_nothing_is_read_ahead_of_it(
     assert prefetcher.given_back == 0
 
 
-def test_a_batch_is_popped_best_first_and_read_in_one_select(
+def test_a_batch_is_popped_best_first_and_its_leases_read_on_a_held_connection(
     storage: LedgerRedisStorage,
 ) -> None:
     low, high, cancelled = _submit(priority=1), _submit(priority=9), _submit(priority=5)
