@@ -28,8 +28,11 @@ while the handlers run, so a handler that finishes takes its next attempt from m
   that finds nothing ready pops several messages with one script (as many as the process's
   handlers run in ``batch_seconds`` at the recent mean run time, at most ``max_batch``),
   keeps one and leaves the rest ready for the next handlers.
-  Each handler reads its own lease right before it starts (one prepared primary-key SELECT):
-  measured, one SELECT for the whole batch cost PostgreSQL more than the reads it saved.
+  For jobs shorter than ``min_seconds`` each handler reads its own lease right before it
+  starts (one prepared primary-key SELECT: measured cheaper than reading the batch in one
+  SELECT); for longer ones the prefetch thread reads the leases the batch left while the
+  handlers run, so a handler takes a read attempt from memory (2 ms jobs kept the slots
+  busy 77 % of the time instead of 71 %).
 """
 
 from __future__ import annotations
@@ -87,6 +90,15 @@ class _Ready:
     read_at: float
 
 
+def _unread(entry: PoppedEntry, now: float) -> _Ready:
+    """A batch entry, its lease not read yet (the decoder logs a forged one later)."""
+    try:
+        job_id, lease, _ = decode_job_message(entry.data)
+    except ForgedMessage:
+        return _Ready(entry, None, 0, None, now)
+    return _Ready(entry, job_id, lease, None, now)
+
+
 class Prefetcher(threading.Thread):
     """Pops messages and reads their leases ahead of the handler threads of one process,
     while all of them are busy."""
@@ -109,6 +121,8 @@ class Prefetcher(threading.Thread):
         self.config = config
         self._cond = threading.Condition()
         self._ready: deque[_Ready] = deque()
+        #: ``id()`` of batch entries in ``_ready`` whose lease nobody has read yet
+        self._unread: set[int] = set()
         self._popping = 0  # handler threads waiting in their own pop
         self._fetching = False  # a read-ahead is in flight
         self._taken = 0  # messages handed to handler threads so far
@@ -129,6 +143,7 @@ class Prefetcher(threading.Thread):
             ready = self._ready.popleft() if self._ready else None
             batch = 1
             if ready is not None:
+                self._unread.discard(id(ready))
                 self._taken += 1
                 self._wake_if_needed()
             else:
@@ -166,8 +181,11 @@ class Prefetcher(threading.Thread):
         entries = self.pop_ready(count)
         if len(entries) > 1:
             now = time.monotonic()
+            rest = [_unread(e, now) for e in entries[1:]]
             with self._cond:
-                self._ready.extend(_Ready(e, None, 0, None, now) for e in entries[1:])
+                self._ready.extend(rest)
+                self._unread.update(id(r) for r in rest if r.job_id is not None)
+                self._wake_if_needed()
         return entries[0] if entries else None
 
     @property
@@ -194,7 +212,7 @@ class Prefetcher(threading.Thread):
     def _wake_if_needed(self) -> None:
         """Under the lock: wake the prefetch thread only when it has something to do (a
         wake-up per job would cost the handlers the GIL for nothing)."""
-        if self._should_read_ahead():
+        if self._should_read_ahead() or self._should_read_leases():
             self._cond.notify()
 
     def _should_read_ahead(self) -> bool:
@@ -209,12 +227,60 @@ class Prefetcher(threading.Thread):
             and self._taken != self._taken_at_miss
         )
 
+    def _should_read_leases(self) -> bool:
+        """Under the lock: a batch left attempts whose leases nobody has read, and recent
+        jobs ran long enough (``min_seconds``) for the prefetch thread to read them while the
+        handlers run; for shorter jobs each handler reads its own (measured cheaper)."""
+        return (
+            bool(self._unread)
+            and self._mean_run is not None
+            and self.config.min_seconds <= self._mean_run < self.config.short_seconds
+        )
+
+    def _read_unread(self) -> None:
+        """Read the leases of the batch entries waiting unread, and put them back in place
+        read (or drop those the ledger refuses); a handler that took one meanwhile reads
+        its own."""
+        with self._cond:
+            todo = [r for r in self._ready if id(r) in self._unread]
+            self._unread.clear()
+        if not todo:
+            return
+        messages = [(r.job_id, r.lease) for r in todo if r.job_id is not None]
+        try:
+            claims = self.read_leases(messages)
+        except Exception as exc:  # the handlers read them again, with their retries
+            log.warning("prefetch: lease read of %d job(s) failed: %s", len(messages), exc)
+            return
+        now = time.monotonic()
+        swap: dict[int, _Ready | None] = {}
+        for r in todo:
+            claimed = claims.get((r.job_id, r.lease)) if r.job_id is not None else None
+            swap[id(r)] = (
+                None if claimed is None else _Ready(r.entry, r.job_id, r.lease, claimed, now)
+            )
+        with self._cond:
+            kept: deque[_Ready] = deque()
+            refused: list[Message] = []
+            for r in self._ready:
+                if id(r) not in swap:
+                    kept.append(r)
+                elif (read := swap[id(r)]) is not None:
+                    kept.append(read)
+                elif r.job_id is not None:
+                    refused.append((r.job_id, r.lease))
+            self._ready = kept
+        if refused and self.release is not None:  # no worker holds these deliveries
+            log.debug("prefetch: nothing to run for %d message(s)", len(refused))
+            self.release(refused)
+
     def _overdue(self) -> list[_Ready]:
         """Ready attempts held past ``hold_seconds`` (under the lock)."""
         limit = time.monotonic() - self.config.hold_seconds
         old = [r for r in self._ready if r.read_at < limit]
         for r in old:
             self._ready.remove(r)
+            self._unread.discard(id(r))
         return old
 
     def _give_back(self, held: Sequence[_Ready]) -> None:
@@ -268,19 +334,24 @@ class Prefetcher(threading.Thread):
         while not self._stopping.is_set():
             overdue: list[_Ready] = []
             with self._cond:
+                reading = False
                 while not (self._stopping.is_set() or self._should_read_ahead()):
                     overdue = self._overdue()
-                    if overdue:
+                    reading = self._should_read_leases()
+                    if overdue or reading:
                         break
                     self._cond.wait(self.config.hold_seconds / 2)
                 if self._stopping.is_set():
                     break
-                if not overdue:
+                if not (overdue or reading):
                     self._fetching = True  # handlers that come now wait for it: none pops
                     count = self.config.depth - len(self._ready)
                     taken = self._taken
             if overdue:
                 self._give_back(overdue)
+                continue
+            if reading:
+                self._read_unread()
                 continue
             entries: list[PoppedEntry] = []
             ready: list[_Ready] = []

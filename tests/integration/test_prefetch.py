@@ -223,6 +223,34 @@ def test_a_handler_with_nothing_ready_pops_a_batch_and_leaves_the_rest_ready(
     assert prefetcher.ready_count == 0
 
 
+def test_the_prefetch_thread_reads_the_leases_a_batch_left_for_jobs_of_a_few_ms(
+    storage: LedgerRedisStorage, start_prefetcher
+) -> None:
+    # 5 ms jobs: long enough to read leases beside them, short enough to pop in batches
+    config = PrefetchConfig(depth=1, max_batch=4, handlers=4)
+    prefetcher = start_prefetcher(config, recent_runs=(0.005,) * 10)
+    # Redis is empty: its read-ahead finds nothing and waits for a job to start
+    wait_for(lambda: prefetcher._taken_at_miss == 0, 5, "the first read-ahead to find nothing")
+    first, second, cancelled, third = _submit(), _submit(), _submit(), _submit()
+    assert api.cancel_job(cancelled) == "cancelled"  # blocked: its delivery mark is taken
+    storage.conn.delete(f"{storage.mark_prefix}{cancelled}")  # as if the mark had expired
+    data = prefetcher.take(1.0)  # a batch of 4: the handler keeps the first
+    assert data is not None and decode_job_message(data)[0] == first
+
+    def read() -> bool:
+        with prefetcher._cond:
+            return not prefetcher._unread and prefetcher.ready_count == 2
+
+    wait_for(read, 5, "the prefetch thread to read the batch's leases")
+    # the ledger refused the cancelled job's delivery: dropped, its mark released
+    assert storage.delivered([(cancelled, 1)]) == set()
+    for job_id in (second, third):
+        data = prefetcher.take(1.0)
+        assert data is not None and decode_job_message(data)[0] == job_id
+        claimed = prefetcher.leased(job_id, 1)  # read ahead: the handler reads nothing
+        assert claimed is not None and claimed.id == job_id
+
+
 def test_the_batch_size_follows_the_recent_run_time() -> None:
     config = PrefetchConfig(handlers=4, batch_seconds=0.01, max_batch=32, short_seconds=0.1)
     assert config.batch_size(None) == 1  # nothing has run yet: one message
