@@ -11,6 +11,8 @@ start and finish. ``ours_ledger_*`` are the same intervals from the ledger's own
 (``created_at``, ``started_at``, ``finished_at``; the worker writes its start and finish as
 "so many seconds before this statement", so they run late by the time the write takes to
 reach PostgreSQL).
+``ours_submit_call_*`` and ``ours_after_submit_start_*`` split submit -> start at the return
+of ``submit_job``: the producer's part (insert, commit, push) and the worker's.
 Plain Huey: ``sleep_ms.delay(ms, time.time())``; the task records its own start and finish.
 """
 
@@ -58,10 +60,12 @@ def run_ours(
             warm_up = api.submit_job("bench.sleep", {"ms": 0})
             harness.wait_until(lambda: remaining() == 0, "the warm-up job to complete")
             submitted: dict[uuid.UUID, float] = {}
+            returned: dict[uuid.UUID, float] = {}
 
             def submit() -> None:
                 at = time.time()
-                submitted[api.submit_job("bench.sleep", {"ms": ms})] = at
+                job_id = api.submit_job("bench.sleep", {"ms": ms})
+                submitted[job_id], returned[job_id] = at, time.time()
 
             _paced(rate, jobs, submit)
             harness.drain_rate(remaining, jobs)
@@ -76,6 +80,13 @@ def run_ours(
     ledger_start = [(r.started_at - r.created_at).total_seconds() * 1000 for r in rows]
     ledger_done = [(r.finished_at - r.created_at).total_seconds() * 1000 for r in rows]
     figures.update({f"ledger_{k}": v for k, v in _percentiles(ledger_start, ledger_done).items()})
+    # the two halves of submit -> start: the submit call (insert, commit, push to Redis), and
+    # from its return to the handler's start (the worker's pop, lease read and hand-over)
+    call = [(returned[r.id] - submitted[r.id]) * 1000 for r in rows]
+    after = [(r.result["started"] - returned[r.id]) * 1000 for r in rows]
+    for label, values in (("submit_call", call), ("after_submit_start", after)):
+        for q in (0.5, 0.99):
+            figures[f"{label}_p{int(q * 100)}_ms"] = round(harness.percentile(values, q), 2)
     return figures
 
 
