@@ -1,14 +1,15 @@
 """A child process of a process worker (``tasks.process_pool``): it only runs handlers.
 
 The parent owns Redis and the ledger; a child opens no connection of its own (unless a
-handler reads ``ctx.dependency_results``, which reads the ledger). It reads
-one :class:`Run` at a time from its pipe, runs the job's handler and answers with one
-:class:`Done`. While the handler runs, ``ctx.progress`` and ``ctx.cancel_requested`` talk to
-the parent over the same pipe (the parent writes progress and reads cancel requests in the
-ledger), and so do the lines the handler logs (``tasks.job_logs``). A child ignores SIGINT
-and SIGTERM: the parent decides when it stops (it closes the pipe, or kills the child whose
-attempt ran past its timeout), and a child kills itself the moment the parent's end of the
-pipe closes.
+handler reads ``ctx.dependency_results``, which reads the ledger). It reads one :class:`Run`
+at a time from its pipe, runs the job's handler and answers with one :class:`Done`; while
+recent jobs are short the parent sends the next ``Run`` before the ``Done`` of the one
+running, so the child starts it at once. While the handler runs, ``ctx.progress`` and
+``ctx.cancel_requested`` talk to the parent over the same pipe (the parent writes progress
+and reads cancel requests in the ledger), and so do the lines the handler logs
+(``tasks.job_logs``). A child ignores SIGINT and SIGTERM: the parent decides when it stops
+(it closes the pipe, or kills the child whose attempt ran past its timeout), and a child
+kills itself the moment the parent's end of the pipe closes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -93,7 +95,11 @@ class _Channel:
             self._checked_at = time.monotonic()
             with self._query_lock:  # one question in flight: the parent answers in order
                 self.send(CancelQuery())
-                self._cancelled = bool(self.conn.recv())
+                answer = self.conn.recv()
+                while isinstance(answer, Run):  # the next attempt, sent ahead (pipelining)
+                    _SENT_AHEAD.append(answer)
+                    answer = self.conn.recv()
+                self._cancelled = bool(answer)
         return self._cancelled
 
     def send(self, message: object) -> None:
@@ -103,6 +109,8 @@ class _Channel:
 
 #: the attempt this job process is running (for the per-job log capture)
 _CURRENT: AttemptLog | None = None
+#: attempts the parent sent while one ran, read off the pipe while waiting for an answer
+_SENT_AHEAD: deque[Run] = deque()
 
 
 def run_attempt(run: Run, conn: Connection) -> Done:
@@ -166,7 +174,7 @@ def child_main(conn: Connection, job_modules: list[str]) -> None:
     job_logs.capture(lambda: _CURRENT)
     while True:
         try:
-            run = conn.recv()
+            run = _SENT_AHEAD.popleft() if _SENT_AHEAD else conn.recv()
         except (EOFError, OSError):  # the parent closed the pipe or died
             return
         done = run_attempt(run, conn)

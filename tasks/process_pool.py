@@ -55,6 +55,11 @@ HOLD_SECONDS = 0.5
 FRESH_SECONDS = 0.05
 #: how long the main loop sleeps at most between looks at timeouts and stop requests
 TICK_SECONDS = 0.1
+#: while recent jobs ran shorter than this on average, each job process gets its next attempt
+#: while it still runs one (it starts it the moment it sends the outcome, without waiting for
+#: the parent): at most one attempt waits per job process, for about one short job's time,
+#: and never behind an attempt with a timeout (whose process may be killed)
+PIPELINE_SECONDS = 0.05
 
 
 @dataclass
@@ -72,6 +77,8 @@ class _Slot:
     conn: Connection
     spawned_at: float
     running: _Running | None = None
+    #: sent to the job process behind ``running`` and not started yet (pipelining)
+    queued: Ready | None = None
 
 
 class ProcessPool:
@@ -208,9 +215,24 @@ class ProcessPool:
         if idle:
             for slot, ready in zip(idle, self._fresh(self.fetcher.take(len(idle))), strict=False):
                 self._start(slot, ready)
+        behind = self._behind()
+        if behind:
+            taken = self._fresh(self.fetcher.take(len(behind)))
+            for slot, ready in zip(behind, taken, strict=False):
+                self._send(slot, ready, queued=True)
         self._give_back_old()
         idle_now = len(self._idle())
-        self.fetcher.update(idle_now, idle_now, self._mean_run)
+        self.fetcher.update(idle_now, idle_now + len(self._behind()), self._mean_run)
+
+    def _behind(self) -> list[_Slot]:
+        """Job processes that may take an attempt behind the one they run (pipelining)."""
+        if self._mean_run >= PIPELINE_SECONDS or self.stopping.is_set():
+            return []
+        return [
+            s
+            for s in self._slots
+            if s.running is not None and s.running.deadline is None and s.queued is None
+        ]
 
     def _fresh(self, taken: list[Ready]) -> list[Ready]:
         """Read again the leases of attempts whose read is old (a cancel or pause may have
@@ -242,6 +264,11 @@ class ProcessPool:
 
     def _start(self, slot: _Slot, ready: Ready) -> None:
         """Send an attempt to an idle job process: it starts it now."""
+        self._send(slot, ready, queued=False)
+
+    def _send(self, slot: _Slot, ready: Ready, *, queued: bool) -> None:
+        """Send an attempt to a job process: an idle one starts it now; a busy one
+        (``queued``) when it has sent the outcome of the one it runs."""
         claimed = ready.claimed
         run = Run(
             job_id=claimed.id,
@@ -258,7 +285,10 @@ class ProcessPool:
             self.fetcher.put_back([ready])
             self._lost(slot, self._exit_text(slot))
             return
-        self._began(slot, ready)
+        if queued:
+            slot.queued = ready
+        else:
+            self._began(slot, ready)
 
     def _began(self, slot: _Slot, ready: Ready) -> None:
         """The job process starts ``ready`` now."""
@@ -302,6 +332,9 @@ class ProcessPool:
         elif isinstance(message, Done):
             slot.running = None
             self._finish(running, message)
+            queued, slot.queued = slot.queued, None
+            if queued is not None:  # the job process started it as it sent this outcome
+                self._began(slot, queued)
 
     def _finish(self, running: _Running, done: Done) -> None:
         rt = self.runtime
@@ -326,12 +359,44 @@ class ProcessPool:
     def _lost(self, slot: _Slot, how: str) -> None:
         """The child died: its attempt (if any) failed and counts; a new child takes its place."""
         running, slot.running = slot.running, None
+        self._unqueue(slot)
         if running is not None:
             log.error("job %s attempt %d: %s", running.claimed.id, running.claimed.attempt, how)
             self._fail_running(running, f"WorkerLost: {how} while running the job")
         else:
             log.warning("job process %d: %s", slot.index, how)
         self._respawn(slot)
+
+    def _unqueue(self, slot: _Slot) -> None:
+        """The attempt waiting behind a job process that died or was killed never started:
+        it goes back to the ready attempts, for another job process."""
+        queued, slot.queued = slot.queued, None
+        if queued is not None:
+            self.fetcher.put_back([queued])
+
+    def _after_kill(self, slot: _Slot) -> None:
+        """Settle the attempt sent behind the one of a job process this worker killed. If
+        the process sent the outcome of the one before (read here, after its death), it may
+        have started this one: it is left ``dispatched`` with its delivery mark, so the
+        reconciler counts the attempt and sends the job again under a new lease (never a
+        second start of this delivery). Otherwise it never started and goes back to the ready
+        attempts."""
+        queued, slot.queued = slot.queued, None
+        if queued is None:
+            return
+        slot.process.join(1)
+        finished = False
+        with contextlib.suppress(EOFError, OSError):
+            while slot.conn.poll(0):
+                finished = finished or isinstance(slot.conn.recv(), Done)
+        if finished:
+            log.warning(
+                "job %s: its job process was killed just as it may have started it; the"
+                " reconciler counts the attempt",
+                queued.claimed.id,
+            )
+            return
+        self.fetcher.put_back([queued])
 
     def _fail_running(self, running: _Running, error: str) -> None:
         rt = self.runtime
@@ -348,6 +413,7 @@ class ProcessPool:
                 continue
             slot.process.kill()
             slot.running = None
+            self._after_kill(slot)
             timeout = running.claimed.timeout_seconds
             log.warning(
                 "job %s attempt %d ran past its timeout of %ss: its process was killed",
@@ -385,6 +451,7 @@ class ProcessPool:
                     "job %s: still running at shutdown, handed back", slot.running.claimed.id
                 )
                 slot.process.kill()
+                self._after_kill(slot)
             slot.conn.close()
         # attempts put back meanwhile (a send found its job process gone): never started
         self._give_back([r.entry for r in self.fetcher.take(len(self.fetcher.ready))])

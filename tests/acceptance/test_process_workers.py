@@ -94,3 +94,60 @@ def test_graceful_stop_hands_back_an_attempt_still_running(processes: Processes)
     assert job["errors"] == []
     processes.worker("--concurrency", "1", "--kind", "process")
     wait_for(lambda: _status(job_id) == "completed", 30, "the re-run")
+
+
+def _warm_up() -> None:
+    """Short jobs first: the worker then sends each job process its next attempt while it
+    still runs one (pipelining, ``tasks.process_pool.PIPELINE_SECONDS``)."""
+    ids = api.submit_jobs([{"type": "test.record", "data": {"tag": "warm"}}] * 5)
+    for job_id in ids:
+        wait_for(lambda j=job_id: _status(j) == "completed", 30, "the warm-up jobs")
+
+
+def test_an_attempt_sent_behind_one_that_kills_its_process_runs_once_elsewhere(
+    processes: Processes, settings_env: dict[str, str]
+) -> None:
+    processes.maintainer()
+    processes.worker("--concurrency", "1", "--kind", "process")
+    _warm_up()
+    crash_id, behind_id = api.submit_jobs(
+        [
+            {"type": "test.crash", "data": {}, "priority": 9},
+            {"type": "test.record", "data": {"tag": "behind"}, "priority": 1},
+        ]
+    )
+    wait_for(lambda: _status(behind_id) == "completed", 30, "the job sent behind the crash")
+    wait_for(lambda: _status(crash_id) == "failed", 30, "the crashing job to fail")
+    behind = api.get_job(behind_id)
+    # never charged for the crash of the job ahead of it: it had not started
+    assert (behind["attempt"], behind["errors"]) == (1, [])
+    assert len(_handler_pids(Path(settings_env["QUEUE_DATA_DIR"]), behind_id)) == 1
+
+
+def test_a_cancel_question_answered_while_the_next_attempt_waits_in_the_pipe(
+    processes: Processes, settings_env: dict[str, str]
+) -> None:
+    """The job process asks about cancel while the parent has already sent it the next
+    attempt: it keeps that attempt for later and reads the answer."""
+    processes.maintainer()
+    processes.worker("--concurrency", "1", "--kind", "process")
+    _warm_up()
+    slow_id, behind_id = api.submit_jobs(
+        [
+            {"type": "test.cooperative", "data": {}, "priority": 9},
+            {"type": "test.record", "data": {"tag": "behind"}, "priority": 1},
+        ]
+    )
+
+    def asked_twice() -> bool:  # progress after 0.5 s: at least one cancel question asked
+        job = api.get_job(slow_id)
+        return job["status"] == "running" and (job["progress"] or 0) >= 0.02
+
+    wait_for(asked_twice, 30, "the cooperative job to run a while")
+    assert _status(slow_id) == "running"  # the answer "no" was read, not the next attempt
+    assert api.cancel_job(slow_id) == "cancel_requested"
+    wait_for(lambda: _status(slow_id) == "cancelled", 30, "the cooperative job to stop")
+    wait_for(lambda: _status(behind_id) == "completed", 30, "the job sent behind it")
+    behind = api.get_job(behind_id)
+    assert (behind["attempt"], behind["errors"]) == (1, [])
+    assert len(_handler_pids(Path(settings_env["QUEUE_DATA_DIR"]), behind_id)) == 1
