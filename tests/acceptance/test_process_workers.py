@@ -96,32 +96,38 @@ def test_graceful_stop_hands_back_an_attempt_still_running(processes: Processes)
     wait_for(lambda: _status(job_id) == "completed", 30, "the re-run")
 
 
-def _warm_up() -> None:
-    """Short jobs first: the worker then sends each job process its next attempt while it
-    still runs one (pipelining, ``tasks.process_pool.PIPELINE_SECONDS``)."""
-    ids = api.submit_jobs([{"type": "test.record", "data": {"tag": "warm"}}] * 5)
-    for job_id in ids:
+def _a_job_and_one_behind(processes: Processes, first_type: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """One job process that ran short jobs (so the worker sends each job process its next
+    attempt while it still runs one: ``tasks.process_pool.PIPELINE_SECONDS``), then a job of
+    ``first_type`` and a ``test.record`` job behind it, submitted together."""
+    processes.maintainer()
+    processes.worker("--concurrency", "1", "--kind", "process")
+    warm = api.submit_jobs([{"type": "test.record", "data": {"tag": "warm"}}] * 5)
+    for job_id in warm:
         wait_for(lambda j=job_id: _status(j) == "completed", 30, "the warm-up jobs")
+    first_id, behind_id = api.submit_jobs(
+        [
+            {"type": first_type, "data": {}, "priority": 9},
+            {"type": "test.record", "data": {"tag": "behind"}, "priority": 1},
+        ]
+    )
+    return first_id, behind_id
+
+
+def _ran_once_uncharged(settings_env: dict[str, str], job_id: uuid.UUID) -> None:
+    job = api.get_job(job_id)
+    assert (job["status"], job["attempt"], job["errors"]) == ("completed", 1, [])
+    assert len(_handler_pids(Path(settings_env["QUEUE_DATA_DIR"]), job_id)) == 1
 
 
 def test_an_attempt_sent_behind_one_that_kills_its_process_runs_once_elsewhere(
     processes: Processes, settings_env: dict[str, str]
 ) -> None:
-    processes.maintainer()
-    processes.worker("--concurrency", "1", "--kind", "process")
-    _warm_up()
-    crash_id, behind_id = api.submit_jobs(
-        [
-            {"type": "test.crash", "data": {}, "priority": 9},
-            {"type": "test.record", "data": {"tag": "behind"}, "priority": 1},
-        ]
-    )
+    crash_id, behind_id = _a_job_and_one_behind(processes, "test.crash")
     wait_for(lambda: _status(behind_id) == "completed", 30, "the job sent behind the crash")
     wait_for(lambda: _status(crash_id) == "failed", 30, "the crashing job to fail")
-    behind = api.get_job(behind_id)
     # never charged for the crash of the job ahead of it: it had not started
-    assert (behind["attempt"], behind["errors"]) == (1, [])
-    assert len(_handler_pids(Path(settings_env["QUEUE_DATA_DIR"]), behind_id)) == 1
+    _ran_once_uncharged(settings_env, behind_id)
 
 
 def test_a_cancel_question_answered_while_the_next_attempt_waits_in_the_pipe(
@@ -129,15 +135,7 @@ def test_a_cancel_question_answered_while_the_next_attempt_waits_in_the_pipe(
 ) -> None:
     """The job process asks about cancel while the parent has already sent it the next
     attempt: it keeps that attempt for later and reads the answer."""
-    processes.maintainer()
-    processes.worker("--concurrency", "1", "--kind", "process")
-    _warm_up()
-    slow_id, behind_id = api.submit_jobs(
-        [
-            {"type": "test.cooperative", "data": {}, "priority": 9},
-            {"type": "test.record", "data": {"tag": "behind"}, "priority": 1},
-        ]
-    )
+    slow_id, behind_id = _a_job_and_one_behind(processes, "test.cooperative")
 
     def asked_twice() -> bool:  # progress after 0.5 s: at least one cancel question asked
         job = api.get_job(slow_id)
@@ -148,6 +146,4 @@ def test_a_cancel_question_answered_while_the_next_attempt_waits_in_the_pipe(
     assert api.cancel_job(slow_id) == "cancel_requested"
     wait_for(lambda: _status(slow_id) == "cancelled", 30, "the cooperative job to stop")
     wait_for(lambda: _status(behind_id) == "completed", 30, "the job sent behind it")
-    behind = api.get_job(behind_id)
-    assert (behind["attempt"], behind["errors"]) == (1, [])
-    assert len(_handler_pids(Path(settings_env["QUEUE_DATA_DIR"]), behind_id)) == 1
+    _ran_once_uncharged(settings_env, behind_id)
