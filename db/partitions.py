@@ -20,26 +20,30 @@ from sqlalchemy import Connection, Integer, Text, bindparam, func, literal, or_,
 from sqlalchemy.dialects import postgresql
 
 from db.models import Job
-from db.states import LEASED, JobStatus, sorted_values
+from db.states import LEASED, JobStatus, sorted_values, sql_list
 from db.types import db_now
 
 S = JobStatus
 jobs = Job.__table__
+
+#: the inline status literal of the constant statement below, rendered from the enum (a
+#: partial index's predicate needs the literal for a generic plan to use it)
+_QUEUED = sql_list([S.QUEUED])
 
 #: Distinct partitions with queued jobs of one type in one queue, in key order after
 #: ``:after``, by skip-scan over ``ix_queue_jobs_partition_order``: one index probe per
 #: partition, at most ``:limit`` of them, however many jobs each holds. (A partition key is
 #: never empty, so ``after = ''`` starts at the first.)
 _QUEUED_PARTITIONS = text(
-    """
+    f"""
     WITH RECURSIVE p(key, n) AS (
         SELECT (SELECT partition_key FROM queue_jobs
-                WHERE status = 'queued' AND partition_key IS NOT NULL
+                WHERE status = {_QUEUED} AND partition_key IS NOT NULL
                   AND queue = :queue AND type = :type AND partition_key > :after
                 ORDER BY partition_key LIMIT 1), 1
         UNION ALL
         SELECT (SELECT j.partition_key FROM queue_jobs j
-                WHERE j.status = 'queued' AND j.partition_key IS NOT NULL
+                WHERE j.status = {_QUEUED} AND j.partition_key IS NOT NULL
                   AND j.queue = :queue AND j.type = :type AND j.partition_key > p.key
                 ORDER BY j.partition_key LIMIT 1), p.n + 1
         FROM p WHERE p.key IS NOT NULL AND p.n < :limit
