@@ -274,6 +274,8 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
         self.queues = list(queues)
         self._keys = [self.key_for(q) for q in self.queues]
         self._bells = [self.bell_for(q) for q in self.queues]
+        #: KEYS of :data:`_POP_MANY_LUA`: the queues in order, then their doorbells
+        self._pop_keys = [*self._keys, *self._bells]
         # no I/O until first use
         self._pop_many = self.conn.register_script(_POP_MANY_LUA)
         self._give_back = self.conn.register_script(_GIVE_BACK_LUA)
@@ -289,7 +291,12 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
     def bell_for(self, queue: str) -> str:
         """The queue's doorbell: a list of tokens, one per message pushed since it was last
         found empty (at most :data:`BELL_TOKENS`)."""
-        return f"huey.bell.{self.name}.{queue}"
+        return self._bell_of(self.key_for(queue))
+
+    @staticmethod
+    def _bell_of(key: str) -> str:
+        """The doorbell of the queue whose sorted set is ``key``."""
+        return "huey.bell." + key.removeprefix("huey.redis.")
 
     def push(self, queue: str, items: Sequence[tuple[bytes, int]]) -> None:
         self.push_many({queue: items})
@@ -305,7 +312,7 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
 
     def _ring(self, pipe: Any, key: str, count: int) -> None:
         """Add ``count`` tokens to the doorbell of the queue whose sorted set is ``key``."""
-        bell = "huey.bell." + key.removeprefix("huey.redis.")
+        bell = self._bell_of(key)
         pipe.rpush(bell, *([1] * min(count, BELL_TOKENS)))
         pipe.ltrim(bell, -BELL_TOKENS, -1)
 
@@ -338,7 +345,8 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
         while (left := deadline - time.monotonic()) > 0:
             pipe = self.conn.pipeline(transaction=False)
             pipe.blpop(self._bells, timeout=max(left, 0.01))  # wait for a doorbell token
-            pipe.evalsha(self._pop_many.sha, *self._pop_args(1))  # then pop and mark
+            keys, argv = self._pop_keys, self._pop_argv(1)
+            pipe.evalsha(self._pop_many.sha, len(keys), *keys, *argv)  # then pop and mark
             try:
                 _, found = pipe.execute()
             except NoScriptError:  # Redis lost its scripts (a restart): the token is spent,
@@ -353,10 +361,9 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
                 return entries[0]
         return None
 
-    def _pop_args(self, count: int) -> list[Any]:
-        """EVALSHA's arguments after the sha for :data:`_POP_MANY_LUA`."""
-        keys = [*self._keys, *self._bells]
-        return [len(keys), *keys, count, self.mark_prefix, MARK_TTL_SECONDS, len(self._keys)]
+    def _pop_argv(self, count: int) -> list[Any]:
+        """ARGV of :data:`_POP_MANY_LUA`."""
+        return [count, self.mark_prefix, MARK_TTL_SECONDS, len(self._keys)]
 
     @staticmethod
     def _entries(found: Any) -> list[PoppedEntry]:
@@ -377,8 +384,7 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
         if not self._keys:
             return []
         while True:
-            args = self._pop_args(count)
-            found = self._pop_many(keys=args[1 : 1 + args[0]], args=args[1 + args[0] :])
+            found = self._pop_many(keys=self._pop_keys, args=self._pop_argv(count))
             entries = self._entries(found)
             if entries or not found:  # a message, or every queue empty
                 return entries

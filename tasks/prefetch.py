@@ -90,15 +90,6 @@ class _Ready:
     read_at: float
 
 
-def _unread(entry: PoppedEntry, now: float) -> _Ready:
-    """A batch entry, its lease not read yet (the decoder logs a forged one later)."""
-    try:
-        job_id, lease, _ = decode_job_message(entry.data)
-    except ForgedMessage:
-        return _Ready(entry, None, 0, None, now)
-    return _Ready(entry, job_id, lease, None, now)
-
-
 class Prefetcher(threading.Thread):
     """Pops messages and reads their leases ahead of the handler threads of one process,
     while all of them are busy."""
@@ -181,10 +172,10 @@ class Prefetcher(threading.Thread):
         entries = self.pop_ready(count)
         if len(entries) > 1:
             now = time.monotonic()
-            rest = [_unread(e, now) for e in entries[1:]]
+            rest = [_Ready(e, None, 0, None, now) for e in entries[1:]]
             with self._cond:
                 self._ready.extend(rest)
-                self._unread.update(id(r) for r in rest if r.job_id is not None)
+                self._unread.update(id(r) for r in rest)
                 self._wake_if_needed()
         return entries[0] if entries else None
 
@@ -238,41 +229,22 @@ class Prefetcher(threading.Thread):
         )
 
     def _read_unread(self) -> None:
-        """Read the leases of the batch entries waiting unread, and put them back in place
-        read (or drop those the ledger refuses); a handler that took one meanwhile reads
-        its own."""
+        """Read the leases of the batch entries waiting unread (:meth:`_read`) and put them
+        back in place, read, without those the ledger refuses; a handler that took one
+        meanwhile reads its own."""
         with self._cond:
             todo = [r for r in self._ready if id(r) in self._unread]
             self._unread.clear()
         if not todo:
             return
-        messages = [(r.job_id, r.lease) for r in todo if r.job_id is not None]
-        try:
-            claims = self.read_leases(messages)
-        except Exception as exc:  # the handlers read them again, with their retries
-            log.warning("prefetch: lease read of %d job(s) failed: %s", len(messages), exc)
-            return
-        now = time.monotonic()
-        swap: dict[int, _Ready | None] = {}
-        for r in todo:
-            claimed = claims.get((r.job_id, r.lease)) if r.job_id is not None else None
-            swap[id(r)] = (
-                None if claimed is None else _Ready(r.entry, r.job_id, r.lease, claimed, now)
-            )
+        read = {id(r.entry): r for r in self._read([r.entry for r in todo])}
+        unread = {id(r) for r in todo}
         with self._cond:
-            kept: deque[_Ready] = deque()
-            refused: list[Message] = []
-            for r in self._ready:
-                if id(r) not in swap:
-                    kept.append(r)
-                elif (read := swap[id(r)]) is not None:
-                    kept.append(read)
-                elif r.job_id is not None:
-                    refused.append((r.job_id, r.lease))
-            self._ready = kept
-        if refused and self.release is not None:  # no worker holds these deliveries
-            log.debug("prefetch: nothing to run for %d message(s)", len(refused))
-            self.release(refused)
+            self._ready = deque(
+                read[id(r.entry)] if id(r) in unread else r
+                for r in self._ready
+                if id(r) not in unread or id(r.entry) in read
+            )
 
     def _overdue(self) -> list[_Ready]:
         """Ready attempts held past ``hold_seconds`` (under the lock)."""
