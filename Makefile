@@ -4,14 +4,32 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# uv (pinned) generates and exports the lock; pip installs from it with hashes.
+UV_VERSION := 0.13.9
+UV := $(BIN)/uv
+UV_STAMP := $(VENV)/.uv-$(UV_VERSION)
+PIP := $(BIN)/pip --quiet --disable-pip-version-check
 
-.PHONY: install run test lint format clean
+.PHONY: install lock run test lint format clean
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+# The development/test environment: core + console + dev extras, exactly as uv.lock pins them
+# (hash-checked), then the project itself (editable, no dependency resolution).
+$(STAMP): uv.lock pyproject.toml | $(UV_STAMP)
+	$(UV) export --quiet --locked --no-emit-project --extra console --extra dev \
+		-o $(VENV)/requirements.lock.txt
+	$(PIP) install --require-hashes -r $(VENV)/requirements.lock.txt
+	$(PIP) install --no-deps -e .
 	touch $(STAMP)
+
+$(UV_STAMP):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install uv==$(UV_VERSION)
+	touch $(UV_STAMP)
+
+# Regenerate uv.lock from pyproject.toml (keeps locked versions that still fit the ranges);
+# `make lock LOCK_ARGS=--upgrade` moves everything to the newest versions the ranges allow.
+lock: | $(UV_STAMP)
+	$(UV) lock $(LOCK_ARGS)
 
 install: $(STAMP)
 
@@ -24,6 +42,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
