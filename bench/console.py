@@ -53,7 +53,7 @@ from bench.rollup import (
     series_rows,
     vacuum_analyze,
 )
-from metrics.rollup import HIST_COLUMNS, MEASURE_COLUMNS
+from metrics.rollup import HIST_COLUMNS, MEASURE_COLUMNS, rebuild_hours
 
 APP = str(ROOT / "console" / "app.py")
 ADMIN = {"name": "admin", "role": "admin"}
@@ -317,6 +317,9 @@ def load_rollups(url: str, rng: random.Random, end: datetime, days: int) -> tupl
                 )
                 n_type += 1
     # psycopg commits on leaving each connection block without an error
+    from db.engine import engine_for
+
+    rebuild_hours(engine_for(url), start=end - timedelta(days=days), end=end)  # hourly tables
     return n_queue, n_type
 
 

@@ -52,12 +52,13 @@ from unittest import mock
 from sqlalchemy import Engine
 
 from bench import fair_share_jobs, harness
-from db import ledger, partitions
+from db import partitions
 from db.engine import create_ledger_engine, read
+from db.ledger import maintainer
 from db.settings import get_settings
 from tasks import api, registry
-from tasks.broker import make_huey, storage_of
 from tasks.maintenance.dispatcher import Dispatcher, DispatcherConfig
+from tasks.transport.broker import make_huey, storage_of
 
 PLAIN_TYPE = "bench.noop"
 FAIR_TYPE = "bench.fair_noop"
@@ -145,14 +146,14 @@ class Probe:
     where the dispatcher looks them up: module attributes and its storage)."""
 
     PARTS: dict[str, tuple[Any, str]] = {
-        "plan": (ledger, "dispatch_plan"),
+        "plan": (maintainer, "dispatch_plan"),
         "queued_partitions": (partitions, "queued_partitions"),
         "best_queued": (partitions, "best_queued"),
         "round_robin": (partitions, "round_robin"),
-        "dispatch_ids": (ledger, "dispatch_ids"),
-        "general_dispatch": (ledger, "dispatch"),
-        "active_counts": (ledger, "active_counts"),
-        "starts_since": (ledger, "starts_since"),
+        "dispatch_ids": (maintainer, "dispatch_ids"),
+        "general_dispatch": (maintainer, "dispatch"),
+        "active_counts": (maintainer, "active_counts"),
+        "starts_since": (maintainer, "starts_since"),
     }
 
     def __init__(self) -> None:

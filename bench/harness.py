@@ -94,7 +94,7 @@ class Procs:
         return proc
 
     def queuectl(self, *args: str) -> subprocess.Popen[bytes]:
-        return self.start(sys.executable, "-m", "tasks.cli", *args)
+        return self.start(sys.executable, "-m", "queuectl.cli", *args)
 
     def stop(self) -> None:
         for p in self.procs:

@@ -7,7 +7,7 @@ python -m bench submit [--seconds 3] [--bulk 20000] [--batch 5000] [--producers 
   sent by its producer (direct dispatch: the insert, then a Redis push).
 - ``producers``: for each count in ``--producers``, that many threads call ``submit_job`` at
   once (ledger only), as the request handlers of a web application do; concurrent calls are
-  group-committed (``tasks.group_commit``). ``direct_producers``: the same with Redis.
+  group-committed (``tasks.transport.group_commit``). ``direct_producers``: the same with Redis.
 - ``bulk``: ``submit_jobs`` in batches of ``--batch``.
 - ``mean_batch``: jobs per group commit in each of those runs.
 """
@@ -24,7 +24,7 @@ from typing import Any
 from bench import harness
 from db.settings import get_settings
 from tasks import api
-from tasks.group_commit import GroupCommit
+from tasks.transport.group_commit import GroupCommit
 
 
 def main(argv: list[str]) -> int:

@@ -39,8 +39,8 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 
 from bench import harness, throughput
-from db import ledger
 from db.engine import create_ledger_engine, read, transaction, write
+from db.ledger import attempts, core
 from db.models import Job
 from db.settings import get_settings
 from tasks import api, workflows
@@ -130,12 +130,12 @@ def run_cascade(steps: int) -> dict[str, float]:
         engine = create_ledger_engine(url)
         ids = workflows.chain(*[("bench.noop", {})] * steps)
         with write(engine) as conn:
-            claimed = ledger.claim(conn, ids[0], None)
+            claimed = attempts.claim(conn, ids[0], None)
         assert claimed is not None
-        entry = ledger.error_entry(1, "boom", traceback=None, worker=None, kind="error")
+        entry = core.error_entry(1, "boom", traceback=None, worker=None, kind="error")
         t0 = time.perf_counter()
         with write(engine) as conn:
-            ledger.fail_attempt(conn, ids[0], claimed.lease, entry, 0.0)
+            attempts.fail_attempt(conn, ids[0], claimed.lease, entry, 0.0)
         fail_ms = (time.perf_counter() - t0) * 1000
         assert api.dependents_cancelled(ids[0]) == steps - 1
         t0 = time.perf_counter()
@@ -174,10 +174,10 @@ def run_finish_cost(rounds: int, batch: int = 500) -> dict[str, float]:
                     .where(jobs.c.id.in_(ids))
                     .values(status="dispatched", attempt=1, lease=1)
                 )
-            outcomes = [ledger.Outcome(i, 1, None) for i in ids]
+            outcomes = [attempts.Outcome(i, 1, None) for i in ids]
             t0 = time.perf_counter()
             with write(engine) as conn:
-                done = ledger.complete_many(conn, outcomes)
+                done = attempts.complete_many(conn, outcomes)
             if i >= 2:
                 timings[enabled].append((time.perf_counter() - t0) * 1000)
             assert len(done) == batch

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from console.login_throttle import LoginRefused
-from db.settings import get_settings
+from console.settings import get_console_settings
 
 
 class LoginBusy(LoginRefused):
@@ -53,7 +53,7 @@ def slots() -> Slots:
     global _slots
     with _lock:
         if _slots is None:
-            settings = get_settings()
+            settings = get_console_settings()
             _slots = Slots(
                 settings.queue_console_password_checks,
                 settings.queue_console_password_check_wait,

@@ -28,9 +28,9 @@ from datetime import UTC, datetime, timedelta
 import streamlit as st
 from sqlalchemy import Engine
 
+from console.settings import get_console_settings
 from db import console_sessions
 from db.engine import read, transaction, write
-from db.settings import get_settings
 
 COOKIE = "edurise_console_session"
 TOKEN_KEY = "_console_session_token"
@@ -52,7 +52,7 @@ def _hash(token: str) -> str:
 
 
 def lifetime() -> timedelta:
-    return timedelta(hours=get_settings().queue_console_session_hours)
+    return timedelta(hours=get_console_settings().queue_console_session_hours)
 
 
 def start(engine: Engine, username: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from console.passwords import LOCAL_CLIENT, MAX_USERNAME
-from db.settings import get_settings
+from console.settings import get_console_settings
 
 MAX_ADDRESS = MAX_USERNAME
 
@@ -38,7 +38,7 @@ def current() -> str:
     """The address of the browser of the running Streamlit session."""
     import streamlit as st
 
-    header = get_settings().queue_console_client_ip_header
+    header = get_console_settings().queue_console_client_ip_header
     try:
         headers = st.context.headers if header else None
         ip = st.context.ip_address

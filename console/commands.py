@@ -1,6 +1,6 @@
 """Console commands for ``queuectl``: ``queuectl console`` and ``queuectl user ...``.
 
-``tasks/cli.py`` mounts ``user_app`` and calls ``run_console``; ``queuectl up`` calls
+``queuectl/cli.py`` mounts ``user_app`` and calls ``run_console``; ``queuectl up`` calls
 ``ensure_admin`` once so a fresh system has someone who can log in.
 """
 

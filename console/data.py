@@ -3,7 +3,7 @@
 Pages of jobs and single jobs are read through ``tasks.api``. What only needs ids or a few
 columns (bulk actions, the running jobs of the Workers page, id prefixes, per-status counts)
 is read by ``db.queries`` statements that select just those columns, never payloads. Charts
-come only from the metrics read models (``metrics.read_models``), never from scanning
+come only from the metrics read models (``metrics.read``, a module per page), never from scanning
 ``queue_jobs``. Writes clear the job caches (``clear_job_caches``) so users see their own
 changes at once.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from types import ModuleType
 from typing import Any
 
 import streamlit as st
@@ -25,6 +24,12 @@ from db.engine import engine_for, read
 from db.settings import get_settings
 from db.states import ALL_STATUSES
 from metrics import partitions
+from metrics.read import capacity as read_capacity
+from metrics.read import errors as read_errors
+from metrics.read import overview as read_overview
+from metrics.read import periodic as read_periodic
+from metrics.read import queues as read_queues
+from metrics.read import series as read_series
 from tasks import api, registry
 
 JOBS_TTL = 3
@@ -41,10 +46,6 @@ MIN_ID_PREFIX = 8
 PREFIX_CANDIDATES = 10
 HEX_DIGITS = "0123456789abcdef"
 MAX_FILTER_TEXT = 500
-
-
-class MetricsUnavailable(ConsoleError):
-    """The metrics read models are not installed (metrics/read_models.py missing)."""
 
 
 def ledger_url() -> str:
@@ -76,16 +77,6 @@ def known_queues(url: str) -> list[str]:
     for w in workers(url):
         names.update(w.get("queues") or [])
     return sorted(names)
-
-
-def read_models() -> ModuleType:
-    try:
-        from metrics import read_models as models
-    except ImportError as exc:
-        raise MetricsUnavailable(
-            f"the metrics read models are not available ({exc}); charts need metrics/read_models.py"
-        ) from None
-    return models
 
 
 def floor_time(now: datetime, seconds: int) -> datetime:
@@ -361,11 +352,11 @@ def queue_controls(url: str) -> list[dict[str, Any]]:
 
 @st.cache_data(ttl=JOBS_TTL, show_spinner=False, max_entries=20)
 def queue_summary(url: str) -> list[dict[str, Any]]:
-    """One row per queue for the Queues page (``metrics.read_models.queue_summary``): live
+    """One row per queue for the Queues page (``metrics.read.queues.queue_summary``): live
     counts exact up to ``COUNT_CAP``, rollup figures, live workers and slots."""
     queues = set(api.declared_queues())
     queues.update(c["queue_name"] for c in queue_controls(url))
-    return list(read_models().queue_summary(get_engine(url), queues=sorted(queues), cap=COUNT_CAP))
+    return list(read_queues.queue_summary(get_engine(url), queues=sorted(queues), cap=COUNT_CAP))
 
 
 @st.cache_data(ttl=JOBS_TTL, show_spinner=False, max_entries=20)
@@ -406,7 +397,7 @@ def queue_limits() -> dict[str, list[str]]:
 
 @st.cache_data(ttl=METRICS_TTL, show_spinner=False, max_entries=20)
 def maintainer_signal(url: str) -> dict[str, Any]:
-    return dict(read_models().maintainer_signal(get_engine(url)))
+    return dict(read_overview.maintainer_signal(get_engine(url)))
 
 
 # --- audit log ----------------------------------------------------------------------------
@@ -448,7 +439,7 @@ def audit_choices(url: str, column: str) -> list[str]:
 
 @st.cache_data(ttl=METRICS_TTL, show_spinner=False, max_entries=20)
 def overview_kpis(url: str) -> dict[str, Any]:
-    return dict(read_models().overview_kpis(get_engine(url)))
+    return dict(read_overview.overview_kpis(get_engine(url)))
 
 
 @st.cache_data(ttl=METRICS_TTL, show_spinner=False, max_entries=200)
@@ -463,7 +454,7 @@ def time_series(
     job_type: str | None = None,
 ) -> list[dict[str, Any]]:
     return list(
-        read_models().time_series(
+        read_series.time_series(
             get_engine(url),
             start=start,
             end=end,
@@ -480,7 +471,7 @@ def success_criteria(url: str, window_minutes: int = 60) -> list[dict[str, Any]]
     """The mission's targets (each set by a ``QUEUE_TARGET_*`` variable) against the rollups;
     a bad setting is one readable line."""
     try:
-        return list(read_models().success_criteria(get_engine(url), window_minutes=window_minutes))
+        return list(read_overview.success_criteria(get_engine(url), window_minutes=window_minutes))
     except ValueError as exc:
         raise ConsoleError(str(exc)) from None
 
@@ -495,7 +486,7 @@ def error_groups(
     limit: int = 50,
 ) -> list[dict[str, Any]]:
     return list(
-        read_models().error_groups(
+        read_errors.error_groups(
             get_engine(url), since=since, queue=queue, job_type=job_type, limit=limit
         )
     )
@@ -511,7 +502,7 @@ def capacity(
     load_factor: float = 1.0,
 ) -> dict[str, Any]:
     return dict(
-        read_models().capacity(
+        read_capacity.capacity(
             get_engine(url),
             queue=queue,
             window_minutes=window_minutes,
@@ -524,7 +515,7 @@ def capacity(
 @st.cache_data(ttl=METRICS_TTL, show_spinner=False, max_entries=200)
 def capacity_measured(url: str, *, queue: str, window_minutes: int = 60) -> dict[str, Any]:
     return dict(
-        read_models().capacity_measured(get_engine(url), queue=queue, window_minutes=window_minutes)
+        read_capacity.capacity_measured(get_engine(url), queue=queue, window_minutes=window_minutes)
     )
 
 
@@ -537,7 +528,7 @@ def periodic_schedules() -> list[tuple[str, registry.Schedule, str]]:
 
 @st.cache_data(ttl=METRICS_TTL, show_spinner=False, max_entries=20)
 def periodic_health(url: str) -> list[dict[str, Any]]:
-    return list(read_models().periodic_health(get_engine(url), schedules=periodic_schedules()))
+    return list(read_periodic.periodic_health(get_engine(url), schedules=periodic_schedules()))
 
 
 def clear_job_caches() -> None:
@@ -590,10 +581,11 @@ def alert_silences(url: str) -> list[dict[str, Any]]:
 
 def alert_rule_names() -> list[str]:
     """The rules the maintainer evaluates (defaults + QUEUE_ALERT_RULES_FILE)."""
-    from tasks.alert_rules import DEFAULT_RULES, RuleConfigError, load_rules
+    from tasks.alerts.rules import DEFAULT_RULES, RuleConfigError, load_rules
+    from tasks.alerts.settings import get_alert_settings
 
     try:
-        rules = load_rules(get_settings().queue_alert_rules_file)
+        rules = load_rules(get_alert_settings().queue_alert_rules_file)
     except (OSError, RuleConfigError):
         rules = list(DEFAULT_RULES)
     return [r.name for r in rules]

@@ -1,7 +1,7 @@
 """What a console password must be: at least ``MIN_LENGTH`` characters, not on the list of
 common passwords, and not easy to guess.
 
-The list and the estimate come from ``zxcvbn`` (pinned in requirements.txt): its 30,000 most
+The list and the estimate come from ``zxcvbn`` (its version locked in uv.lock): its 30,000 most
 common passwords from leaked password sets (compared without case), and its guess estimate,
 which also finds common passwords with a few changes, keyboard walks, repeats, dates and the
 user's own name. ``MIN_SCORE`` 3 of its 0-4 scale means "safely unguessable" for an online

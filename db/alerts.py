@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
+from db.driver import driver_for
 from db.models import Alert, AlertNotification, AlertSilence, Metric, TypeMetric, Worker
 
 alerts = Alert.__table__
@@ -143,23 +144,13 @@ def open_or_refire(conn: Connection, obs: Observation, now: datetime) -> Any | N
     ).scalar_one_or_none()
     if exists is not None:
         return None
-    insert_fn = _insert_for(conn)
     return conn.execute(
-        insert_fn(alerts)
+        driver_for(conn)
+        .insert(alerts)
         .values(alert_key=obs.alert_key, **values)
         .on_conflict_do_nothing(index_elements=["alert_key"])
         .returning(*alerts.c)
     ).first()
-
-
-def _insert_for(conn: Connection) -> Any:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert
 
 
 def hold(conn: Connection, obs: Observation, now: datetime, repeat: timedelta) -> Any | None:

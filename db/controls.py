@@ -6,18 +6,11 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from db.driver import driver_for
 from db.models import QueueControl
 from db.types import db_now
 
 controls = QueueControl.__table__
-
-
-def _upsert(conn: Connection) -> Any:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(controls)
 
 
 def set_paused(
@@ -31,7 +24,7 @@ def set_paused(
         "reason": reason if paused else None,
         "updated_at": db_now(),
     }
-    stmt = _upsert(conn).values(**values)
+    stmt = driver_for(conn).insert(controls).values(**values)
     stmt = stmt.on_conflict_do_update(
         index_elements=[controls.c.queue_name],
         set_={k: stmt.excluded[k] for k in values if k != "queue_name"},

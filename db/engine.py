@@ -7,12 +7,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.pool import PoolProxiedConnection
 
 
 def is_sqlite(engine: Engine | Connection) -> bool:
@@ -159,7 +160,18 @@ def read(engine: Engine) -> Iterator[Connection]:
 def sqlalchemy_error(exc: psycopg.Error, *, invalidated: bool = False) -> DBAPIError:
     """A psycopg error of a connection used without SQLAlchemy, as SQLAlchemy would raise it
     (``OperationalError``, ``IntegrityError``, ...), so callers catch one family."""
-    return DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=invalidated)
+    # ``exc`` is an instance of the DBAPI base error passed, so ``instance`` returns a
+    # ``DBAPIError`` subclass; its overloads only promise the ``StatementError`` base.
+    return cast(
+        DBAPIError,
+        DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=invalidated),
+    )
+
+
+def psycopg_connection(fairy: PoolProxiedConnection) -> psycopg.Connection[Any]:
+    """The psycopg connection of a pooled connection just checked out of a PostgreSQL engine.
+    SQLAlchemy types it ``Any | None``: it is ``None`` only after the pool has closed it."""
+    return cast("psycopg.Connection[Any]", fairy.driver_connection)
 
 
 @contextmanager
@@ -174,7 +186,7 @@ def driver_write(engine: Engine) -> Iterator[psycopg.Connection[Any]]:
         fairy = engine.raw_connection()
     except psycopg.Error as exc:  # cannot connect
         raise sqlalchemy_error(exc) from exc
-    conn: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
+    conn = psycopg_connection(fairy)
     try:
         conn.autocommit = True
         yield conn

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import zlib
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
+
+from db.driver import driver_for
 
 
 def lock_key(name: str) -> int:
@@ -14,12 +16,9 @@ def lock_key(name: str) -> int:
 
 def try_xact_lock(conn: Connection, name: str) -> bool:
     """Take a transaction-scoped lock if free. SQLite's BEGIN IMMEDIATE already serializes."""
-    if conn.dialect.name != "postgresql":
-        return True
-    return bool(conn.execute(select(func.pg_try_advisory_xact_lock(lock_key(name)))).scalar())
+    return driver_for(conn).try_xact_lock(conn, lock_key(name))
 
 
 def xact_lock(conn: Connection, name: str) -> None:
     """Wait for a transaction-scoped lock (serializes check-then-insert on one key)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(select(func.pg_advisory_xact_lock(lock_key(name))))
+    driver_for(conn).xact_lock(conn, lock_key(name))

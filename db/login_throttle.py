@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, or_, select, tuple_, update
 
+from db.driver import driver_for
 from db.models import LoginThrottle
 
 throttle = LoginThrottle.__table__
@@ -30,16 +31,6 @@ class Key:
         return {"scope": self.scope, "username": self.username, "client": self.client}
 
 
-def _insert_for(conn: Connection) -> Any:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert
-
-
 def lock(conn: Connection, keys: Iterable[Key]) -> dict[Key, dict[str, Any]]:
     """The rows of ``keys`` (created empty if missing), locked until the transaction ends.
 
@@ -47,10 +38,10 @@ def lock(conn: Connection, keys: Iterable[Key]) -> dict[Key, dict[str, Any]]:
     a cycle. On SQLite the transaction's ``BEGIN IMMEDIATE`` already serializes writers.
     """
     ordered = sorted(set(keys))
-    insert_fn = _insert_for(conn)
+    driver = driver_for(conn)
     for key in ordered:
         conn.execute(
-            insert_fn(throttle)
+            driver.insert(throttle)
             .values(**key.values(), failures=0)
             .on_conflict_do_nothing(index_elements=["scope", "username", "client"])
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     Uuid,
@@ -56,6 +57,12 @@ _ACTIVE = _status_in(S.DISPATCHED, S.RUNNING)
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+    if TYPE_CHECKING:
+        # Every model here is declared with ``__tablename__``, so its ``__table__`` is a
+        # ``Table`` (SQLAlchemy types it as the wider ``FromClause``, which ``insert()``,
+        # ``update()`` and ``delete()`` do not accept). Typing only: nothing at run time.
+        __table__: ClassVar[Table]
 
 
 class Job(Base):
@@ -344,6 +351,48 @@ class TypeMetric(Base):
     )
 
 
+class HourlyMetric(Base):
+    """One row per queue and hour: the merged histograms of the hour's ``queue_metrics`` rows
+    (migration 0016), so hour and day charts read one histogram per hour instead of 60.
+    Written by the rollup with the minute rows, in the same transaction."""
+
+    __tablename__ = "queue_metrics_hourly"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    queue_name: Mapped[str] = mapped_column(String(100))
+    hour: Mapped[datetime] = mapped_column(UTCDateTime)  # hour start (UTC)
+    processing_hist: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    wait_hist: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+    __table_args__ = (
+        UniqueConstraint("queue_name", "hour"),
+        Index("ix_queue_metrics_hourly_hour", "hour"),
+    )
+
+
+class HourlyTypeMetric(Base):
+    """One row per queue, job type and hour: the merged histograms of the hour's
+    ``queue_type_metrics`` rows (migration 0016)."""
+
+    __tablename__ = "queue_type_metrics_hourly"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    queue_name: Mapped[str] = mapped_column(String(100))
+    job_type: Mapped[str] = mapped_column(String(200))
+    hour: Mapped[datetime] = mapped_column(UTCDateTime)  # hour start (UTC)
+    processing_hist: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    wait_hist: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+    __table_args__ = (
+        UniqueConstraint("queue_name", "job_type", "hour"),
+        Index("ix_queue_type_metrics_hourly_hour", "hour"),
+    )
+
+
 class QueueControl(Base):
     """Per-queue switches set by admins: a paused queue dispatches nothing."""
 
@@ -561,7 +610,7 @@ class PeriodicState(Base):
 
 class JobLogLine(Base):
     """One line a handler logged through ``ctx.log`` (or a logger under ``job.<type>``),
-    kept per attempt (bounded: ``tasks.job_logs``). No foreign key, as for
+    kept per attempt (bounded: ``tasks.worker.job_logs``). No foreign key, as for
     ``queue_job_deps``: the pruner deletes a job's lines with it (``db.retention``)."""
 
     __tablename__ = "queue_job_logs"

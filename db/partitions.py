@@ -1,7 +1,7 @@
 """Reads of fair share (``@job(partition_by=...)``): which partitions of a type have queued
 jobs, how many jobs each has dispatched or running (concurrency) or started lately (rate
 limit), and each partition's best queued jobs. The dispatcher ranks them round-robin and
-dispatches the chosen ids with ``ledger.dispatch_ids`` (the one state transition).
+dispatches the chosen ids with ``ledger.maintainer.dispatch_ids`` (the one state transition).
 
 Every read goes through the partial indexes of migration 0014, which hold partitioned jobs
 only: ``ix_queue_jobs_partition_order`` (queued, by queue, type, partition, dispatch order)
@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Integer, Text, bindparam, func, literal, or_, select, text, true
 from sqlalchemy.dialects import postgresql
 
+from db.driver import driver_for
 from db.models import Job
 from db.states import LEASED, JobStatus, sorted_values, sql_list
 from db.types import db_now
@@ -129,7 +130,7 @@ def best_queued(
     if not caps:
         return []
     order = (jobs.c.priority.desc(), jobs.c.scheduled_at, jobs.c.id)
-    if conn.dialect.name == "postgresql":
+    if driver_for(conn).array_sql:
         wanted = (
             func.unnest(
                 bindparam("keys", list(caps), type_=postgresql.ARRAY(Text())),

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, case, or_, select, update
 
+from db.driver import driver_for
 from db.models import Job, PeriodicState
 from db.states import JobStatus
 from db.types import db_now
@@ -45,17 +46,9 @@ class TickOutcome:
     caught_up: int = 0
 
 
-def _insert(conn: Connection) -> Any:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(periodic)
-
-
 def ensure_row(conn: Connection, name: str) -> None:
     """Create the state row of ``name`` (not paused, no tick dealt with) unless it exists."""
-    stmt = _insert(conn).values(name=name, paused=False, updated_at=db_now())
+    stmt = driver_for(conn).insert(periodic).values(name=name, paused=False, updated_at=db_now())
     conn.execute(stmt.on_conflict_do_nothing(index_elements=[periodic.c.name]))
 
 

@@ -14,20 +14,18 @@ import psycopg
 from sqlalchemy import (
     Connection,
     Select,
-    String,
-    Text,
-    cast,
+    and_,
     func,
     literal,
     or_,
     select,
     union_all,
 )
-from sqlalchemy import text as sql_text
 from sqlalchemy.exc import OperationalError
 
+from db.driver import driver_for
 from db.models import Job, Worker
-from db.states import ALL_STATUSES, TERMINAL, JobStatus, sorted_values
+from db.states import ALL_STATUSES, DELAYED, READY, TERMINAL, JobStatus, sorted_values
 from db.types import db_now
 
 jobs = Job.__table__
@@ -74,19 +72,10 @@ def id_prefix_range(text: str) -> tuple[uuid.UUID, uuid.UUID] | None:
 def _search_match(conn: Connection, search: str) -> Any:
     """The condition of a search that is not a whole job id: text inside the payload (its JSON
     text, in any case) or, on PostgreSQL, the start of the job id."""
-    pattern = f"%{_like_escape(search)}%"
-    if conn.dialect.name != "postgresql":
-        return cast(jobs.c.data, String).like(pattern, escape="\\")  # SQLite: ASCII any case
-    text_of_data = cast(jobs.c.data, Text)
-    if search.isascii():
-        # ASCII case folding (COLLATE "C"): ILIKE under the database's UTF-8 collation lowers
-        # every row through the C library's wide characters, half the time of a search over
-        # 1,000,000 jobs (docs/benchmarks.md, "Console first render"). The one difference:
-        # non-ASCII letters that lower-case to ASCII (Kelvin sign, capital dotted I) no longer
-        # match their ASCII look-alike.
-        payload = func.lower(text_of_data.collate("C")).like(pattern.lower(), escape="\\")
-    else:
-        payload = text_of_data.ilike(pattern, escape="\\")
+    driver = driver_for(conn)
+    payload = driver.text_contains(jobs.c.data, f"%{_like_escape(search)}%")
+    if not driver.id_prefix_search:
+        return payload
     ids = id_prefix_range(search)
     return payload if ids is None else or_(jobs.c.id.between(*ids), payload)
 
@@ -139,7 +128,7 @@ def get_jobs(
     (PostgreSQL) or text inside the payload (its JSON text, in any case). ``columns``: only
     these columns (a list that shows no payload need not read one); every column by default."""
     chosen = [jobs.c[name] for name in columns] if columns else [jobs]
-    if conn.dialect.name == "postgresql" and not (type or queue or search):
+    if driver_for(conn).limited_union_branches and not (type or queue or search):
         return _newest_per_status(conn, chosen, status, since, until, limit, offset)
     stmt = _filtered(
         conn,
@@ -226,10 +215,20 @@ def search_jobs(
     statement timeout). ``budget_seconds`` None, SQLite, or a whole job id: one plain
     statement, always exact."""
     statuses = [status] if isinstance(status, str) else list(status or ALL_STATUSES)
-    plain = budget_seconds is None or conn.dialect.name != "postgresql" or _is_job_id(search)
+    plain = budget_seconds is None or not driver_for(conn).statement_timeout or _is_job_id(search)
     if plain:
-        filters = {"status": status, "type": type, "queue": queue, "since": since, "until": until}
-        rows = get_jobs(conn, search=search, limit=limit, offset=offset, columns=columns, **filters)
+        rows = get_jobs(
+            conn,
+            status=status,
+            type=type,
+            queue=queue,
+            since=since,
+            until=until,
+            search=search,
+            limit=limit,
+            offset=offset,
+            columns=columns,
+        )
         return SearchedJobs(rows, None)
     assert budget_seconds is not None
     deadline = time.monotonic() + budget_seconds
@@ -284,7 +283,8 @@ def _oldest_created(conn: Connection, statuses: Sequence[str]) -> datetime | Non
         for value in dict.fromkeys(statuses)
     ]
     merged = union_all(*branches).subquery("oldest")
-    return conn.execute(select(func.min(merged.c.at))).scalar_one()
+    oldest: datetime | None = conn.execute(select(func.min(merged.c.at))).scalar_one()
+    return oldest
 
 
 @contextmanager
@@ -378,23 +378,7 @@ def status_estimates(conn: Connection) -> dict[str, int]:
     """PostgreSQL: the planner's estimate of the jobs per status (``pg_class.reltuples`` x the
     most-common-value frequencies of ``pg_stats``, kept by ANALYZE/autovacuum); empty on
     SQLite or before the table was analyzed. Free at any size; for counts too big to count."""
-    if conn.dialect.name != "postgresql":
-        return {}
-    row = conn.execute(
-        sql_text(
-            "SELECT c.reltuples, s.most_common_vals::text::text[], s.most_common_freqs"
-            " FROM pg_class c JOIN pg_stats s"
-            " ON s.tablename = c.relname AND s.attname = 'status'"
-            " WHERE c.oid = to_regclass('queue_jobs')"
-            " AND s.schemaname = current_schema()"
-        )
-    ).first()
-    if row is None or row[0] is None or row[0] < 0 or row[1] is None or row[2] is None:
-        return {}
-    total = float(row[0])
-    return {
-        str(value): round(total * float(freq)) for value, freq in zip(row[1], row[2], strict=False)
-    }
+    return driver_for(conn).value_estimates(conn, jobs.name, jobs.c.status.name)
 
 
 def running_job_refs(conn: Connection, limit: int = 5_000) -> list[dict[str, Any]]:
@@ -521,3 +505,34 @@ def live_job_with_key(conn: Connection, key: str) -> uuid.UUID | None:
         jobs.c.idempotency_key == key, jobs.c.status.not_in(sorted_values(TERMINAL))
     )
     return conn.execute(stmt.limit(1)).scalar_one_or_none()
+
+
+# --- state now: waiting jobs and live workers per queue (rollups, gauges, alerts) ---------
+
+
+def current_depth(conn: Connection, now: datetime) -> dict[str, int]:
+    """Jobs waiting per queue: queued or dispatched, or scheduled/retrying and due."""
+    waiting = or_(
+        jobs.c.status.in_(sorted_values(READY)),
+        and_(jobs.c.status.in_(sorted_values(DELAYED)), jobs.c.scheduled_at <= now),
+    )
+    rows = conn.execute(select(jobs.c.queue, func.count()).where(waiting).group_by(jobs.c.queue))
+    return {q: int(n) for q, n in rows}
+
+
+def live_workers(
+    conn: Connection, now: datetime, stale_seconds: float
+) -> dict[str, tuple[int, int]]:
+    """Per queue: (live workers, their slots). A worker on two queues counts in both."""
+    rows = conn.execute(
+        select(workers.c.queues, workers.c.concurrency).where(
+            workers.c.status == "running",
+            workers.c.last_heartbeat >= now - timedelta(seconds=stale_seconds),
+        )
+    )
+    out: dict[str, tuple[int, int]] = {}
+    for queues, concurrency in rows:
+        for q in queues or []:
+            count, slots = out.get(q, (0, 0))
+            out[q] = (count + 1, slots + int(concurrency))
+    return out

@@ -193,6 +193,15 @@ def _delete_before(
     return deleted, batches
 
 
+#: the rollup tables and their time column; an hour goes with its last minute
+ROLLUP_TABLES = (
+    ("queue_type_metrics", "timestamp", timedelta(0)),
+    ("queue_metrics", "timestamp", timedelta(0)),
+    ("queue_type_metrics_hourly", "hour", timedelta(minutes=59)),
+    ("queue_metrics_hourly", "hour", timedelta(minutes=59)),
+)
+
+
 def prune_metrics(
     engine: Engine,
     *,
@@ -200,10 +209,13 @@ def prune_metrics(
     batch_size: int = BATCH_SIZE,
     max_batches: int = MAX_BATCHES,
 ) -> int:
-    """Delete rollup rows (both tables) of minutes before ``before``."""
+    """Delete rollup rows of minutes before ``before`` (both minute tables) and the hourly
+    rows of hours whose last minute (:59) is before ``before``."""
     deleted = 0
-    for table in ("queue_type_metrics", "queue_metrics"):
-        n, batches = _delete_before(engine, table, "timestamp", before, batch_size, max_batches)
+    for table, time_column, last_minute in ROLLUP_TABLES:
+        n, batches = _delete_before(
+            engine, table, time_column, before - last_minute, batch_size, max_batches
+        )
         deleted += n
         max_batches -= batches
     return deleted

@@ -1,11 +1,18 @@
-"""One settings object, read from the environment (documented in README.md)."""
+"""Settings read from the environment (documented in README.md), one class per owner.
+
+``Settings`` here: the ledger, the transport, the queues, workers, the maintainer and
+retention, which every process shares. The console's own settings are
+``console.settings.ConsoleSettings`` and the alerts' ``tasks.alerts.settings.AlertSettings``;
+each is built with :func:`settings_getter` from :class:`EnvSettings`, and
+``get_settings.cache_clear()`` (any getter's) makes all of them read the environment again.
+"""
 
 from __future__ import annotations
 
 import re
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,10 +25,14 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-class Settings(BaseSettings):
-    """Every knob of the system. Unset DATABASE_URL / REDIS_URL select the embedded default."""
+class EnvSettings(BaseSettings):
+    """Settings from environment variables named as the fields (any case); others ignored."""
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+
+class Settings(EnvSettings):
+    """The shared settings. Unset DATABASE_URL / REDIS_URL select the embedded default."""
 
     database_url: str | None = Field(default=None, description="SQLAlchemy URL of the ledger")
     redis_url: str | None = Field(default=None, description="Redis URL for the Huey transport")
@@ -42,12 +53,15 @@ class Settings(BaseSettings):
     )
     queue_direct_dispatch: bool = Field(
         default=True,
-        description="a producer sends a due job to an idle queue itself (tasks/direct_dispatch.py)",
+        description=(
+            "a producer sends a due job to an idle queue itself "
+            "(tasks/transport/direct_dispatch.py)"
+        ),
     )
     queue_prefetch: int = Field(
         default=1,
         ge=0,
-        description="attempts a busy thread worker reads ahead (tasks/prefetch.py)",
+        description="attempts a busy thread worker reads ahead (tasks/worker/prefetch.py)",
     )
     queue_pop_batch: int = Field(
         default=32,
@@ -59,51 +73,14 @@ class Settings(BaseSettings):
     queue_poll_seconds: float = Field(default=0.5, gt=0)
     queue_shutdown_timeout: float = Field(default=25.0, ge=0)
     log_level: str = Field(default="INFO")
-    queue_console_session_hours: float = Field(
-        default=12.0, gt=0, description="an idle console login ends after this many hours"
-    )
-    queue_console_password_checks: int = Field(
-        default=2, ge=1, le=64, description="argon2 checks at once per console process"
-    )
-    queue_console_password_check_wait: float = Field(
-        default=5.0, ge=0, description="seconds a login waits for a check before 'try again'"
-    )
-    queue_console_client_ip_header: str | None = Field(
-        default=None,
-        description="header a trusted reverse proxy sets to the client address (X-Forwarded-For)",
-    )
     queue_audit_retention_days: float = Field(
         default=365.0, gt=0, description="audit entries older than this are deleted"
     )
-    # retention and rollups (tasks/system_jobs.py, docs/metrics.md)
+    # retention and rollups (tasks/jobs/system.py, docs/metrics.md)
     queue_retention_completed_hours: float = Field(default=24.0, gt=0)
     queue_retention_failed_days: float = Field(default=7.0, gt=0)
     queue_metrics_retention_days: float = Field(default=90.0, gt=0)
     queue_metrics_recompute_minutes: int = Field(default=5, ge=1, le=60)
-    # alerts (tasks/maintenance/alerts.py, docs/operations.md#alerts)
-    queue_alert_rules_file: Path | None = Field(
-        default=None, description="JSON or TOML file overriding/adding alert rules"
-    )
-    queue_alert_repeat_minutes: float = Field(
-        default=60.0, gt=0, description="a firing alert is notified again at most this often"
-    )
-    queue_alert_webhook_url: str | None = Field(
-        default=None, description="default webhook of the rules (unset: outbox only)"
-    )
-    queue_alert_webhook_secret: str | None = Field(
-        default=None,
-        description="HMAC-SHA256 key of the X-EduRise-Signature header (over timestamp.body)",
-    )
-    queue_alert_webhook_timeout: float = Field(default=3.0, gt=0, description="seconds per POST")
-    queue_alert_webhook_attempts: int = Field(
-        default=5, ge=1, description="POSTs of one notification before it is given up"
-    )
-    queue_alert_webhook_backoff: float = Field(
-        default=2.0, gt=0, description="seconds before the first retry; doubles per retry"
-    )
-    queue_alert_interval_seconds: float = Field(
-        default=60.0, gt=0, description="seconds between alert evaluations"
-    )
 
     @field_validator("queue_queues")
     @classmethod
@@ -114,14 +91,6 @@ class Settings(BaseSettings):
                 f"QUEUE_QUEUES: queue name {bad[0]!r} is invalid: 1-64 letters, digits or"
                 " underscores"
             )
-        return value
-
-    @field_validator("queue_alert_webhook_url")
-    @classmethod
-    def _http_webhook(cls, value: str | None) -> str | None:
-        parts = urlsplit(value or "")
-        if value and (parts.scheme.lower() not in ("http", "https") or not parts.hostname):
-            raise ValueError("QUEUE_ALERT_WEBHOOK_URL must be an http:// or https:// URL")
         return value
 
     @property
@@ -148,6 +117,33 @@ class Settings(BaseSettings):
         return not self.database_url and not self.redis_url
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()
+S = TypeVar("S", bound=EnvSettings)
+
+
+class SettingsGetter(Generic[S]):
+    """``getter()``: the settings of one owner, read from the environment at the first call.
+    ``cache_clear()`` forgets every owner's (tests and benchmarks change the environment)."""
+
+    _all: ClassVar[list[SettingsGetter[Any]]] = []
+
+    def __init__(self, cls: type[S]) -> None:
+        self._cls = cls
+        self._value: S | None = None
+        SettingsGetter._all.append(self)
+
+    def __call__(self) -> S:
+        value = self._value
+        if value is None:
+            value = self._value = self._cls()
+        return value
+
+    def cache_clear(self) -> None:
+        for getter in SettingsGetter._all:
+            getter._value = None
+
+
+def settings_getter(cls: type[S]) -> SettingsGetter[S]:
+    return SettingsGetter(cls)
+
+
+get_settings = settings_getter(Settings)

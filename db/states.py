@@ -46,7 +46,8 @@ class Transition(StrEnum):
     """Every way a job can change state; names match the functions in ``db.ledger``."""
 
     DISPATCH = "dispatch"  # dispatcher takes the attempt (a new lease), pushes the id to Redis
-    # (a producer may also insert a due job already dispatched: ledger.insert_dispatched)
+    # (a producer may also insert a due job already dispatched:
+    # db.ledger.producer.insert_dispatched)
     # message lost in Redis, no worker took it: the attempt is given back (cancelled instead
     # if a cancel was requested)
     RECONCILE = "reconcile"

@@ -17,7 +17,7 @@ import redis
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from db import controls, ledger, queries
+from db import controls, queries
 from db import job_logs as job_log_sql
 from db.engine import (
     driver_write,
@@ -28,11 +28,12 @@ from db.engine import (
     transaction,
     write,
 )
+from db.ledger import admin, core, dependencies, maintainer, producer
 from db.locks import xact_lock
 from db.models import PRIORITY_MAX, PRIORITY_MIN
 from db.settings import get_settings
 from db.states import ALL_STATUSES, JobStatus, Transition, can
-from tasks import direct_dispatch, registry
+from tasks import registry
 from tasks.errors import (
     IdempotencyConflict,
     InvalidArgument,
@@ -45,14 +46,15 @@ from tasks.errors import (
     UnknownDependency,
     UnknownQueue,
 )
-from tasks.group_commit import GroupCommit
 from tasks.payload import check_payload_text
+from tasks.transport import direct_dispatch
+from tasks.transport.group_commit import GroupCommit
 
 MAX_ATTEMPTS_LIMIT = 100
 MAX_BULK = 10_000
 #: at most this many dependencies per job (a fan-in of 10,000 parents is one callback)
 MAX_DEPENDENCIES = 10_000
-ON_DEPENDENCY_FAILURE = ledger.ON_DEPENDENCY_FAILURE  # "cancel" (the default) or "run"
+ON_DEPENDENCY_FAILURE = dependencies.ON_DEPENDENCY_FAILURE  # "cancel" (the default) or "run"
 #: every schedule time lies within [now - SCHEDULE_MAX_PAST, now + SCHEDULE_MAX_AHEAD]
 SCHEDULE_MAX_PAST = timedelta(days=1)
 SCHEDULE_MAX_AHEAD = timedelta(days=3660)  # ten years (of 366 days)
@@ -250,7 +252,7 @@ def build_job(
     depends_on: tuple[uuid.UUID, ...] = (),
     on_dependency_failure: Any = "cancel",
     partition: Any = None,
-) -> ledger.NewJob:
+) -> producer.NewJob:
     """Validate one job's arguments into a row to insert (raises a ``QueueError``).
     ``depends_on`` is already resolved to job ids (:func:`_dependency_ids`)."""
     if load_registry:
@@ -267,7 +269,7 @@ def build_job(
         raise InvalidArgument(
             "a job with dependencies cannot have an idempotency key or a unique_for type"
         )
-    return ledger.NewJob(
+    return producer.NewJob(
         type=job_type.name,
         queue=_check_queue(queue, job_type.queue),
         priority=_check_priority(priority, job_type.priority),
@@ -291,7 +293,9 @@ def unique_key(type_name: str, data: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _key_conflict(exc: ledger.KeyConflict, new_jobs: list[ledger.NewJob], bulk: bool) -> Exception:
+def _key_conflict(
+    exc: producer.KeyConflict, new_jobs: list[producer.NewJob], bulk: bool
+) -> Exception:
     if not bulk:
         return IdempotencyConflict(str(exc))
     index = next(i for i, new in enumerate(new_jobs) if new.id == exc.job_id)
@@ -299,12 +303,12 @@ def _key_conflict(exc: ledger.KeyConflict, new_jobs: list[ledger.NewJob], bulk: 
 
 
 def _insert(
-    conn: Connection, new_jobs: list[ledger.NewJob], *, bulk: bool = False
+    conn: Connection, new_jobs: list[producer.NewJob], *, bulk: bool = False
 ) -> list[uuid.UUID]:
     """Insert, answering a unique job (``unique_for``) with the job already in its window,
     and a live idempotency key of another type or data with ``IdempotencyConflict``."""
     out: list[uuid.UUID | None] = [None] * len(new_jobs)
-    fresh: list[tuple[int, ledger.NewJob]] = []
+    fresh: list[tuple[int, producer.NewJob]] = []
     first_with_key: dict[str, int] = {}
     same_as: dict[int, int] = {}
     for i, new in enumerate(new_jobs):
@@ -314,15 +318,15 @@ def _insert(
                 same_as[i] = first_with_key[new.unique_key]
                 continue
             xact_lock(conn, f"unique:{new.unique_key}")
-            existing = ledger.find_unique(conn, new.unique_key, window.total_seconds())
+            existing = maintainer.find_unique(conn, new.unique_key, window.total_seconds())
             if existing is not None:
                 out[i] = existing
                 continue
             first_with_key[new.unique_key] = i
         fresh.append((i, new))
     try:
-        ids = ledger.insert_jobs(conn, [n for _, n in fresh])
-    except ledger.KeyConflict as exc:  # raised inside the caller's transaction: rolled back
+        ids = producer.insert_jobs(conn, [n for _, n in fresh])
+    except producer.KeyConflict as exc:  # raised inside the caller's transaction: rolled back
         raise _key_conflict(exc, new_jobs, bulk) from None
     for (i, _), job_id in zip(fresh, ids, strict=True):
         out[i] = job_id
@@ -380,13 +384,13 @@ def submit_job(
         return _insert(conn, [new])[0]
 
 
-def plain_inserts() -> GroupCommit[ledger.NewJob]:
+def plain_inserts() -> GroupCommit[producer.NewJob]:
     """PostgreSQL: the group commit of ``submit_job`` for due jobs without keys, inserted
-    ``queued`` (``tasks.group_commit``); a lone call is one prepared INSERT."""
+    ``queued`` (``tasks.transport.group_commit``); a lone call is one prepared INSERT."""
     return _plain_inserts(hot_path_engine_for(get_settings().ledger_url))
 
 
-def direct_inserts() -> GroupCommit[ledger.NewJob]:
+def direct_inserts() -> GroupCommit[producer.NewJob]:
     """PostgreSQL with Redis: the group commit of ``submit_job`` under direct dispatch."""
     settings = get_settings()
     sender = direct_dispatch.for_redis(str(settings.redis_url), settings.queue_namespace)
@@ -395,16 +399,16 @@ def direct_inserts() -> GroupCommit[ledger.NewJob]:
 
 
 @lru_cache(maxsize=8)
-def _plain_inserts(eng: Engine) -> GroupCommit[ledger.NewJob]:
+def _plain_inserts(eng: Engine) -> GroupCommit[producer.NewJob]:
 
-    def write(batch: list[ledger.NewJob]) -> None:
+    def write(batch: list[producer.NewJob]) -> None:
         with driver_write(eng) as conn:
-            ledger.insert_batch_dbapi(conn, eng.dialect, batch)
+            producer.insert_batch_dbapi(conn, eng.dialect, batch)
 
     return GroupCommit(write)
 
 
-def _writer(new: ledger.NewJob) -> Any:
+def _writer(new: producer.NewJob) -> Any:
     """One autocommit statement for a plain job; a transaction when a unique check comes first."""
     return transaction(engine()) if new.unique_key is not None else write(engine())
 
@@ -433,7 +437,7 @@ def submit_jobs(items: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
     it or none; an index that is not earlier (itself, a later item, out of range) is
     ``InvalidDependency``, an id that is not in the ledger ``UnknownDependency``.
     """
-    new_jobs: list[ledger.NewJob] = []
+    new_jobs: list[producer.NewJob] = []
     _load_registry()
     for i, item in enumerate(items):
         if not isinstance(item, Mapping):
@@ -467,7 +471,7 @@ def submit_jobs(items: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
 
 
 def _dependency_ids(
-    given: Any, item: int | None = None, earlier: list[ledger.NewJob] | None = None
+    given: Any, item: int | None = None, earlier: list[producer.NewJob] | None = None
 ) -> tuple[uuid.UUID, ...]:
     """``depends_on`` as job ids, in order, without repeats: UUIDs (or their text) of
     existing jobs, and in :func:`submit_jobs` (``item`` is the index of the item it belongs
@@ -504,12 +508,12 @@ def _dependency_ids(
     return tuple(out)
 
 
-def _insert_graph(new_jobs: list[ledger.NewJob]) -> list[uuid.UUID]:
-    """Jobs with dependencies, in one transaction (``ledger.insert_graph``)."""
+def _insert_graph(new_jobs: list[producer.NewJob]) -> list[uuid.UUID]:
+    """Jobs with dependencies, in one transaction (``producer.insert_graph``)."""
     try:
         with transaction(engine()) as conn:
-            return ledger.insert_graph(conn, new_jobs)
-    except ledger.UnknownDependencies as exc:
+            return producer.insert_graph(conn, new_jobs)
+    except dependencies.UnknownDependencies as exc:
         raise UnknownDependency(f"{exc}; nothing was written") from None
 
 
@@ -559,7 +563,7 @@ def _job_id(job_id: Any) -> uuid.UUID:
         raise JobNotFound(f"{job_id!r} is not a job id (expected a UUID)") from None
 
 
-def _transition_error(exc: ledger.TransitionError) -> Exception:
+def _transition_error(exc: core.TransitionError) -> Exception:
     if exc.status is None:
         return JobNotFound(str(exc))
     return InvalidTransition(str(exc))
@@ -598,47 +602,48 @@ def cancel_job(job_id: uuid.UUID | str) -> str:
     try:
         if not settings.redis_url:  # workers claim each attempt in the ledger
             with write(engine()) as conn:
-                return ledger.cancel(conn, jid)
+                return admin.cancel(conn, jid)
         storage = direct_dispatch.for_redis(settings.redis_url, settings.queue_namespace).storage
         return _cancel_with_delivery_gate(jid, storage)
-    except ledger.TransitionError as exc:
+    except core.TransitionError as exc:
         raise _transition_error(exc) from None
 
 
 def _cancel_with_delivery_gate(jid: uuid.UUID, storage: Any) -> str:
     for _ in range(5):  # each round sees the job move on; five is plenty
         with read(engine()) as conn:
-            status, lease = ledger.cancel_target(conn, jid)
+            status, lease = admin.cancel_target(conn, jid)
         if status == JobStatus.RUNNING:
             with write(engine()) as conn:
-                if ledger.request_cancel(conn, jid):
+                if admin.request_cancel(conn, jid):
                     return CANCEL_REQUESTED
             continue
         if not can(Transition.CANCEL, status):
-            raise ledger.TransitionError(jid, Transition.CANCEL, status)
+            raise core.TransitionError(jid, Transition.CANCEL, status)
         # dispatched: a worker may have taken it, or Redis cannot tell: ask it to stop
         if status == JobStatus.DISPATCHED and not _blocked(storage, jid, lease):
             with write(engine()) as conn:
-                if ledger.request_cancel(conn, jid):
+                if admin.request_cancel(conn, jid):
                     return CANCEL_REQUESTED
             continue
         with write(engine()) as conn:
-            if ledger.cancel_unstarted(conn, jid, lease):
+            if admin.cancel_unstarted(conn, jid, lease):
                 return CANCELLED
     with read(engine()) as conn:
-        status, _ = ledger.cancel_target(conn, jid)
-    raise ledger.TransitionError(jid, Transition.CANCEL, status)
+        status, _ = admin.cancel_target(conn, jid)
+    raise core.TransitionError(jid, Transition.CANCEL, status)
 
 
 def retry_job(job_id: uuid.UUID | str) -> int:
-    """Run a ``failed`` or ``cancelled`` job again (attempts start over; errors are kept).
-    The jobs it cancelled as a dependency (and theirs, downstream) wait for it again; returns
-    how many."""
+    """Run a ``failed`` or ``cancelled`` job again: it becomes ``queued``, due now. Attempts
+    keep counting (the next one is ``attempt + 1``; a job with none left gets exactly one more)
+    and ``errors`` are kept. The jobs it cancelled as a dependency (and theirs, downstream) wait
+    for it again; returns how many."""
     jid = _job_id(job_id)
     try:
         with transaction(engine()) as conn:
-            return ledger.retry(conn, jid)
-    except ledger.TransitionError as exc:
+            return admin.retry(conn, jid)
+    except core.TransitionError as exc:
         raise _transition_error(exc) from None
     except IntegrityError:
         raise InvalidTransition(
@@ -654,9 +659,9 @@ def get_job(job_id: uuid.UUID | str) -> dict[str, Any]:
         if found is not None:
             # two more reads only for a job in a workflow
             has_deps = found.get("on_dependency_failure") is not None
-            found["depends_on"] = ledger.dependencies_of(conn, jid) if has_deps else []
+            found["depends_on"] = dependencies.dependencies_of(conn, jid) if has_deps else []
             found["dependents"] = (
-                ledger.dependents_of(conn, jid) if found.get("has_dependents") else []
+                dependencies.dependents_of(conn, jid) if found.get("has_dependents") else []
             )
     if found is None:
         raise JobNotFound(f"job {jid} does not exist")
@@ -668,7 +673,7 @@ def dependents_cancelled(job_id: uuid.UUID | str) -> int:
     them) failed or was cancelled: what a cancel of a job with dependents reports."""
     jid = _job_id(job_id)
     with read(engine()) as conn:
-        return ledger.dependency_cancelled(conn, jid)
+        return dependencies.dependency_cancelled(conn, jid)
 
 
 def get_jobs(
@@ -739,14 +744,14 @@ def pause_queue(queue: str, *, by: str | None = None, reason: str | None = None)
     with transaction(engine()) as conn:
         controls.set_paused(conn, name, True, by, reason)
         if not settings.redis_url:  # workers claim in the ledger: dispatched = not started
-            return ledger.requeue_dispatched(conn, name)
-        sent = ledger.dispatched_of_queue(conn, name)
+            return maintainer.requeue_dispatched(conn, name)
+        sent = maintainer.dispatched_of_queue(conn, name)
     # take back only the deliveries no worker has taken (blocked in Redis first, as a
     # cancel does): a job a worker has just begun runs to its end instead of being fenced
     storage = direct_dispatch.for_redis(settings.redis_url, settings.queue_namespace).storage
     blocked = [(job_id, lease) for job_id, lease in sent if _blocked(storage, job_id, lease)]
     with transaction(engine()) as conn:
-        return ledger.requeue_dispatched(conn, name, only=blocked)
+        return maintainer.requeue_dispatched(conn, name, only=blocked)
 
 
 def _blocked(storage: Any, job_id: uuid.UUID, lease: int) -> bool:

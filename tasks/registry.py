@@ -32,7 +32,7 @@ MAX_PARTITION_LENGTH = 200
 PARTITION_KEY = re.compile(rf"(?=.*\S)[^\x00-\x1f\x7f]{{1,{MAX_PARTITION_LENGTH}}}")
 PARTITION_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 DEFAULT_PRIORITY = 5
-BUILTIN_MODULES = ("tasks.builtin", "tasks.edurise", "tasks.system_jobs")
+BUILTIN_MODULES = ("tasks.jobs.builtin", "tasks.jobs.edurise", "tasks.jobs.system")
 # periodic jobs (``@periodic_job``): overlap and catch-up policies
 OVERLAP_POLICIES = ("skip", "allow")
 CATCH_UP_POLICIES = ("none", "latest", "all")
@@ -225,7 +225,10 @@ def _cron_matcher(cron: str) -> Callable[[datetime], bool]:
         raise InvalidArgument(f"crontab must have 5 fields, got {cron!r}")
     minute, hour, day, month, dow = fields
     try:
-        return huey_crontab(minute=minute, hour=hour, day=day, month=month, day_of_week=dow)
+        matches: Callable[[datetime], bool] = huey_crontab(
+            minute=minute, hour=hour, day=day, month=month, day_of_week=dow
+        )
+        return matches
     except ValueError as exc:
         raise InvalidArgument(f"invalid crontab {cron!r}: {exc}") from None
 
@@ -305,7 +308,7 @@ class JobType:
 
     def retry_delay(self, attempt: int) -> float:
         """Exponential backoff with jitter: base * 2**(attempt-1), capped, then 50-100 %."""
-        delay = min(self.max_backoff, self.backoff * (2 ** max(0, attempt - 1)))
+        delay: float = min(self.max_backoff, self.backoff * (2 ** max(0, attempt - 1)))
         return delay / 2 + random.uniform(0, delay / 2)
 
     @property

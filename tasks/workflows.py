@@ -20,8 +20,8 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Engine
 
-from db import ledger
 from db.engine import create_ledger_engine, read
+from db.ledger import dependencies
 from db.settings import get_settings
 from tasks import api
 from tasks.errors import InvalidArgument
@@ -44,7 +44,8 @@ def step(type: str, data: Any, **options: Any) -> dict[str, Any]:
     return {"type": type, "data": data, **options}
 
 
-def _item(given: Step, where: str) -> dict[str, Any]:
+def _item(given: object, where: str) -> dict[str, Any]:
+    """A ``submit_jobs`` item of a step; anything else (e.g. a job id among steps) is refused."""
     if isinstance(given, Mapping):
         return dict(given)
     if isinstance(given, tuple) and len(given) == 2 and isinstance(given[0], str):
@@ -52,7 +53,7 @@ def _item(given: Step, where: str) -> dict[str, Any]:
     raise InvalidArgument(f"{where}: a step is (type, data) or a mapping with 'type' and 'data'")
 
 
-def _after(ids: Iterable[uuid.UUID | str] | None) -> list[uuid.UUID | str]:
+def _after(ids: Iterable[uuid.UUID | str] | uuid.UUID | str | None) -> list[uuid.UUID | str]:
     if ids is None:
         return []
     if isinstance(ids, str | uuid.UUID):
@@ -117,7 +118,7 @@ def chord(
         ids = [h if isinstance(h, uuid.UUID) else api._job_id(h) for h in header]
         item = _with_deps(_item(callback, "callback"), list(ids), on_dependency_failure)
         return Chord(ids, api.submit_jobs([item])[0])
-    items = [_item(s, f"step {i}") for i, s in enumerate(header)]  # type: ignore[arg-type]
+    items = [_item(s, f"step {i}") for i, s in enumerate(header)]
     callback_item = _with_deps(
         _item(callback, "callback"), list(range(len(items))), on_dependency_failure
     )
@@ -144,4 +145,4 @@ def dependency_results(job_id: uuid.UUID | str) -> dict[uuid.UUID, Any]:
     not complete); what a handler reads as ``ctx.dependency_results``."""
     jid = api._job_id(job_id)
     with read(_engine()) as conn:
-        return ledger.dependency_results(conn, jid)
+        return dependencies.dependency_results(conn, jid)

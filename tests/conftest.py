@@ -27,6 +27,8 @@ TABLES = (
     "queue_workers",
     "queue_metrics",
     "queue_type_metrics",
+    "queue_metrics_hourly",
+    "queue_type_metrics_hourly",
     "queue_controls",
     "users",
     "audit_log",

@@ -52,7 +52,7 @@ class Processes:
     def start(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{args[0]}-{len(self.procs)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tasks.cli", *args],
+            [sys.executable, "-m", "queuectl.cli", *args],
             cwd=ROOT,
             env={**self.env, **(extra_env or {})},
             stdout=log,
@@ -69,7 +69,7 @@ class Processes:
 
     def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "tasks.cli", *args],
+            [sys.executable, "-m", "queuectl.cli", *args],
             cwd=ROOT,
             env=self.env,
             capture_output=True,

@@ -14,7 +14,7 @@ import streamlit as st
 from console import auth, data, ui
 
 WHAT_IF_LOADS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0)
-MIN_JOBS = 20  # metrics.read_models.MIN_JOBS_FOR_CAPACITY
+MIN_JOBS = 20  # metrics.read.capacity.MIN_JOBS_FOR_CAPACITY
 VERDICT_WORDS = {
     "info": "not enough data",
     "error": "saturated",

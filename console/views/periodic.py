@@ -12,7 +12,7 @@ import streamlit as st
 from console import actions, auth, data, ui
 from db.states import TERMINAL, JobStatus
 from tasks import registry
-from tasks.maintenance.periodic import list_periodic, pause_periodic, resume_periodic
+from tasks.steering import list_periodic, pause_periodic, resume_periodic
 
 #: a last run that ended without completing is flagged
 UNSUCCESSFUL = TERMINAL - {JobStatus.COMPLETED}

@@ -1,10 +1,11 @@
-"""Alerts: every minute, evaluate the alert rules (``tasks.alert_rules``) from the rollups and
+"""Alerts: every minute, evaluate the alert rules (``tasks.alerts.rules``) from the rollups and
 move each alert between ``firing`` and ``resolved`` (docs/operations.md#alerts).
 
 One pass is one transaction under an advisory lock; every transition is a guarded UPDATE, and
 the notification rows (the outbox, ``alert_notifications``) are written in that transaction for
 exactly the rows this pass changed, so two maintainers never notify twice. Webhooks are sent
-after commit by a background thread (``tasks.notify``): their failures never reach evaluation.
+after commit by a background thread (``tasks.alerts.notify``): their failures never reach
+evaluation.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from sqlalchemy import Engine
 
 from db import alerts as alert_sql
 from db.alerts import Observation
+from db.clock import db_clock
 from db.engine import transaction
 from db.locks import try_xact_lock
-from db.settings import Settings
-from metrics.rollup import db_clock
-from tasks import notify, registry
-from tasks.alert_rules import DEFAULT_RULES, Context, Rule, RulesFileLoader, evaluate
+from tasks import registry
+from tasks.alerts import notify
+from tasks.alerts.rules import DEFAULT_RULES, Context, Rule, RulesFileLoader, evaluate
+from tasks.alerts.settings import AlertSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class AlertsConfig:
     background_delivery: bool = True  # False: call deliver() yourself (tests)
 
 
-def alerts_config(settings: Settings) -> AlertsConfig:
+def alerts_config(settings: AlertSettings, stale_seconds: float = 10.0) -> AlertsConfig:
     """The alert settings; the maintainer calls it once at start-up, when a webhook URL
     without a secret is logged as a warning (rules with their own ``webhook_url`` are warned
     about at their first unsigned POST)."""
@@ -57,7 +59,7 @@ def alerts_config(settings: Settings) -> AlertsConfig:
         repeat_minutes=settings.queue_alert_repeat_minutes,
         rules_file=settings.queue_alert_rules_file,
         webhook_url=settings.queue_alert_webhook_url or None,
-        stale_seconds=settings.queue_stale_seconds,
+        stale_seconds=stale_seconds,
         delivery=notify.DeliveryConfig(
             secret=settings.queue_alert_webhook_secret or None,
             timeout=settings.queue_alert_webhook_timeout,
@@ -173,11 +175,11 @@ class AlertEvaluator:
                     events.append((resolved, "resolved"))
             silenced = alert_sql.silenced_rules(conn, clock)
             for row, state in events:
-                rule = enabled.get(row.rule)
-                channels = rule.channels if rule is not None else ("outbox",)
+                row_rule = enabled.get(row.rule)
+                channels = row_rule.channels if row_rule is not None else ("outbox",)
                 url = None
                 if "webhook" in channels:
-                    url = (rule.webhook_url if rule else None) or self.config.webhook_url
+                    url = (row_rule.webhook_url if row_rule else None) or self.config.webhook_url
                 alert_sql.add_notification(
                     conn,
                     alert=row,

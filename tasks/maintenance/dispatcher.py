@@ -21,11 +21,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from db import ledger, partitions
+from db import partitions
+from db.driver import driver_for
 from db.engine import transaction, write
+from db.ledger import maintainer
 from db.locks import lock_key
 from tasks import registry
-from tasks.broker import QueueStorage, encode_job_message
+from tasks.transport.broker import QueueStorage, encode_job_message
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +80,14 @@ class Dispatcher:
     def _allowances(self, conn: Connection) -> dict[str, int]:
         """How many more jobs of each metered type without partitions may be dispatched now."""
         metered = [t for t in registry.limited_types() if t.partition_by is None]
-        active = ledger.active_counts(conn, [t.name for t in metered if t.concurrency])
+        active = maintainer.active_counts(conn, [t.name for t in metered if t.concurrency])
         allowed: dict[str, int] = {}
         for t in metered:
             room = []
             if t.concurrency is not None:
                 room.append(t.concurrency - active.get(t.name, 0))
             if t.rate_limit is not None:
-                used = ledger.starts_since(conn, t.name, t.rate_limit.period_seconds)
+                used = maintainer.starts_since(conn, t.name, t.rate_limit.period_seconds)
                 room.append(t.rate_limit.count - used)
             allowed[t.name] = max(0, min(room))
         return allowed
@@ -133,7 +135,7 @@ class Dispatcher:
             chosen = partitions.round_robin(best, keys, room)
             if chosen:
                 self._cursor[cursor] = chosen[-1].partition_key
-            by_id = {r.id: r for r in ledger.dispatch_ids(conn, [c.id for c in chosen])}
+            by_id = {r.id: r for r in maintainer.dispatch_ids(conn, [c.id for c in chosen])}
             picked = [by_id[c.id] for c in chosen if c.id in by_id]  # a cancelled one is gone
             rows.extend(picked)
             room -= len(picked)
@@ -142,8 +144,8 @@ class Dispatcher:
     def run_queues(self, queues: set[str]) -> int:
         """A wake-up that names the queues that got new jobs (PostgreSQL NOTIFY): each is
         dispatched with one autocommit statement, its window read from Redis first. Falls
-        back to a full pass when job types are metered or the ledger is SQLite."""
-        if registry.limited_types() or self.engine.dialect.name != "postgresql":
+        back to a full pass when job types are metered or the ledger has no notifications."""
+        if registry.limited_types() or not driver_for(self.engine).notifies:
             return self.run_once(woken_for=queues)
         key = lock_key(self.name)
         sent = 0
@@ -154,7 +156,7 @@ class Dispatcher:
                 self.backlog = True
                 continue
             with write(self.engine) as conn:
-                rows = ledger.dispatch_queue_now(conn, queue, free, key)
+                rows = maintainer.dispatch_queue_now(conn, queue, free, key)
             self.storage.push(queue, _messages(rows))
             if len(rows) == free:
                 self._full[queue] = self.config.window
@@ -176,7 +178,7 @@ class Dispatcher:
         backlog = False
         full: dict[str, int] = {}
         with transaction(self.engine) as conn:
-            plan = ledger.dispatch_plan(conn, lock_key(self.name))
+            plan = maintainer.dispatch_plan(conn, lock_key(self.name))
             if not plan.locked:
                 return 0
             if not plan.queues:
@@ -209,12 +211,14 @@ class Dispatcher:
                 rows = []
                 for type_name, room in allowed.items():
                     if room > 0 and free > 0:
-                        picked = ledger.dispatch(conn, queue, min(room, free), only_type=type_name)
+                        picked = maintainer.dispatch(
+                            conn, queue, min(room, free), only_type=type_name
+                        )
                         allowed[type_name] -= len(picked)
                         free -= len(picked)
                         rows.extend(picked)
                 if free > 0 and (not found or self._others_worth_a_look(queue, woken_for)):
-                    general = ledger.dispatch(
+                    general = maintainer.dispatch(
                         conn,
                         queue,
                         free,

@@ -26,10 +26,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from db import ledger
 from db.engine import read, write
+from db.ledger import attempts, core, maintainer
 from tasks import registry
-from tasks.broker import QueueStorage
+from tasks.transport.broker import QueueStorage
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,8 @@ class Reconciler:
 
     def run_once(self) -> int:
         with read(self.engine) as conn:
-            candidates = ledger.dispatched_before(conn, self.config.grace_seconds)
-        missing = set()
+            candidates = maintainer.dispatched_before(conn, self.config.grace_seconds)
+        missing: set[tuple[uuid.UUID, int]] = set()
         for queue, ids in candidates.items():
             in_redis = self.storage.window_leases(queue)  # read after the ledger
             missing.update(lease for lease in ids if lease not in in_redis)
@@ -63,11 +63,11 @@ class Reconciler:
             return 0
         taken = self.storage.delivered(lost)
         with write(self.engine) as conn:
-            n = ledger.requeue_lost(conn, [d for d in lost if d not in taken])
+            n = maintainer.requeue_lost(conn, [d for d in lost if d not in taken])
         if n:
             log.warning("requeued %d dispatched job(s) whose message was lost", n)
         with read(self.engine) as conn:
-            counted = ledger.still_dispatched(conn, lost)
+            counted = maintainer.still_dispatched(conn, lost)
         for job in counted:
             n += self._count_attempt(job, taken=(job.id, job.lease) in taken)
         return n
@@ -77,14 +77,14 @@ class Reconciler:
         reason = (
             "worker lost: it took the job from the queue and died before recording its start"
             if taken
-            else f"delivered {ledger.MAX_GIVEN_BACK} times without a recorded start"
+            else f"delivered {maintainer.MAX_GIVEN_BACK} times without a recorded start"
         )
-        entry = ledger.error_entry(
+        entry = core.error_entry(
             job.attempt, f"Rescued: {reason}", traceback=None, worker=None, kind="rescued"
         )
         delay = registry.retry_delay(job.type, job.attempt)
         with write(self.engine) as conn:
-            status = ledger.fail_attempt(conn, job.id, job.lease, entry, delay)
+            status = attempts.fail_attempt(conn, job.id, job.lease, entry, delay)
         if status is None:
             return 0
         log.warning("job %s attempt %d: %s -> %s", job.id, job.attempt, reason, status)

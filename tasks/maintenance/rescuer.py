@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from db import ledger
 from db import workers as worker_sql
 from db.engine import read, write
+from db.ledger import attempts, core, maintainer
 from tasks import registry
 
 log = logging.getLogger(__name__)
@@ -34,13 +34,13 @@ class Rescuer:
 
     def run_once(self) -> int:
         with read(self.engine) as conn:
-            orphans = ledger.orphaned_running(
+            orphans = maintainer.orphaned_running(
                 conn, self.config.stale_seconds, self.config.deadline_grace_seconds
             )
         rescued = 0
         for job in orphans:
             delay = registry.retry_delay(job.type, job.attempt)
-            entry = ledger.error_entry(
+            entry = core.error_entry(
                 job.attempt,
                 f"Rescued: {job.reason}",
                 traceback=None,
@@ -48,7 +48,7 @@ class Rescuer:
                 kind="rescued",
             )
             with write(self.engine) as conn:
-                status = ledger.fail_attempt(conn, job.id, job.lease, entry, delay)
+                status = attempts.fail_attempt(conn, job.id, job.lease, entry, delay)
             if status is not None:
                 rescued += 1
                 log.warning("rescued job %s attempt %d -> %s", job.id, job.attempt, status)

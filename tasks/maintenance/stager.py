@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from db import ledger
 from db.engine import transaction
+from db.ledger import maintainer
 from db.locks import try_xact_lock
 
 
@@ -29,4 +29,4 @@ class Stager:
         with transaction(self.engine) as conn:
             if not try_xact_lock(conn, self.name):
                 return 0
-            return ledger.stage_due(conn, self.config.batch)
+            return maintainer.stage_due(conn, self.config.batch)

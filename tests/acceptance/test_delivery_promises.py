@@ -18,8 +18,8 @@ import pytest
 
 from db.settings import get_settings
 from tasks import api
-from tasks.broker import make_huey, storage_of
 from tasks.errors import InvalidTransition
+from tasks.transport.broker import make_huey, storage_of
 from tests.processes import Processes, wait_for
 
 SYSTEMS = ["postgres+redis", "embedded"]
@@ -77,8 +77,9 @@ def test_copies_reaching_handlers_that_wait_for_the_doorbell_run_once(
     processes: Processes, settings_env: dict[str, str]
 ) -> None:
     """Three copies pushed at once (with three doorbell tokens) to a thread worker whose
-    three handlers all wait on the doorbell: each wakes and runs the pop-and-mark script
-    (tasks/broker.py ``pop``); only the first takes the delivery, so one handler runs it."""
+    three handlers all wait on the doorbell: each wakes and runs the pop-and-mark
+    script (tasks/transport/broker.py ``pop``); only the first takes the delivery, so one handler
+    runs it."""
     data_dir = Path(settings_env["QUEUE_DATA_DIR"])
     job_id = api.submit_job("test.record", {"seconds": 0.3, "tag": "copied"})
     storage = storage_of(make_huey(get_settings()))

@@ -21,7 +21,7 @@ def test_queuectl_up_on_the_embedded_default(tmp_path: Path) -> None:
         if k not in ("DATABASE_URL", "REDIS_URL", "QUEUE_JOB_MODULES")
     }
     env.update({"QUEUE_DATA_DIR": str(tmp_path / "var"), "PYTHONPATH": str(ROOT)})
-    cli = [sys.executable, "-m", "tasks.cli"]
+    cli = [sys.executable, "-m", "queuectl.cli"]
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
     up = subprocess.Popen(
         [*cli, "up", "--no-console"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT

@@ -11,7 +11,7 @@ import pytest
 from db import job_logs
 from db.engine import read
 from tasks import api
-from tasks.job_logs import MAX_LINES
+from tasks.worker.job_logs import MAX_LINES
 from tests.processes import Processes, wait_for
 
 KINDS = ["thread", "process"]

@@ -7,12 +7,12 @@ import signal
 
 from db.engine import engine_for
 from db.settings import get_settings
-from metrics import read_models
+from metrics.read.overview import maintainer_signal
 from tests.acceptance.conftest import Processes, wait_for
 
 
 def signal_now() -> dict[str, object]:
-    return read_models.maintainer_signal(engine_for(get_settings().ledger_url))
+    return maintainer_signal(engine_for(get_settings().ledger_url))
 
 
 def test_the_console_sees_maintainers_come_and_go(processes: Processes) -> None:

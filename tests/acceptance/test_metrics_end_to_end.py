@@ -14,13 +14,14 @@ from sqlalchemy import func, select
 from db.engine import engine_for, read
 from db.models import Job
 from db.settings import get_settings
-from metrics import read_models
 from metrics.prometheus import start_server
+from metrics.read.errors import error_groups
+from metrics.read.series import time_series
 from metrics.rollup import floor_minute, rollup_range
 from tasks import api
 from tests.processes import Processes, wait_for
 
-MODULES = "tests.jobs_for_tests,tasks.system_jobs"
+MODULES = "tests.jobs_for_tests,tasks.jobs.system"
 
 
 def status_of(job_id: uuid.UUID) -> str:
@@ -63,7 +64,7 @@ def test_real_jobs_are_rolled_up_and_exported(
         ).one()
     end = floor_minute(last) + timedelta(minutes=1)
     rollup_range(engine, start=first, end=end, now=end + timedelta(seconds=1))
-    rows = read_models.time_series(engine, start=floor_minute(first), end=end, queue="default")
+    rows = time_series(engine, start=floor_minute(first), end=end, queue="default")
     assert sum(r["job_count"] for r in rows) == 24
     assert sum(r["completed_count"] for r in rows) == 23
     assert sum(r["failed_count"] for r in rows) == 1
@@ -71,11 +72,11 @@ def test_real_jobs_are_rolled_up_and_exported(
     assert sum(r["retries"] for r in rows) == 4  # all but the doomed job's last attempt
     assert all(r["processing_p50"] is not None for r in rows if r["job_count"])
 
-    groups = read_models.error_groups(engine, since=floor_minute(first))
+    groups = error_groups(engine, since=floor_minute(first))
     assert len(groups) == 1  # one place raises DemoFailure
     (group,) = groups
     assert group["exception_type"].endswith("DemoFailure")
-    assert group["location"].endswith(" in fail") and "tasks/builtin.py" in group["location"]
+    assert group["location"].endswith(" in fail") and "tasks/jobs/builtin.py" in group["location"]
     assert group["count"] == 2  # the doomed job's entries (retried ones that later completed
     assert group["job_ids"] == [doomed]  # are counted by the rollups, not here)
 

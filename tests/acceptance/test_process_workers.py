@@ -1,4 +1,4 @@
-"""Process workers (``--kind process``, ``tasks.process_pool``): a parent that pops, reads
+"""Process workers (``--kind process``, ``tasks.worker.process_pool``): a parent that pops, reads
 leases and records outcomes for job processes that only run handlers. What a user relies
 on, with real worker processes on PostgreSQL + Redis:
 
@@ -98,7 +98,7 @@ def test_graceful_stop_hands_back_an_attempt_still_running(processes: Processes)
 
 def _a_job_and_one_behind(processes: Processes, first_type: str) -> tuple[uuid.UUID, uuid.UUID]:
     """One job process that ran short jobs (so the worker sends each job process its next
-    attempt while it still runs one: ``tasks.process_pool.PIPELINE_SECONDS``), then a job of
+    attempt while it still runs one: ``tasks.worker.process_pool.PIPELINE_SECONDS``), then a job of
     ``first_type`` and a ``test.record`` job behind it, submitted together."""
     processes.maintainer()
     processes.worker("--concurrency", "1", "--kind", "process")

@@ -54,7 +54,7 @@ def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("playwright", "pip install -r requirements-dev.txt")
+        _missing("playwright", "make install")
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         _missing(f"chromium at {CHROMIUM}", "apt-get install -y chromium")
     with sync_playwright() as p:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from db.engine import engine_for, read
 from db.models import AuditEntry
 from db.settings import get_settings
-from tasks.maintenance.periodic import list_periodic
+from tasks.steering import list_periodic
 from tests.browser.conftest import go
 
 DIGEST = "edurise.outbox_digest"

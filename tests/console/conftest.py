@@ -90,13 +90,13 @@ def run_to_failure(url: str, job_id: object, error: str = "ValueError: boom") ->
     """Claim the job and fail its attempts until it is ``failed`` (as a worker would)."""
     import uuid
 
-    from db import ledger
+    from db.ledger import attempts, maintainer
 
     jid = uuid.UUID(str(job_id))
     engine = engine_for(url)
     while True:
         with write(engine) as conn:
-            claimed = ledger.claim(conn, jid, None)
+            claimed = attempts.claim(conn, jid, None)
         assert claimed is not None
         entry = {
             "at": datetime.now(UTC).isoformat(),
@@ -112,26 +112,26 @@ def run_to_failure(url: str, job_id: object, error: str = "ValueError: boom") ->
             "kind": "error",
         }
         with write(engine) as conn:
-            status = ledger.fail_attempt(conn, jid, claimed.lease, entry, 0)
+            status = attempts.fail_attempt(conn, jid, claimed.lease, entry, 0)
         if status == "failed":
             return
         with write(engine) as conn:  # retrying -> queued at once
-            ledger.stage_due(conn)
+            maintainer.stage_due(conn)
 
 
 def run_to_completion(url: str, job_id: object, result: object = None) -> None:
     import uuid
 
-    from db import ledger
     from db.engine import write
+    from db.ledger import attempts
 
     jid = uuid.UUID(str(job_id))
     engine = engine_for(url)
     with write(engine) as conn:
-        claimed = ledger.claim(conn, jid, None)
+        claimed = attempts.claim(conn, jid, None)
     assert claimed is not None
     with write(engine) as conn:
-        assert ledger.complete(conn, jid, claimed.lease, result or {"ok": True})
+        assert attempts.complete(conn, jid, claimed.lease, result or {"ok": True})
 
 
 def insert_metrics(url: str, queues: tuple[str, ...] = ("default", "reports")) -> None:

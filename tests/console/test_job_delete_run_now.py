@@ -11,8 +11,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from console import actions, auth, data
-from db import job_actions, ledger
+from db import job_actions
 from db.engine import engine_for, write
+from db.ledger import attempts, maintainer
 from tasks import api
 from tests.console.conftest import audit_rows, job_rows, run_to_completion
 from tests.console.test_jobs import button_keys, confirm, jobs_page, tick, tick_ids
@@ -62,7 +63,7 @@ def test_run_now_makes_a_scheduled_job_due_and_the_stager_queues_it(
     assert job["status"] == "scheduled"
     assert job["scheduled_at"] <= datetime.now(UTC) + timedelta(seconds=1)
     with write(engine_for(console_db)) as conn:
-        assert ledger.stage_due(conn) == 1
+        assert maintainer.stage_due(conn) == 1
     assert status_of(job_id) == "queued"
     [entry] = audit_rows(engine_for(console_db))
     assert (entry["action"], entry["outcome"], entry["job_ids"]) == (
@@ -114,7 +115,7 @@ def test_delete_and_run_now_ticked_rows_skip_what_they_do_not_apply_to(
 def test_a_job_a_worker_holds_is_not_deleted(console_db: str) -> None:
     job_id = api.submit_job("demo.echo", {})
     with write(engine_for(console_db)) as conn:
-        assert ledger.claim(conn, job_id, None) is not None  # running now
+        assert attempts.claim(conn, job_id, None) is not None  # running now
         assert job_actions.delete_jobs(conn, [job_id]) == []
         assert job_actions.run_now(conn, [job_id]) == []
     assert status_of(job_id) == "running"
@@ -127,7 +128,7 @@ def test_a_confirmed_delete_of_a_job_that_moved_on_is_refused_and_audited(
     at = jobs_page(make_app, id=str(job_id))
     at.button(key=f"job_delete_{job_id}").click().run()
     with write(engine_for(console_db)) as conn:
-        ledger.claim(conn, job_id, None)  # a worker took it meanwhile
+        attempts.claim(conn, job_id, None)  # a worker took it meanwhile
     confirm(at)
     assert not at.exception
     assert "is running: only" in at.error[0].value

@@ -15,8 +15,9 @@ from sqlalchemy import update
 from streamlit.testing.v1 import AppTest
 
 from console import data, ui
-from db import ledger, queries
+from db import queries
 from db.engine import engine_for, read, write
+from db.ledger import attempts
 from db.models import Job
 from db.users import set_disabled, set_role
 from tasks import api
@@ -405,7 +406,7 @@ def test_cancel_ticked_reports_cancelled_and_requested_and_skips_finished_jobs(
     waiting = api.schedule_job("demo.echo", {"w": 1}, 3600)
     running = api.submit_job("demo.echo", {"r": 1})
     with write(engine_for(console_db)) as conn:  # a worker holds it
-        assert ledger.claim(conn, running, None) is not None
+        assert attempts.claim(conn, running, None) is not None
     done = api.submit_job("demo.echo", {"d": 1})
     run_to_completion(console_db, done)
     at = jobs_page(make_app)
@@ -693,7 +694,7 @@ def test_bulk_and_workers_never_read_payloads(
     ids = [api.schedule_job("demo.echo", big, 3600) for _ in range(3)]
     running = api.submit_job("demo.echo", big)
     with write(engine_for(console_db)) as conn:
-        assert ledger.claim(conn, running, None) is not None
+        assert attempts.claim(conn, running, None) is not None
     statements: list[str] = []
 
     def spy(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]

@@ -17,7 +17,8 @@ from streamlit.testing.v1 import AppTest
 from db import audit
 from db.engine import engine_for, write
 from db.models import MaintainerProcess, Metric
-from metrics import hist, read_models
+from metrics import hist
+from metrics.read.overview import success_criteria
 from tasks import api
 from tests.console.conftest import PASSWORD, audit_rows
 from tests.console.test_auth import log_in
@@ -121,7 +122,7 @@ def test_a_bad_target_setting_is_one_readable_line(
         for e in at.error
     )
     with pytest.raises(ValueError, match="QUEUE_TARGET_COMPLETION_PCT"):
-        read_models.success_criteria(engine_for(console_db))
+        success_criteria(engine_for(console_db))
 
 
 def add_heartbeat(url: str, at: datetime, *, stopped: bool = False) -> None:

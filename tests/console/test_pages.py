@@ -78,10 +78,10 @@ def test_workers_page_flags_stale_and_stopped_workers(
         conn.execute(update(Worker).where(Worker.id == stale).values(last_heartbeat=old))
         worker_sql.set_status(conn, stopped, "stopped")
     job_id = api.submit_job("demo.echo", {})
-    from db import ledger
+    from db.ledger import attempts
 
     with write(engine) as conn:
-        assert ledger.claim(conn, job_id, live) is not None
+        assert attempts.claim(conn, job_id, live) is not None
 
     at = make_app("analyst").run()
     at.switch_page("views/workers.py").run()

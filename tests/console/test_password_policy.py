@@ -65,7 +65,7 @@ def test_the_cli_refuses_weak_passwords(
     monkeypatch.setenv(commands.ADMIN_PASSWORD_ENV, "admin")
     with pytest.raises(ValueError, match="QUEUE_ADMIN_PASSWORD: the password must have"):
         commands.ensure_admin(engine_for(sqlite_url))
-    from tasks.cli import app
+    from queuectl.cli import app
 
     started = runner.invoke(app, ["console"])  # one line, no traceback, no console started
     assert started.exit_code == 2

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from db import periodic as store
 from db.engine import engine_for, transaction
 from db.models import User
-from tasks.maintenance.periodic import list_periodic, pause_periodic
+from tasks.steering import list_periodic, pause_periodic
 from tests.console.conftest import audit_rows
 from tests.console.test_metric_pages import open_page
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from db import ledger
 from db.engine import engine_for, transaction
+from db.ledger import attempts
 from db.settings import get_settings
 from tasks import api, registry
 from tests.console.conftest import run_to_completion, run_to_failure
@@ -36,7 +36,7 @@ def submit(school: str, n: int, **extra: Any) -> list[uuid.UUID]:
 
 def start(url: str, job_id: uuid.UUID) -> None:
     with transaction(engine_for(url)) as conn:
-        assert ledger.claim(conn, job_id, None) is not None
+        assert attempts.claim(conn, job_id, None) is not None
 
 
 def partitions_table(at: AppTest) -> list[dict[str, Any]]:

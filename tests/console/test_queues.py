@@ -218,15 +218,13 @@ def test_jobs_held_back_by_dependencies_are_counted_as_blocked(
     from sqlalchemy import update
 
     from db.models import Job
-    from metrics import read_models
+    from metrics.read.queues import BLOCKED_STATUSES
 
-    if not read_models.BLOCKED_STATUSES:
+    if not BLOCKED_STATUSES:
         pytest.skip("this ledger has no workflow dependencies")
     held = api.schedule_job("demo.echo", {}, 3600, queue="reports")
     with write(engine_for(console_db)) as conn:  # as a job submitted with depends_on is
-        conn.execute(
-            update(Job).where(Job.id == held).values(status=read_models.BLOCKED_STATUSES[0])
-        )
+        conn.execute(update(Job).where(Job.id == held).values(status=BLOCKED_STATUSES[0]))
     rows = table(queues_page(make_app))
     assert (rows["reports"]["blocked"], rows["reports"]["scheduled"]) == ("1", "0")
     assert rows["default"]["blocked"] == "0"

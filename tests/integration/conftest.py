@@ -6,7 +6,7 @@ import pytest
 
 from db.settings import get_settings
 from tasks import registry
-from tasks.broker import LedgerRedisStorage, make_huey
+from tasks.transport.broker import LedgerRedisStorage, make_huey
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from db.engine import engine_for
-from tasks.alert_rules import DEFAULT_RULES, Rule
+from tasks.alerts.rules import DEFAULT_RULES, Rule
 from tasks.maintenance.alerts import AlertEvaluator, AlertsConfig
 from tasks.registry import Schedule
 from tests.integration.alert_helpers import (

@@ -15,9 +15,9 @@ import pytest
 from pydantic import ValidationError
 
 from db.engine import engine_for
-from db.settings import Settings
-from tasks import notify
-from tasks.alert_rules import Rule
+from tasks.alerts import notify
+from tasks.alerts.rules import Rule
+from tasks.alerts.settings import AlertSettings
 from tasks.maintenance.alerts import AlertEvaluator, AlertsConfig, alerts_config
 from tests.integration.alert_helpers import (
     add_minutes,
@@ -141,7 +141,7 @@ def test_only_http_and_https_urls_are_posted_to(sqlite_url: str, url: str) -> No
     assert row["attempts"] == 1
     assert row["last_error"].startswith("unsupported webhook URL")
     with pytest.raises(ValidationError, match="must be an http:// or https:// URL"):
-        Settings(queue_alert_webhook_url=url)
+        AlertSettings(queue_alert_webhook_url=url)
 
 
 def _documented_verifier() -> Any:
@@ -176,12 +176,12 @@ def test_a_webhook_without_a_secret_is_warned_about_at_start_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="tasks.maintenance.alerts"):
-        alerts_config(Settings(queue_alert_webhook_url="https://hooks.example.edu/q"))
+        alerts_config(AlertSettings(queue_alert_webhook_url="https://hooks.example.edu/q"))
     assert "QUEUE_ALERT_WEBHOOK_SECRET is not" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="tasks.maintenance.alerts"):
         alerts_config(
-            Settings(
+            AlertSettings(
                 queue_alert_webhook_url="https://hooks.example.edu/q",
                 queue_alert_webhook_secret="k",
             )

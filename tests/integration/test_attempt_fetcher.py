@@ -13,9 +13,9 @@ import pytest
 
 from db.settings import get_settings
 from tasks import api
-from tasks.attempt_fetcher import AttemptFetcher, FetchConfig
-from tasks.broker import LedgerRedisStorage
-from tasks.worker import HeldConnections, WorkerRuntime
+from tasks.transport.broker import LedgerRedisStorage
+from tasks.worker.attempt_fetcher import AttemptFetcher, FetchConfig
+from tasks.worker.runtime import HeldConnections, WorkerRuntime
 from tests.processes import wait_for
 
 

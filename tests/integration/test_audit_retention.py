@@ -79,7 +79,7 @@ def test_the_retention_defaults_to_a_year() -> None:
 
 @pytest.fixture
 def system_jobs(use_ledger: str) -> Any:
-    import tasks.system_jobs as module
+    import tasks.jobs.system as module
 
     module.metrics_settings.cache_clear()
     yield module

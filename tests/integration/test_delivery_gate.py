@@ -8,7 +8,7 @@ import threading
 import uuid
 
 from tasks import api
-from tasks.broker import LedgerRedisStorage, decode_job_message
+from tasks.transport.broker import LedgerRedisStorage, decode_job_message
 
 
 def _sent() -> uuid.UUID:

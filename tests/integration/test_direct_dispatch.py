@@ -11,14 +11,15 @@ from typing import Any
 
 import pytest
 
-from db import ledger
 from db.engine import write
+from db.ledger import producer
 from db.notify import Listener
 from db.queries import get_job
 from db.settings import get_settings
-from tasks import api, direct_dispatch, registry
-from tasks.broker import QueueStorage, decode_job_message, make_huey, storage_of
+from tasks import api, registry
 from tasks.maintenance.reconciler import Reconciler, ReconcilerConfig
+from tasks.transport import direct_dispatch
+from tasks.transport.broker import QueueStorage, decode_job_message, make_huey, storage_of
 from tests.processes import Processes, wait_for
 
 
@@ -54,9 +55,9 @@ def test_a_job_for_an_idle_queue_is_sent_by_its_producer(storage: QueueStorage) 
 
 
 def test_a_job_behind_a_backlog_waits_its_turn(storage: QueueStorage) -> None:
-    older = ledger.NewJob(type="demo.echo", queue="default", priority=9, data={}, max_attempts=3)
+    older = producer.NewJob(type="demo.echo", queue="default", priority=9, data={}, max_attempts=3)
     with write(api.engine()) as conn:  # a job already waits in the ledger (window was full)
-        ledger.insert_jobs(conn, [older])
+        producer.insert_jobs(conn, [older])
     newer = api.submit_job("demo.echo", {}, 1)
     assert _job(newer)["status"] == _job(older.id)["status"] == "queued"
     assert storage.window("default") == []  # the dispatcher sends both, best first
@@ -100,7 +101,7 @@ def test_a_failed_push_loses_nothing(
     engine = api.engine()
     sender = direct_dispatch.DirectDispatch("redis://127.0.0.1:1/0", get_settings().queue_namespace)
     new = api.build_job("demo.echo", {"n": 2})
-    with caplog.at_level(logging.WARNING, logger="tasks.direct_dispatch"):
+    with caplog.at_level(logging.WARNING, logger="tasks.transport.direct_dispatch"):
         sender.submit(engine, new, window=200)  # no Redis listens on port 1
     assert "their messages were not sent" in caplog.text
     row = _job(new.id)

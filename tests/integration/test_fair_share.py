@@ -13,14 +13,15 @@ import pytest
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
-from db import ledger
 from db.engine import engine_for, transaction
+from db.ledger import attempts
 from db.models import Job
 from db.settings import get_settings
-from tasks import api, cli, registry
-from tasks.broker import QueueStorage, decode_job_message, make_huey, storage_of
+from queuectl import cli
+from tasks import api, registry
 from tasks.errors import InvalidArgument, QueueError
 from tasks.maintenance.dispatcher import Dispatcher, DispatcherConfig
+from tasks.transport.broker import QueueStorage, decode_job_message, make_huey, storage_of
 
 jobs = Job.__table__
 
@@ -100,7 +101,7 @@ def test_concurrency_holds_per_partition(fair: Dispatcher) -> None:
     north = next(i for i, p in zip(first, partition_of(first), strict=True) if p == "north")
     with transaction(engine_for(get_settings().ledger_url)) as conn:
         lease = conn.execute(select(jobs.c.lease).where(jobs.c.id == north)).scalar_one()
-        ledger.complete(conn, north, lease, None)
+        attempts.complete(conn, north, lease, None)
     fair.run_once()
     assert partition_of(popped(fair.storage)) == ["north"]  # the freed slot, and only it
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from db import ledger
 from db.engine import driver_write, write
+from db.ledger import producer
 from db.queries import get_job
 from db.settings import get_settings
 from tasks import api, registry
-from tasks.broker import QueueStorage, decode_job_message, make_huey, storage_of
+from tasks.transport.broker import QueueStorage, decode_job_message, make_huey, storage_of
 
 COMPARED = ("type", "queue", "priority", "data", "status", "attempt", "lease", "max_attempts")
 
@@ -41,7 +41,7 @@ def _count() -> int:
         return conn.exec_driver_sql("SELECT count(*) FROM queue_jobs").scalar_one()
 
 
-def _new(i: int, queue: str = "default") -> ledger.NewJob:
+def _new(i: int, queue: str = "default") -> producer.NewJob:
     return api.build_job("demo.echo", {"i": i, "text": 'tab\t"quote" ünï'}, i % 5, queue=queue)
 
 
@@ -49,8 +49,8 @@ def test_a_batch_insert_writes_the_rows_a_single_insert_writes(storage: QueueSto
     engine = api.engine()
     single, batch = _new(1), [_new(2), _new(3), _new(4)]
     with driver_write(engine) as conn:
-        ledger.insert_one_dbapi(conn, engine.dialect, single)
-        ledger.insert_batch_dbapi(conn, engine.dialect, batch)
+        producer.insert_one_dbapi(conn, engine.dialect, single)
+        producer.insert_batch_dbapi(conn, engine.dialect, batch)
     want = _job(single.id)
     assert want["status"] == "queued" and want["errors"] == []
     for new in batch:
@@ -67,18 +67,18 @@ def test_a_batch_insert_writes_the_rows_a_single_insert_writes(storage: QueueSto
 
 def test_a_batch_dispatches_per_queue_as_single_direct_inserts_do(storage: QueueStorage) -> None:
     engine = api.engine()
-    waiting = ledger.NewJob(type="demo.echo", queue="busy", priority=0, data={}, max_attempts=3)
+    waiting = producer.NewJob(type="demo.echo", queue="busy", priority=0, data={}, max_attempts=3)
     with write(engine) as conn:  # a backlog in "busy": its new jobs wait their turn
-        ledger.insert_jobs(conn, [waiting])
+        producer.insert_jobs(conn, [waiting])
     with driver_write(engine) as conn:  # sent already: one job of "default", two of "side"
         for new in (_new(7), _new(8, "side"), _new(9, "side")):
-            assert ledger.insert_dispatched(conn, engine.dialect, new, 4) == 1
+            assert producer.insert_dispatched(conn, engine.dialect, new, 4) == 1
     api.pause_queue("reports", reason="test")
     idle = [_new(i) for i in range(5)]
     side = _new(12, "side")
     batch = [idle[0], _new(10, "busy"), idle[1], _new(11, "reports"), *idle[2:], side]
     with driver_write(engine) as conn:
-        leases = ledger.insert_batch_dispatched(conn, engine.dialect, batch, window=3)
+        leases = producer.insert_batch_dispatched(conn, engine.dialect, batch, window=3)
     # "default" has room for two more in its window of 3 and "side" for one; the rest of
     # "default", and the jobs of the busy and the paused queue, wait in the ledger
     assert leases == {j.id: 1 for j in [*idle[:2], side]}
@@ -98,8 +98,8 @@ def test_a_batch_dispatches_per_queue_as_single_direct_inserts_do(storage: Queue
     assert (later["attempt"], later["lease"], later["dispatched_at"]) == (0, 0, None)
 
     with driver_write(engine) as conn:  # the same batch again (a retry after a lost reply)
-        assert ledger.insert_batch_dispatched(conn, engine.dialect, batch, window=3) == {}
-        ledger.insert_batch_dbapi(conn, engine.dialect, batch)
+        assert producer.insert_batch_dispatched(conn, engine.dialect, batch, window=3) == {}
+        producer.insert_batch_dbapi(conn, engine.dialect, batch)
     assert _count() == len(batch) + 4
 
 
@@ -107,7 +107,7 @@ def test_a_batch_refuses_jobs_with_keys_or_a_schedule(storage: QueueStorage) -> 
     engine = api.engine()
     keyed = api.build_job("demo.echo", {}, idempotency_key="k")
     with driver_write(engine) as conn, pytest.raises(ValueError, match="without keys"):
-        ledger.insert_batch_dbapi(conn, engine.dialect, [_new(1), keyed])
+        producer.insert_batch_dbapi(conn, engine.dialect, [_new(1), keyed])
 
 
 def _submit_from_threads(threads: int, per_thread: int, queues: int) -> list[uuid.UUID]:

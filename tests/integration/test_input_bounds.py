@@ -16,11 +16,12 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from db import ledger
 from db.engine import engine_for, read, write
+from db.ledger import producer
 from db.models import Job, QueueControl
 from db.settings import get_settings
-from tasks import api, cli
+from queuectl import cli
+from tasks import api
 from tasks.errors import (
     IdempotencyConflict,
     InvalidJobData,
@@ -189,16 +190,16 @@ def test_a_finished_job_frees_its_key_for_other_data(use_ledger: str) -> None:
 
 
 def test_the_ledger_refuses_a_key_of_another_job(ledger_url: str) -> None:
-    def new(**kw: Any) -> ledger.NewJob:
+    def new(**kw: Any) -> producer.NewJob:
         base = {"type": "demo.echo", "queue": "default", "priority": 5, "data": {}}
-        return ledger.NewJob(**{**base, "max_attempts": 1, **kw})
+        return producer.NewJob(**{**base, "max_attempts": 1, **kw})
 
     with write(engine_for(ledger_url)) as conn:
-        first = ledger.insert_jobs(conn, [new(idempotency_key="k", data={"a": 1})])[0]
-        assert ledger.insert_jobs(conn, [new(idempotency_key="k", data={"a": 1})]) == [first]
+        first = producer.insert_jobs(conn, [new(idempotency_key="k", data={"a": 1})])[0]
+        assert producer.insert_jobs(conn, [new(idempotency_key="k", data={"a": 1})]) == [first]
         clash = new(idempotency_key="k", type="demo.sleep", data={"a": 1})
-        with pytest.raises(ledger.KeyConflict) as info:
-            ledger.insert_jobs(conn, [clash])
+        with pytest.raises(producer.KeyConflict) as info:
+            producer.insert_jobs(conn, [clash])
     assert (info.value.job_id, info.value.existing_id) == (clash.id, first)
     assert info.value.existing_type == "demo.echo"
 
@@ -365,7 +366,9 @@ def test_queuectl_pause_resume_and_worker_refuse_undeclared_queues(
     assert_refused(run_cli("resume", "nope"), "'nope' is not declared")
     assert control_count(use_ledger) == 0
     started: list[list[str]] = []
-    monkeypatch.setattr("tasks.worker.run_worker", lambda _s, names, *_a: started.append(names))
+    monkeypatch.setattr(
+        "tasks.worker.runtime.run_worker", lambda _s, names, *_a: started.append(names)
+    )
     assert_refused(run_cli("worker", "--queues", "default,nope"), "'nope' is not declared")
     assert started == []
     declare(monkeypatch, "urgent")

@@ -7,15 +7,15 @@ import uuid
 import pytest
 from sqlalchemy import update
 
-from db import ledger
 from db.engine import engine_for, write
+from db.ledger import admin, attempts, core, maintainer, producer
 from db.models import Job
 from db.queries import get_job
 
 
-def new(**kw: object) -> ledger.NewJob:
+def new(**kw: object) -> producer.NewJob:
     base = {"type": "demo.echo", "queue": "default", "priority": 5, "data": {}, "max_attempts": 2}
-    return ledger.NewJob(**{**base, **kw})  # type: ignore[arg-type]
+    return producer.NewJob(**{**base, **kw})  # type: ignore[arg-type]
 
 
 def status(url: str, job_id: uuid.UUID) -> str:
@@ -25,23 +25,23 @@ def status(url: str, job_id: uuid.UUID) -> str:
     return found["status"]
 
 
-def run_to_running(url: str, **kw: object) -> ledger.Claimed:
+def run_to_running(url: str, **kw: object) -> attempts.Claimed:
     with write(engine_for(url)) as conn:
-        job_id = ledger.insert_jobs(conn, [new(**kw)])[0]
-        rows = ledger.dispatch(conn, "default", 10)
+        job_id = producer.insert_jobs(conn, [new(**kw)])[0]
+        rows = maintainer.dispatch(conn, "default", 10)
         assert [r.id for r in rows] == [job_id]
-        claimed = ledger.claim(conn, job_id, None, rows[0].lease)
+        claimed = attempts.claim(conn, job_id, None, rows[0].lease)
     assert claimed is not None
     return claimed
 
 
 def test_dispatch_is_best_first(ledger_url: str) -> None:
     with write(engine_for(ledger_url)) as conn:
-        low = ledger.insert_jobs(conn, [new(priority=1)])[0]
-        high = ledger.insert_jobs(conn, [new(priority=9)])[0]
-        mid = ledger.insert_jobs(conn, [new(priority=5)])[0]
-        first = ledger.dispatch(conn, "default", 2)
-        rest = ledger.dispatch(conn, "default", 2)
+        low = producer.insert_jobs(conn, [new(priority=1)])[0]
+        high = producer.insert_jobs(conn, [new(priority=9)])[0]
+        mid = producer.insert_jobs(conn, [new(priority=5)])[0]
+        first = maintainer.dispatch(conn, "default", 2)
+        rest = maintainer.dispatch(conn, "default", 2)
     assert [r.id for r in first] == [high, mid]
     assert [r.id for r in rest] == [low]
 
@@ -49,17 +49,17 @@ def test_dispatch_is_best_first(ledger_url: str) -> None:
 def test_claim_is_exactly_once(ledger_url: str) -> None:
     claimed = run_to_running(ledger_url)
     with write(engine_for(ledger_url)) as conn:
-        assert ledger.claim(conn, claimed.id, None, claimed.lease) is None  # duplicate message
-        assert ledger.claim(conn, claimed.id, None) is None  # running already
+        assert attempts.claim(conn, claimed.id, None, claimed.lease) is None  # duplicate message
+        assert attempts.claim(conn, claimed.id, None) is None  # running already
     assert (claimed.attempt, claimed.lease) == (1, 1)
 
 
 def test_completion_is_fenced_on_the_attempt(ledger_url: str) -> None:
     claimed = run_to_running(ledger_url)
     with write(engine_for(ledger_url)) as conn:
-        assert not ledger.complete(conn, claimed.id, claimed.lease + 1, {"r": 1})
-        assert ledger.complete(conn, claimed.id, claimed.lease, {"r": 1})
-        assert not ledger.complete(conn, claimed.id, claimed.lease, {"r": 2})
+        assert not attempts.complete(conn, claimed.id, claimed.lease + 1, {"r": 1})
+        assert attempts.complete(conn, claimed.id, claimed.lease, {"r": 1})
+        assert not attempts.complete(conn, claimed.id, claimed.lease, {"r": 2})
         row = get_job(conn, claimed.id)
     assert row is not None
     assert row["status"] == "completed"
@@ -72,13 +72,13 @@ def test_failures_retry_then_fail_with_every_error_kept(ledger_url: str) -> None
     engine = engine_for(ledger_url)
     with write(engine) as conn:
         entry = {"attempt": 1, "error": "E1"}
-        assert ledger.fail_attempt(conn, claimed.id, 1, entry, 0) == "retrying"
-        assert ledger.stage_due(conn) == 1
-        (again,) = ledger.dispatch(conn, "default", 10)
-        second = ledger.claim(conn, claimed.id, None, again.lease)
+        assert attempts.fail_attempt(conn, claimed.id, 1, entry, 0) == "retrying"
+        assert maintainer.stage_due(conn) == 1
+        (again,) = maintainer.dispatch(conn, "default", 10)
+        second = attempts.claim(conn, claimed.id, None, again.lease)
         assert second is not None and (second.attempt, second.lease) == (2, 2)
-        assert ledger.fail_attempt(conn, claimed.id, 1, {"error": "zombie"}, 0) is None
-        assert ledger.fail_attempt(conn, claimed.id, 2, {"attempt": 2, "error": "E2"}, 0) == (
+        assert attempts.fail_attempt(conn, claimed.id, 1, {"error": "zombie"}, 0) is None
+        assert attempts.fail_attempt(conn, claimed.id, 2, {"attempt": 2, "error": "E2"}, 0) == (
             "failed"
         )
         row = get_job(conn, claimed.id)
@@ -90,57 +90,57 @@ def test_failures_retry_then_fail_with_every_error_kept(ledger_url: str) -> None
 def test_retry_delay_keeps_the_job_waiting(ledger_url: str) -> None:
     claimed = run_to_running(ledger_url)
     with write(engine_for(ledger_url)) as conn:
-        ledger.fail_attempt(conn, claimed.id, 1, {"error": "E"}, 60)
-        assert ledger.stage_due(conn) == 0
+        attempts.fail_attempt(conn, claimed.id, 1, {"error": "E"}, 60)
+        assert maintainer.stage_due(conn) == 0
     assert status(ledger_url, claimed.id) == "retrying"
 
 
 def test_cancel_before_start_and_request_while_running(ledger_url: str) -> None:
     with write(engine_for(ledger_url)) as conn:
-        waiting = ledger.insert_jobs(conn, [new()])[0]
-        assert ledger.cancel(conn, waiting) == "cancelled"
-        with pytest.raises(ledger.TransitionError, match="it is cancelled"):
-            ledger.cancel(conn, waiting)
-        assert ledger.dispatch(conn, "default", 10) == []  # nothing to send
-        assert ledger.claim(conn, waiting, None, 1) is None  # a message already sent is dropped
-        assert ledger.leased(conn, waiting, 1) is None
+        waiting = producer.insert_jobs(conn, [new()])[0]
+        assert admin.cancel(conn, waiting) == "cancelled"
+        with pytest.raises(core.TransitionError, match="it is cancelled"):
+            admin.cancel(conn, waiting)
+        assert maintainer.dispatch(conn, "default", 10) == []  # nothing to send
+        assert attempts.claim(conn, waiting, None, 1) is None  # a message already sent is dropped
+        assert attempts.leased(conn, waiting, 1) is None
     running = run_to_running(ledger_url)
     with write(engine_for(ledger_url)) as conn:
-        assert ledger.cancel(conn, running.id) == "cancel_requested"
-        assert ledger.fail_attempt(conn, running.id, 1, {"error": "x"}, 0) == "cancelled"
+        assert admin.cancel(conn, running.id) == "cancel_requested"
+        assert attempts.fail_attempt(conn, running.id, 1, {"error": "x"}, 0) == "cancelled"
 
 
 def test_retry_only_from_failed_or_cancelled(ledger_url: str) -> None:
     claimed = run_to_running(ledger_url, max_attempts=1)
     with write(engine_for(ledger_url)) as conn:
-        with pytest.raises(ledger.TransitionError, match="it is running"):
-            ledger.retry(conn, claimed.id)
-        ledger.fail_attempt(conn, claimed.id, 1, {"error": "x"}, 0)
-        ledger.retry(conn, claimed.id)
-        again = ledger.dispatch(conn, "default", 10)
+        with pytest.raises(core.TransitionError, match="it is running"):
+            admin.retry(conn, claimed.id)
+        attempts.fail_attempt(conn, claimed.id, 1, {"error": "x"}, 0)
+        admin.retry(conn, claimed.id)
+        again = maintainer.dispatch(conn, "default", 10)
         assert [r.id for r in again] == [claimed.id]
-        again_claimed = ledger.claim(conn, claimed.id, None, again[0].lease)
+        again_claimed = attempts.claim(conn, claimed.id, None, again[0].lease)
         assert again_claimed is not None
         assert (again_claimed.attempt, again_claimed.max_attempts) == (2, 2)
-        with pytest.raises(ledger.TransitionError, match="does not exist"):
-            ledger.retry(conn, uuid.uuid4())
+        with pytest.raises(core.TransitionError, match="does not exist"):
+            admin.retry(conn, uuid.uuid4())
 
 
 def test_idempotency_key_returns_the_live_job(ledger_url: str) -> None:
     with write(engine_for(ledger_url)) as conn:
-        first = ledger.insert_jobs(conn, [new(idempotency_key="k1")])[0]
-        again = ledger.insert_jobs(conn, [new(idempotency_key="k1"), new()])
+        first = producer.insert_jobs(conn, [new(idempotency_key="k1")])[0]
+        again = producer.insert_jobs(conn, [new(idempotency_key="k1"), new()])
         assert again[0] == first and again[1] != first
-        ledger.cancel(conn, first)
-        after = ledger.insert_jobs(conn, [new(idempotency_key="k1")])[0]
+        admin.cancel(conn, first)
+        after = producer.insert_jobs(conn, [new(idempotency_key="k1")])[0]
     assert after != first  # unique while not terminal
 
 
 def test_tick_key_is_unique_forever(ledger_url: str) -> None:
     with write(engine_for(ledger_url)) as conn:
-        first = ledger.insert_jobs(conn, [new(tick_key="t@1")])[0]
-        ledger.cancel(conn, first)
-        assert ledger.insert_jobs(conn, [new(tick_key="t@1")]) == [first]
+        first = producer.insert_jobs(conn, [new(tick_key="t@1")])[0]
+        admin.cancel(conn, first)
+        assert producer.insert_jobs(conn, [new(tick_key="t@1")]) == [first]
 
 
 def test_future_jobs_are_scheduled_until_due(ledger_url: str) -> None:
@@ -148,59 +148,59 @@ def test_future_jobs_are_scheduled_until_due(ledger_url: str) -> None:
 
     later = datetime.now(UTC) + timedelta(hours=1)
     with write(engine_for(ledger_url)) as conn:
-        job_id = ledger.insert_jobs(conn, [new(scheduled_at=later)])[0]
-        assert ledger.stage_due(conn) == 0
-        assert ledger.dispatch(conn, "default", 10) == []
+        job_id = producer.insert_jobs(conn, [new(scheduled_at=later)])[0]
+        assert maintainer.stage_due(conn) == 0
+        assert maintainer.dispatch(conn, "default", 10) == []
         past = datetime.now(UTC) - timedelta(seconds=1)  # SQLite's clock has ms resolution
         conn.execute(update(Job).where(Job.id == job_id).values(scheduled_at=past))
-        assert ledger.stage_due(conn) == 1
+        assert maintainer.stage_due(conn) == 1
     assert status(ledger_url, job_id) == "queued"
 
 
 def test_lost_dispatch_is_requeued_but_not_a_started_one(ledger_url: str) -> None:
     with write(engine_for(ledger_url)) as conn:
-        a, b = ledger.insert_jobs(conn, [new(), new()])
-        ledger.dispatch(conn, "default", 10)
-        ledger.claim(conn, b, None, 1)
-        assert set(ledger.dispatched_before(conn, -5).get("default", [])) == {(a, 1)}
-        assert ledger.requeue_lost(conn, [(a, 1), (b, 1)]) == 1
+        a, b = producer.insert_jobs(conn, [new(), new()])
+        maintainer.dispatch(conn, "default", 10)
+        attempts.claim(conn, b, None, 1)
+        assert set(maintainer.dispatched_before(conn, -5).get("default", [])) == {(a, 1)}
+        assert maintainer.requeue_lost(conn, [(a, 1), (b, 1)]) == 1
         row_a = get_job(conn, a)
         assert row_a is not None and (row_a["status"], row_a["attempt"]) == ("queued", 0)
         row_b = get_job(conn, b)
         assert row_b is not None and row_b["status"] == "running"
         # sent again under a new lease: the lost message, should it come back, runs nothing
-        (again,) = ledger.dispatch(conn, "default", 10)
+        (again,) = maintainer.dispatch(conn, "default", 10)
         assert (again.id, again.lease) == (a, 2)
-        assert ledger.leased(conn, a, 1) is None
-        assert not ledger.complete(conn, a, 1, {"zombie": True})
-        current = ledger.leased(conn, a, 2)
+        assert attempts.leased(conn, a, 1) is None
+        assert not attempts.complete(conn, a, 1, {"zombie": True})
+        current = attempts.leased(conn, a, 2)
     assert current is not None and current.attempt == 1  # the lost attempt was not counted
 
 
 def test_a_message_runs_only_its_own_lease(ledger_url: str) -> None:
     with write(engine_for(ledger_url)) as conn:
-        job_id = ledger.insert_jobs(conn, [new()])[0]
-        (row,) = ledger.dispatch(conn, "default", 10)
-        assert ledger.leased(conn, job_id, row.lease + 1) is None  # forged or stale
-        leased = ledger.leased(conn, job_id, row.lease)
+        job_id = producer.insert_jobs(conn, [new()])[0]
+        (row,) = maintainer.dispatch(conn, "default", 10)
+        assert attempts.leased(conn, job_id, row.lease + 1) is None  # forged or stale
+        leased = attempts.leased(conn, job_id, row.lease)
         assert leased is not None and (leased.attempt, leased.lease) == (1, 1)
         row_now = get_job(conn, job_id)
         assert row_now is not None and row_now["status"] == "dispatched"  # a read writes nothing
-        assert ledger.cancel(conn, job_id) == "cancelled"
-        assert ledger.leased(conn, job_id, row.lease) is None
+        assert admin.cancel(conn, job_id) == "cancelled"
+        assert attempts.leased(conn, job_id, row.lease) is None
 
 
 def test_the_outcome_may_be_the_first_write_of_an_attempt(ledger_url: str) -> None:
     wid = uuid.uuid4()
     with write(engine_for(ledger_url)) as conn:
-        short, long = ledger.insert_jobs(conn, [new(), new()])
-        rows = {r.id: r for r in ledger.dispatch(conn, "default", 10)}
+        short, long = producer.insert_jobs(conn, [new(), new()])
+        rows = {r.id: r for r in maintainer.dispatch(conn, "default", 10)}
         # a short job: started and completed by its one outcome write
-        outcome = ledger.Outcome(short, 1, {"r": 1}, worker_id=wid, started_ago=0.5)
-        assert ledger.complete_many(conn, [outcome]) == {short}
+        outcome = attempts.Outcome(short, 1, {"r": 1}, worker_id=wid, started_ago=0.5)
+        assert attempts.complete_many(conn, [outcome]) == {short}
         # a long one: its start record first
-        assert ledger.start_many(conn, [(long, 1, wid, 0.25), (short, 1, wid, 0.5)]) == 1
-        assert ledger.start_many(conn, [(long, 1, wid, 0.25)]) == 0  # recorded once
+        assert attempts.start_many(conn, [(long, 1, wid, 0.25), (short, 1, wid, 0.5)]) == 1
+        assert attempts.start_many(conn, [(long, 1, wid, 0.25)]) == 0  # recorded once
         done, running = get_job(conn, short), get_job(conn, long)
     assert rows.keys() == {short, long}
     assert done is not None and (done["status"], done["worker_id"]) == ("completed", wid)
@@ -212,13 +212,13 @@ def test_the_outcome_may_be_the_first_write_of_an_attempt(ledger_url: str) -> No
 def test_a_failure_may_be_the_first_write_of_an_attempt(ledger_url: str) -> None:
     wid = uuid.uuid4()
     with write(engine_for(ledger_url)) as conn:
-        job_id = ledger.insert_jobs(conn, [new(max_attempts=1)])[0]
-        ledger.dispatch(conn, "default", 10)
+        job_id = producer.insert_jobs(conn, [new(max_attempts=1)])[0]
+        maintainer.dispatch(conn, "default", 10)
         entry = {"attempt": 1, "error": "E"}
-        assert ledger.fail_attempt(conn, job_id, 1, entry, 0, worker_id=wid, started_ago=1) == (
+        assert attempts.fail_attempt(conn, job_id, 1, entry, 0, worker_id=wid, started_ago=1) == (
             "failed"
         )
-        assert ledger.start_many(conn, [(job_id, 1, wid, 1.0)]) == 0  # a late start record
+        assert attempts.start_many(conn, [(job_id, 1, wid, 1.0)]) == 0  # a late start record
         row = get_job(conn, job_id)
     assert row is not None and (row["status"], row["worker_id"]) == ("failed", wid)
     assert row["started_at"] is not None and row["started_at"] < row["finished_at"]
@@ -227,7 +227,7 @@ def test_a_failure_may_be_the_first_write_of_an_attempt(ledger_url: str) -> None
 def test_running_job_of_unknown_worker_is_orphaned(ledger_url: str) -> None:
     claimed = run_to_running(ledger_url)
     with write(engine_for(ledger_url)) as conn:
-        orphans = ledger.orphaned_running(conn, 10, 10)
+        orphans = maintainer.orphaned_running(conn, 10, 10)
     assert [o.id for o in orphans] == [claimed.id]
     assert "worker lost" in orphans[0].reason
 
@@ -235,9 +235,9 @@ def test_running_job_of_unknown_worker_is_orphaned(ledger_url: str) -> None:
 def test_hand_back_gives_the_attempt_back(ledger_url: str) -> None:
     wid = uuid.uuid4()
     with write(engine_for(ledger_url)) as conn:
-        job_id = ledger.insert_jobs(conn, [new()])[0]
-        ledger.claim(conn, job_id, wid)
-        assert ledger.hand_back_all(conn, wid) == 1
+        job_id = producer.insert_jobs(conn, [new()])[0]
+        attempts.claim(conn, job_id, wid)
+        assert attempts.hand_back_all(conn, wid) == 1
         row = get_job(conn, job_id)
     assert row is not None and (row["status"], row["attempt"]) == ("queued", 0)
 
@@ -245,10 +245,10 @@ def test_hand_back_gives_the_attempt_back(ledger_url: str) -> None:
 def test_hand_back_of_a_job_asked_to_cancel_cancels_it(ledger_url: str) -> None:
     wid = uuid.uuid4()
     with write(engine_for(ledger_url)) as conn:
-        job_id = ledger.insert_jobs(conn, [new()])[0]
-        ledger.claim(conn, job_id, wid)
-        assert ledger.cancel(conn, job_id) == "cancel_requested"
-        assert ledger.hand_back_all(conn, wid) == 1
+        job_id = producer.insert_jobs(conn, [new()])[0]
+        attempts.claim(conn, job_id, wid)
+        assert admin.cancel(conn, job_id) == "cancel_requested"
+        assert attempts.hand_back_all(conn, wid) == 1
         row = get_job(conn, job_id)
     assert row is not None and (row["status"], row["attempt"]) == ("cancelled", 1)
     assert row["finished_at"] is not None
@@ -256,18 +256,19 @@ def test_hand_back_of_a_job_asked_to_cancel_cancels_it(ledger_url: str) -> None:
 
 def test_unique_window_ignores_failed_and_cancelled(ledger_url: str) -> None:
     with write(engine_for(ledger_url)) as conn:
-        job_id = ledger.insert_jobs(conn, [new(unique_key="u1")])[0]
-        assert ledger.find_unique(conn, "u1", 60) == job_id
-        ledger.cancel(conn, job_id)
-        assert ledger.find_unique(conn, "u1", 60) is None
+        job_id = producer.insert_jobs(conn, [new(unique_key="u1")])[0]
+        assert maintainer.find_unique(conn, "u1", 60) == job_id
+        admin.cancel(conn, job_id)
+        assert maintainer.find_unique(conn, "u1", 60) is None
 
 
 def test_complete_many_is_fenced_per_attempt(ledger_url: str) -> None:
     a = run_to_running(ledger_url)
     b = run_to_running(ledger_url)
     with write(engine_for(ledger_url)) as conn:
-        done = ledger.complete_many(
-            conn, [ledger.Outcome(a.id, a.lease, {"r": "a"}), ledger.Outcome(b.id, 99, {"r": "b"})]
+        done = attempts.complete_many(
+            conn,
+            [attempts.Outcome(a.id, a.lease, {"r": "a"}), attempts.Outcome(b.id, 99, {"r": "b"})],
         )
         assert done == {a.id}
         row_a, row_b = get_job(conn, a.id), get_job(conn, b.id)

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from db import ledger
 from db.engine import engine_for, transaction
+from db.ledger import attempts
 from db.models import Job
 from db.settings import get_settings
 from db.types import db_now
@@ -40,7 +40,7 @@ def submit(school: str, n: int, job_type: str = "test.school", **extra: Any) -> 
 def start(url: str, job_id: uuid.UUID) -> int:
     """A worker starts the job (running); its lease."""
     with transaction(engine_for(url)) as conn:
-        claimed = ledger.claim(conn, job_id, None)
+        claimed = attempts.claim(conn, job_id, None)
     assert claimed is not None
     return claimed.lease
 
@@ -48,14 +48,14 @@ def start(url: str, job_id: uuid.UUID) -> int:
 def complete(url: str, job_id: uuid.UUID) -> None:
     lease = start(url, job_id)
     with transaction(engine_for(url)) as conn:
-        assert ledger.complete(conn, job_id, lease, None)
+        assert attempts.complete(conn, job_id, lease, None)
 
 
 def fail(url: str, job_id: uuid.UUID) -> None:
     lease = start(url, job_id)
     entry = {"attempt": 1, "error": "ValueError: boom", "kind": "error"}
     with transaction(engine_for(url)) as conn:
-        assert ledger.fail_attempt(conn, job_id, lease, entry, 0) == "failed"
+        assert attempts.fail_attempt(conn, job_id, lease, entry, 0) == "failed"
 
 
 def set_columns(url: str, ids: list[uuid.UUID], **values: Any) -> None:

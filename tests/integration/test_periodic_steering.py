@@ -19,15 +19,10 @@ from db.models import Job
 from db.settings import get_settings
 from tasks import api, registry
 from tasks.errors import InvalidArgument, QueueError, UnknownJobType
-from tasks.maintainer import Maintainer
-from tasks.maintenance.periodic import (
-    PeriodicConfig,
-    PeriodicEnqueuer,
-    list_periodic,
-    pause_periodic,
-    resume_periodic,
-)
+from tasks.maintenance.maintainer import Maintainer
+from tasks.maintenance.periodic import PeriodicConfig, PeriodicEnqueuer
 from tasks.registry import JobType, Schedule
+from tasks.steering import list_periodic, pause_periodic, resume_periodic
 from tests.processes import wait_for
 
 T0 = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)

@@ -15,9 +15,9 @@ import pytest
 
 from db.settings import get_settings
 from tasks import api
-from tasks.broker import LedgerRedisStorage, decode_job_message, make_huey
-from tasks.prefetch import PrefetchConfig, Prefetcher
-from tasks.worker import HeldConnections, WorkerRuntime
+from tasks.transport.broker import LedgerRedisStorage, decode_job_message, make_huey
+from tasks.worker.prefetch import PrefetchConfig, Prefetcher
+from tasks.worker.runtime import HeldConnections, WorkerRuntime
 from tests.processes import Processes, wait_for
 
 

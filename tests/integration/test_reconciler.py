@@ -9,19 +9,19 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from db import ledger
 from db.engine import engine_for, write
+from db.ledger import attempts, maintainer, producer
 from db.queries import get_job
 from db.settings import get_settings
-from tasks.broker import encode_job_message, make_huey, storage_of
 from tasks.maintenance.reconciler import Reconciler, ReconcilerConfig
+from tasks.transport.broker import encode_job_message, make_huey, storage_of
 
 
 def _dispatch(engine: Engine, n: int) -> list[Any]:
-    new = ledger.NewJob(type="demo.echo", queue="default", priority=5, data={}, max_attempts=3)
+    new = producer.NewJob(type="demo.echo", queue="default", priority=5, data={}, max_attempts=3)
     with write(engine) as conn:
-        ledger.insert_jobs(conn, [replace(new, id=uuid.uuid4()) for _ in range(n)])
-        return ledger.dispatch(conn, "default", n)
+        producer.insert_jobs(conn, [replace(new, id=uuid.uuid4()) for _ in range(n)])
+        return maintainer.dispatch(conn, "default", n)
 
 
 def test_a_message_is_lost_only_when_two_passes_miss_it(pg_redis: dict[str, str]) -> None:
@@ -34,8 +34,8 @@ def test_a_message_is_lost_only_when_two_passes_miss_it(pg_redis: dict[str, str]
 
     assert reconciler.run_once() == 0  # first pass: popped and lost are only suspects
     with write(engine) as conn:  # the worker that popped its message records the outcome
-        done = ledger.Outcome(popped.id, popped.lease, {}, uuid.uuid4(), started_ago=0.01)
-        assert ledger.complete_many(conn, [done]) == {popped.id}
+        done = attempts.Outcome(popped.id, popped.lease, {}, uuid.uuid4(), started_ago=0.01)
+        assert attempts.complete_many(conn, [done]) == {popped.id}
     assert reconciler.run_once() == 1  # second pass: only the lost one goes back
 
     with write(engine) as conn:

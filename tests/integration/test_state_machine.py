@@ -42,8 +42,8 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import Connection, delete, select, update
 
-from db import ledger
 from db.engine import engine_for, read, write
+from db.ledger import admin, attempts, core, maintainer, producer
 from db.models import Job, JobDependency, QueueControl
 from db.states import LEASED, TERMINAL, TRANSITIONS, JobStatus, Transition
 
@@ -130,9 +130,9 @@ def sources(*named: Transition) -> set[str]:
 
 
 def _optional(name: str, *params: str) -> Callable[..., Any] | None:
-    """``ledger.<name>`` if it exists with these leading parameters (the ledger is being
+    """``db.ledger.admin.<name>`` if it exists with these leading parameters (the ledger is being
     changed: a function that is not there, or not yet as this test calls it, is skipped)."""
-    fn = getattr(ledger, name, None)
+    fn = getattr(admin, name, None)
     if fn is None:
         return None
     names = list(inspect.signature(fn).parameters)
@@ -205,7 +205,7 @@ class LedgerMachine(RuleBasedStateMachine):
         try:
             with write(self.engine) as conn:
                 result: Any = call(conn)
-        except ledger.TransitionError as exc:
+        except core.TransitionError as exc:
             after = self.snapshot()
             assert after == before, f"{name} raised {exc} and changed rows"
             assert exc.transition in _transitions(*named), (name, exc.transition)
@@ -325,7 +325,7 @@ class LedgerMachine(RuleBasedStateMachine):
         now = datetime.now(UTC)
         when = {"now": None, "past": now - timedelta(hours=1), "future": now + timedelta(hours=1)}
         new = [
-            ledger.NewJob(
+            producer.NewJob(
                 # ids in insertion order: the dispatch order breaks ties on the id, and random
                 # ids would make runs differ
                 id=uuid.UUID(int=len(self.order) + i + 1),
@@ -340,7 +340,7 @@ class LedgerMachine(RuleBasedStateMachine):
         ]
         before = self.rows
         with write(self.engine) as conn:
-            ids = ledger.insert_jobs(conn, new)
+            ids = producer.insert_jobs(conn, new)
         after = self.snapshot()
         assert set(after) == set(before) | set(ids)
         assert all(after[i] == row for i, row in before.items())
@@ -386,7 +386,7 @@ class LedgerMachine(RuleBasedStateMachine):
         drawn = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=2), label="parents")
         parents = sorted(set(drawn))
         when = None if due == "now" else datetime.now(UTC) + timedelta(hours=1)
-        new = ledger.NewJob(
+        new = producer.NewJob(
             id=uuid.UUID(int=len(self.order) + 1),
             type=TYPES[0],
             queue=QUEUE,
@@ -399,7 +399,7 @@ class LedgerMachine(RuleBasedStateMachine):
         )
         before = self.rows
         with write(self.engine) as conn:
-            ledger.insert_graph(conn, [new])
+            producer.insert_graph(conn, [new])
         after = self.snapshot()
         assert all(after[i] == row for i, row in before.items())
         statuses = {before[p].status for p in parents}
@@ -449,7 +449,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def stage_due(self, data: st.DataObject) -> None:
         started = datetime.now(UTC)
-        _, before, after = self.step("stage_due", [T.STAGE], ledger.stage_due)
+        _, before, after = self.step("stage_due", [T.STAGE], maintainer.stage_due)
         for job_id, b in before.items():
             # clearly due before the call (the clocks of Python and the database may differ
             # by a little): must be staged
@@ -465,7 +465,7 @@ class LedgerMachine(RuleBasedStateMachine):
         elif mode == "exclude":
             kw["exclude_types"] = [TYPES[0]]
         rows, before, after = self.step(
-            "dispatch", [T.DISPATCH], lambda c: ledger.dispatch(c, QUEUE, limit, **kw)
+            "dispatch", [T.DISPATCH], lambda c: maintainer.dispatch(c, QUEUE, limit, **kw)
         )
         assert len(rows) <= limit
         for r in rows:  # each takes its attempt and a new lease, which it returns
@@ -484,14 +484,14 @@ class LedgerMachine(RuleBasedStateMachine):
     def reconcile(self, data: st.DataObject) -> None:
         call = data.draw(st.sampled_from(["requeue_lost", "requeue_dispatched"]), label="call")
         if call == "requeue_dispatched":
-            self.step(call, [T.RECONCILE], lambda c: ledger.requeue_dispatched(c, QUEUE))
+            self.step(call, [T.RECONCILE], lambda c: maintainer.requeue_dispatched(c, QUEUE))
             return
         job = self.pick(data, S.DISPATCHED)
         lease = self.rows[job].lease + data.draw(LEASE_OFFSETS, label="offset")
         self.step(
             call,
             [T.RECONCILE],
-            lambda c: ledger.requeue_lost(c, [(job, lease)]),
+            lambda c: maintainer.requeue_lost(c, [(job, lease)]),
             targets={job},
             fence={job: lease},
         )
@@ -511,7 +511,7 @@ class LedgerMachine(RuleBasedStateMachine):
         offset = data.draw(LEASE_OFFSETS, label="offset")
         lease = self.rows[job].lease + offset
         found, before, _ = self.step(
-            "leased", [], lambda c: ledger.leased(c, job, lease), targets=set()
+            "leased", [], lambda c: attempts.leased(c, job, lease), targets=set()
         )
         b = before[job]
         assert (found is not None) == (b.status == S.DISPATCHED and offset == 0), (b, found)
@@ -523,7 +523,7 @@ class LedgerMachine(RuleBasedStateMachine):
         recorded, before, after = self.step(
             "start_many",
             [T.START],
-            lambda c: ledger.start_many(c, started),
+            lambda c: attempts.start_many(c, started),
             targets=set(fence),
             fence=fence,
         )
@@ -541,7 +541,7 @@ class LedgerMachine(RuleBasedStateMachine):
         claimed, _, after = self.step(
             "claim",
             [T.CLAIM],
-            lambda c: ledger.claim(c, job, worker, lease),
+            lambda c: attempts.claim(c, job, worker, lease),
             targets={job},
             fence=None if lease is None else {job: lease},
         )
@@ -576,7 +576,7 @@ class LedgerMachine(RuleBasedStateMachine):
         done, before, after = self.step(
             "complete",
             [T.COMPLETE],
-            lambda c: ledger.complete(
+            lambda c: attempts.complete(
                 c, job, lease, {"ok": True}, worker_id=worker, started_ago=started_ago
             ),
             targets={job},
@@ -588,14 +588,14 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def complete_many(self, data: st.DataObject) -> None:
         outcomes = [
-            ledger.Outcome(id=job, lease=self.rows[job].lease + off, result={"n": 1})
+            attempts.Outcome(id=job, lease=self.rows[job].lease + off, result={"n": 1})
             for job, off in self.pick_many(data, *LEASED)
         ]
         fence = {o.id: o.lease for o in outcomes}
         done, before, after = self.step(
             "complete_many",
             [T.COMPLETE],
-            lambda c: ledger.complete_many(c, outcomes),
+            lambda c: attempts.complete_many(c, outcomes),
             targets=set(fence),
             fence=fence,
         )
@@ -611,7 +611,7 @@ class LedgerMachine(RuleBasedStateMachine):
             done, _, after = self.step(
                 call,
                 [T.FINISH_CANCELLED],
-                lambda c: ledger.finish_cancelled(c, job, lease),
+                lambda c: attempts.finish_cancelled(c, job, lease),
                 targets={job},
                 fence={job: lease},
             )
@@ -620,11 +620,11 @@ class LedgerMachine(RuleBasedStateMachine):
                 assert after[job].status == S.CANCELLED
             return
         delay = data.draw(st.sampled_from([0.0, 3600.0]), label="retry delay")
-        entry = ledger.error_entry(b.attempt, "boom", traceback=None, worker=None, kind="error")
+        entry = core.error_entry(b.attempt, "boom", traceback=None, worker=None, kind="error")
         status, _, after = self.step(
             call,
             [T.RETRY_LATER, T.FAIL, T.RESCUE],
-            lambda c: ledger.fail_attempt(c, job, lease, entry, delay),
+            lambda c: attempts.fail_attempt(c, job, lease, entry, delay),
             targets={job},
             fence={job: lease},
         )
@@ -644,7 +644,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def hand_back_all(self, data: st.DataObject) -> None:
         worker = data.draw(st.sampled_from(WORKERS), label="worker")
         _, before, after = self.step(
-            "hand_back_all", [T.HAND_BACK], lambda c: ledger.hand_back_all(c, worker)
+            "hand_back_all", [T.HAND_BACK], lambda c: attempts.hand_back_all(c, worker)
         )
         for job_id, b in before.items():
             a = after[job_id]
@@ -686,12 +686,12 @@ class LedgerMachine(RuleBasedStateMachine):
         result, before, after = self.step(
             "cancel",
             [T.CANCEL],
-            lambda c: ledger.cancel(c, job),
+            lambda c: admin.cancel(c, job),
             targets={job},
             requests_cancel=True,
         )
         b, a = before[job], after[job]
-        if isinstance(result, ledger.TransitionError):
+        if isinstance(result, core.TransitionError):
             return
         if a.status != b.status:
             assert a.status in {s.value for s in TRANSITIONS[T.CANCEL][1]}, (b, a)
@@ -701,10 +701,10 @@ class LedgerMachine(RuleBasedStateMachine):
     def retry(self, data: st.DataObject) -> None:
         job = self.pick(data, S.FAILED, S.CANCELLED)
         result, before, after = self.step(
-            "retry", [T.RETRY], lambda c: ledger.retry(c, job), targets={job}
+            "retry", [T.RETRY], lambda c: admin.retry(c, job), targets={job}
         )
         b, a = before[job], after[job]
-        raised = isinstance(result, ledger.TransitionError)
+        raised = isinstance(result, core.TransitionError)
         assert raised == (b.status not in sources(T.RETRY)), (b, result)
         if not raised:
             assert a.status == S.QUEUED and a.attempt < a.max_attempts, (b, a)

@@ -12,8 +12,8 @@ from db.notify import Listener
 from db.queries import get_job
 from db.settings import get_settings
 from tasks import api
-from tasks.broker import decode_job_message, make_huey, storage_of
 from tasks.maintenance.dispatcher import Dispatcher, DispatcherConfig
+from tasks.transport.broker import decode_job_message, make_huey, storage_of
 
 
 @pytest.fixture(autouse=True)

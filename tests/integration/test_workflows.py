@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from db import ledger
 from db.engine import engine_for, read, transaction, write
+from db.ledger import attempts, core, producer
 from db.models import Job, JobDependency, Metric
 from tasks import api, workflows
 from tasks.errors import InvalidArgument, InvalidDependency, InvalidTransition, UnknownDependency
@@ -30,16 +30,16 @@ def status(job_id: uuid.UUID) -> str:
 def run(url: str, job_id: uuid.UUID, result: Any = None, *, fail: bool = False) -> None:
     """What a worker does with one attempt: claim it, then complete or fail it."""
     with write(eng(url)) as conn:
-        claimed = ledger.claim(conn, job_id, None)
+        claimed = attempts.claim(conn, job_id, None)
     assert claimed is not None, status(job_id)
     with write(eng(url)) as conn:
         if fail:
-            entry = ledger.error_entry(
+            entry = core.error_entry(
                 claimed.attempt, "boom", traceback=None, worker=None, kind="error"
             )
-            ledger.fail_attempt(conn, job_id, claimed.lease, entry, 0.0)
+            attempts.fail_attempt(conn, job_id, claimed.lease, entry, 0.0)
         else:
-            assert ledger.complete(conn, job_id, claimed.lease, result)
+            assert attempts.complete(conn, job_id, claimed.lease, result)
 
 
 def counts(url: str) -> tuple[int, int]:
@@ -82,14 +82,14 @@ def test_parents_ending_at_once_release_the_callback_exactly_once(use_ledger: st
     claimed = {}
     with write(eng(use_ledger)) as conn:
         for p in header:
-            claimed[p] = ledger.claim(conn, p, None)
+            claimed[p] = attempts.claim(conn, p, None)
     barrier = threading.Barrier(6)
 
     def finish(part: list[uuid.UUID]) -> None:
         barrier.wait()
         for p in part:
             with write(eng(use_ledger)) as conn:
-                ledger.complete_many(conn, [ledger.Outcome(p, claimed[p].lease, None)])
+                attempts.complete_many(conn, [attempts.Outcome(p, claimed[p].lease, None)])
 
     threads = [threading.Thread(target=finish, args=(header[i::6],)) for i in range(6)]
     for t in threads:
@@ -299,12 +299,12 @@ def test_a_dependency_ending_after_the_lock_is_seen_by_the_new_edge(use_ledger: 
     dependency that ends after that must count the new edge when it ends."""
     parent = api.submit_job("demo.echo", {})
     with write(eng(use_ledger)) as conn:
-        claimed = ledger.claim(conn, parent, None)
+        claimed = attempts.claim(conn, parent, None)
     new = api.build_job("demo.echo", {}, depends_on=(parent,))
     with transaction(eng(use_ledger)) as conn:
-        ledger.insert_graph(conn, [new])
+        producer.insert_graph(conn, [new])
     with write(eng(use_ledger)) as conn:
-        assert ledger.complete(conn, parent, claimed.lease, None)
+        assert attempts.complete(conn, parent, claimed.lease, None)
     assert status(new.id) == "queued"
 
 
@@ -356,7 +356,7 @@ def test_retention_keeps_a_job_a_live_job_depends_on_and_deletes_edges(use_ledge
 
 
 def test_waiting_jobs_are_not_queue_depth(use_ledger: str) -> None:
-    from metrics.rollup import current_depth
+    from db.queries import current_depth
 
     parent = api.submit_job("demo.echo", {})
     for _ in range(3):

@@ -212,7 +212,7 @@ def test_cli_reports_a_down_ledger_in_one_line(tmp_path) -> None:  # type: ignor
     """The CLI reports a down ledger as one line and exit 2 (no traceback)."""
     env = {"DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
     result = subprocess.run(
-        [sys.executable, "-m", "tasks.cli", "jobs"],
+        [sys.executable, "-m", "queuectl.cli", "jobs"],
         env={**Processes({}, tmp_path).env, **env},
         capture_output=True,
         text=True,

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine
 
-from tasks import notify
-from tasks.alert_rules import DEFAULT_RULES, RuleConfigError, load_rules, parse_rules
+from tasks.alerts import notify
+from tasks.alerts.rules import DEFAULT_RULES, RuleConfigError, load_rules, parse_rules
 from tasks.maintenance.alerts import AlertEvaluator, AlertsConfig
 
 OPERATIONS_MD = Path(__file__).resolve().parents[2] / "docs" / "operations.md"

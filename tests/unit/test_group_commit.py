@@ -1,5 +1,5 @@
-"""Group commit (``tasks.group_commit``) with real threads: who writes, what goes together,
-who gets which error."""
+"""Group commit (``tasks.transport.group_commit``) with real threads: who writes, what goes
+together, who gets which error."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tasks.group_commit import GroupCommit
+from tasks.transport.group_commit import GroupCommit
 from tests.processes import wait_for
 
 

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from tasks.broker import (
+from tasks.transport.broker import (
     ForgedMessage,
     JobMessageSerializer,
     decode_job_message,

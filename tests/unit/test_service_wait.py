@@ -1,5 +1,5 @@
 """Waiting for a server (``tasks.service_wait``) and the worker's queue reads through a Redis
-outage (``tasks.worker.QueueReader``), without servers: probes and clocks are fakes."""
+outage (``tasks.worker.runtime.QueueReader``), without servers: probes and clocks are fakes."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from tasks.service_wait import (
     stop_on_signals,
     wait_until_reachable,
 )
-from tasks.worker import QueueReader, ScheduleReader
+from tasks.worker.runtime import QueueReader, ScheduleReader
 
 STARTING_UP = psycopg.OperationalError(
     'connection failed: connection to server at "127.0.0.1", port 5432 failed: FATAL:  '
@@ -209,7 +209,7 @@ def test_the_worker_loop_logs_a_redis_outage_once_not_a_traceback_per_read(
     down = redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
     huey = FakeHuey([down, down, down, None, "task", down, None])
     reader = QueueReader(huey, threading.Event(), 0.001, 0.001, 1.15)
-    reader.redis_outage = Outage("Redis", logging.getLogger("tasks.worker"))
+    reader.redis_outage = Outage("Redis", logging.getLogger("tasks.worker.runtime"))
     for _ in range(7):
         reader.loop()
     assert huey.executed == ["task"]
@@ -238,7 +238,7 @@ def test_the_scheduler_loop_logs_a_redis_outage_once(caplog: pytest.LogCaptureFi
     stopped = threading.Event()
     stopped.set()  # its once-a-second sleep returns at once
     scheduler = ScheduleReader(huey, stopped, 1, False)
-    scheduler.redis_outage = Outage("Redis", logging.getLogger("tasks.worker"))
+    scheduler.redis_outage = Outage("Redis", logging.getLogger("tasks.worker.runtime"))
     for _ in range(3):
         scheduler._next_loop = time.monotonic()  # never behind
         scheduler.loop()

@@ -20,7 +20,7 @@ depends_on: str | None = None
 PENDING = "delivery = 'pending'"
 
 
-def _id() -> sa.Column:
+def _id() -> sa.Column[int]:
     return sa.Column(
         "id",
         sa.BigInteger().with_variant(sa.Integer(), "sqlite"),

@@ -7,6 +7,8 @@ Create Date: 2026-12-05
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -140,7 +142,7 @@ def _dispatch_order_index_with_desc() -> None:
 def upgrade() -> None:
     """Status ``waiting``, three columns on ``queue_jobs``, the edge table and (PostgreSQL)
     the release trigger."""
-    columns = (
+    columns: tuple[sa.Column[Any], ...] = (
         sa.Column("deps_pending", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("on_dependency_failure", sa.String(length=10), nullable=True),
         sa.Column("has_dependents", sa.Boolean(), server_default=sa.text("false"), nullable=False),

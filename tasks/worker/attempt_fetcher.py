@@ -1,10 +1,10 @@
-"""The fetch thread of a process worker (``tasks.process_pool``): it keeps attempts ready
+"""The fetch thread of a process worker (``tasks.worker.process_pool``): it keeps attempts ready
 for the job processes, so the parent's main loop does no Redis or ledger I/O per job.
 
 It pops messages in batches (one script marks each taken: the delivery gate of
-``tasks.broker``), reads their leases on a held connection (or, on the embedded transport, claims
-each attempt with its guarded UPDATE), and appends the runnable attempts to the ready list,
-waking the main loop. How much it holds:
+``tasks.transport.broker``), reads their leases on a held connection (or, on the embedded
+transport, claims each attempt with its guarded UPDATE), and appends the runnable attempts to
+the ready list, waking the main loop. How much it holds:
 
 - **for idle job processes**: as many as are idle; with none ready and the queues empty it
   waits for the next message in a blocking pop (Redis) or polls (embedded, backing off);
@@ -29,10 +29,12 @@ import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING
 
-from db import ledger
-from tasks.broker import (
+from db.ledger import attempts
+from tasks.service_wait import Outage, redis_unreachable
+from tasks.transport.broker import (
     ForgedMessage,
     LedgerRedisStorage,
     LedgerSqliteStorage,
@@ -40,7 +42,9 @@ from tasks.broker import (
     QueueStorage,
     decode_job_message,
 )
-from tasks.service_wait import Outage, redis_unreachable
+
+if TYPE_CHECKING:  # the runtime imports this module (through tasks.worker.process_pool)
+    from tasks.worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +62,14 @@ class Ready:
     """An attempt whose lease was read (or claimed), waiting for a job process."""
 
     entry: PoppedEntry | None  # None on the embedded transport (claimed: never given back)
-    claimed: ledger.Claimed
+    claimed: attempts.Claimed
     read_at: float
 
 
 class AttemptFetcher(threading.Thread):
     def __init__(
         self,
-        runtime: Any,  # tasks.worker.WorkerRuntime
+        runtime: WorkerRuntime,
         storage: QueueStorage,
         concurrency: int,
         wake: socket.socket,
@@ -206,15 +210,15 @@ class AttemptFetcher(threading.Thread):
             self._poll_delay = min(self._poll_delay * 2, self.config.max_poll_seconds)
         return found
 
-    def _claim(self, job_id: uuid.UUID, lease: int) -> ledger.Claimed | None:
+    def _claim(self, job_id: uuid.UUID, lease: int) -> attempts.Claimed | None:
         tries = 0
 
-        def begin() -> ledger.Claimed | None:
+        def begin() -> attempts.Claimed | None:
             nonlocal tries
             tries += 1
             return self.runtime._begin(job_id, lease, retried=tries > 1)
 
-        claimed: ledger.Claimed | None = self.runtime._with_db_retry("claim", begin)
+        claimed: attempts.Claimed | None = self.runtime._with_db_retry("claim", begin)
         return claimed
 
     def _admit(self, entries: Sequence[PoppedEntry]) -> list[Ready]:
@@ -240,7 +244,7 @@ class AttemptFetcher(threading.Thread):
             self.runtime._release(refused)
         return ready
 
-    def _runnable(self, claimed: ledger.Claimed) -> bool:
+    def _runnable(self, claimed: attempts.Claimed) -> bool:
         if claimed.cancel_requested:  # cancelled before any job process started it
             self.runtime._cancelled_before_start(claimed)
             return False
@@ -257,18 +261,16 @@ def _decode(data: bytes) -> tuple[uuid.UUID, int] | None:
 
 
 def read_leases(
-    runtime: Any, messages: list[tuple[uuid.UUID, int]]
-) -> dict[tuple[uuid.UUID, int], ledger.Claimed]:
+    runtime: WorkerRuntime, messages: list[tuple[uuid.UUID, int]]
+) -> dict[tuple[uuid.UUID, int], attempts.Claimed]:
     """The attempts these deliveries may run (read on a held PostgreSQL connection)."""
-    if runtime.held is not None:
-        found: dict[tuple[uuid.UUID, int], ledger.Claimed] = runtime._with_db_retry(
-            "lease read", lambda: runtime.held.leased_many(messages)
-        )
-        return found
+    held = runtime.held  # set once, before the worker starts
+    if held is not None:
+        return runtime._with_db_retry("lease read", lambda: held.leased_many(messages))
     result = {}
     for job_id, lease in messages:
         claimed = runtime._with_db_retry(
-            "lease read", lambda j=job_id, le=lease: runtime._begin(j, le, retried=False)
+            "lease read", partial(runtime._begin, job_id, lease, retried=False)
         )
         if claimed is not None:
             result[(job_id, lease)] = claimed

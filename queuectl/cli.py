@@ -137,7 +137,7 @@ def worker(
 ) -> None:
     """Run a worker (a Huey consumer) until SIGTERM or Ctrl-C."""
     from tasks import registry
-    from tasks.worker import run_worker
+    from tasks.worker.runtime import run_worker
 
     _configure_logging()
     settings = get_settings()
@@ -157,7 +157,7 @@ def maintainer() -> None:
     """Run the maintainer (dispatcher, stager, reconciler, rescuer, periodic jobs)."""
     import signal
 
-    from tasks.maintainer import Maintainer
+    from tasks.maintenance.maintainer import Maintainer
 
     _configure_logging()
     stop = threading.Event()
@@ -173,7 +173,7 @@ def up(
 ) -> None:
     """Migrate, then run a maintainer and a worker (and the console) until Ctrl-C."""
     from console.commands import AdminPasswordRefused
-    from tasks.supervisor import run_all
+    from queuectl.supervisor import run_all
 
     _configure_logging()
     try:
@@ -373,7 +373,7 @@ def periodic_list(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
 ) -> None:
     """Every periodic job: schedule, policies, paused or not, next tick, skipped ticks."""
-    from tasks.maintenance.periodic import list_periodic
+    from tasks.steering import list_periodic
 
     with _Guard():
         rows = list_periodic()
@@ -404,7 +404,7 @@ def periodic_pause(
     reason: Annotated[str | None, typer.Option(help="shown in the console and the list")] = None,
 ) -> None:
     """Stop enqueuing a periodic job's ticks (runs already enqueued go on). Survives restarts."""
-    from tasks.maintenance.periodic import pause_periodic
+    from tasks.steering import pause_periodic
 
     with _Guard():
         changed = pause_periodic(name, by=_cli_user(), reason=reason)
@@ -418,7 +418,7 @@ def periodic_resume(
     name: Annotated[str, typer.Argument(help="the periodic job (its job type)")],
 ) -> None:
     """Enqueue a paused periodic job's ticks again, from its next tick (no catch-up)."""
-    from tasks.maintenance.periodic import resume_periodic
+    from tasks.steering import resume_periodic
 
     with _Guard():
         changed = resume_periodic(name)

@@ -11,11 +11,19 @@ A handler thread hands its records over and goes on at once:
   never reported completed before it is; if the process dies first, the reconciler (never
   started) or the rescuer (running) runs it again (at-least-once).
 
-Every write is fenced on the attempt's lease. Shutdown writes everything pending, starts
-included, before unfinished jobs are handed back. Once a start or an outcome has committed the
-ledger refuses the delivery by itself, so its mark in Redis (the delivery gate,
-``tasks.broker``) is released: one script for everything written within
-``RELEASE_SECONDS`` (a mark only costs memory until then; it expires anyway).
+Every write is fenced on the attempt's lease. A batch refused for its data (a ``DataError``
+or ``IntegrityError``, or a value that cannot be encoded: a result it cannot store, not an
+outage) does not hold back the others: its outcomes are written one by one, and one still
+refused is recorded completed with ``{"unstorable_result": <the error>}`` instead of its
+result. Any other error in a flush is logged and the writer goes on (that flush's jobs are
+taken back and run again), so it never stops while the worker runs.
+
+Shutdown writes everything pending, starts included, before unfinished jobs are handed back;
+with the ledger unreachable at that moment they are dropped (logged) and their jobs run again.
+Once a start or an outcome has committed the ledger refuses the delivery by itself, so its
+mark in Redis (the delivery gate, ``tasks.transport.broker``) is released: one script for
+everything written within ``RELEASE_SECONDS`` (a mark only costs memory until then; it
+expires anyway).
 """
 
 from __future__ import annotations
@@ -26,14 +34,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
-from db import ledger
 from db.engine import write
+from db.ledger import attempts
 from tasks.service_wait import one_line
 
 log = logging.getLogger(__name__)
@@ -45,6 +53,9 @@ START_DELAY = 0.05  # record an attempt as running once it has run this long
 #: reconciler may take the job back once the outage ends (docs/architecture.md, "Leases")
 MAX_RETRY_DELAY = 1.0
 RELEASE_SECONDS = 0.25  # release delivery marks at most this often (one script each time)
+#: errors that refuse the records themselves, not the database being away: a retry of the
+#: same records cannot succeed
+REFUSED = (DataError, IntegrityError)
 
 
 @dataclass(frozen=True)
@@ -129,23 +140,36 @@ class AttemptWriter(threading.Thread):
                 break
         return events
 
-    def _write(self, what: str, fn: Any) -> None:
+    def _write(self, what: str, fn: Any) -> Exception | None:
+        """Run ``fn`` in a write transaction, retrying through outages. Returns None once
+        written (or given up at shutdown), or the error when the database refused the records
+        themselves (:data:`REFUSED`, or a value SQLAlchemy cannot encode)."""
         delay = 0.1
         while True:
             try:
                 with write(self.engine) as conn:
                     fn(conn)
-                return
+                return None
+            except REFUSED as exc:
+                return exc
             except DBAPIError as exc:
-                if self._closing.is_set():
-                    log.error("dropping %s: database down at shutdown", what)
-                    return
-                log.warning("%s write failed (%s); retrying in %.1fs", what, one_line(exc), delay)
-                time.sleep(delay)
+                if not self._retry_after(what, exc, delay):
+                    return None
                 delay = min(delay * 2, MAX_RETRY_DELAY)
+            except (StatementError, TypeError, ValueError) as exc:  # a value not encodable
+                return exc
+
+    def _retry_after(self, what: str, exc: DBAPIError, delay: float) -> bool:
+        """Wait ``delay`` before another try through an outage; False at shutdown."""
+        if self._closing.is_set():
+            log.error("dropping %s: database down at shutdown", what)
+            return False
+        log.warning("%s write failed (%s); retrying in %.1fs", what, one_line(exc), delay)
+        time.sleep(delay)
+        return True
 
     def _flush(self, events: list[_Event]) -> None:
-        outcomes: list[ledger.Outcome] = []
+        outcomes: list[attempts.Outcome] = []
         written: list[tuple[uuid.UUID, int]] = []  # recorded (or fenced): marks to release
         now = time.monotonic()
         for ev in events:
@@ -156,7 +180,7 @@ class AttemptWriter(threading.Thread):
             written.append((ev.job_id, ev.lease))
             if isinstance(ev, _Outcome):
                 outcomes.append(
-                    ledger.Outcome(
+                    attempts.Outcome(
                         id=ev.job_id,
                         lease=ev.lease,
                         result=ev.result,
@@ -166,17 +190,9 @@ class AttemptWriter(threading.Thread):
                     )
                 )
         if outcomes:
-
-            def record(conn: Any) -> None:
-                recorded = ledger.complete_many(conn, outcomes)
-                fenced = len(outcomes) - len(recorded)
-                if fenced:
-                    self.fenced += fenced
-                    log.warning(
-                        "%d finished attempt(s) were fenced off (rescued or taken back)", fenced
-                    )
-
-            self._write(f"{len(outcomes)} completion(s)", record)
+            refused = self._write(f"{len(outcomes)} completion(s)", self._complete(outcomes))
+            if refused is not None:
+                self._complete_one_by_one(outcomes, refused)
         closing = self._closing.is_set()
         due = [
             s
@@ -186,11 +202,40 @@ class AttemptWriter(threading.Thread):
         if due:
             now = time.monotonic()
             rows = [(s.job_id, s.lease, s.worker_id, now - s.started) for s in due]
-            self._write(f"{len(due)} start record(s)", lambda conn: ledger.start_many(conn, rows))
+            self._write(f"{len(due)} start record(s)", lambda conn: attempts.start_many(conn, rows))
             for s in due:
                 self._pending_starts.pop((s.job_id, s.lease), None)
             written += [(s.job_id, s.lease) for s in due]
         self._release_marks(written)
+
+    def _complete(self, outcomes: list[attempts.Outcome]) -> Callable[[Any], None]:
+        def record(conn: Any) -> None:
+            recorded = attempts.complete_many(conn, outcomes)
+            fenced = len(outcomes) - len(recorded)
+            if fenced:
+                self.fenced += fenced
+                log.warning(
+                    "%d finished attempt(s) were fenced off (rescued or taken back)", fenced
+                )
+
+        return record
+
+    def _complete_one_by_one(self, outcomes: list[attempts.Outcome], error: Exception) -> None:
+        """A batch refused for its data: each outcome alone, so the others commit; one still
+        refused is recorded with a note in place of its result (the job did complete)."""
+        log.warning(
+            "%d completion(s) refused (%s): writing them one by one", len(outcomes), one_line(error)
+        )
+        for outcome in outcomes:
+            refused = self._write(f"completion of job {outcome.id}", self._complete([outcome]))
+            if refused is None:
+                continue
+            cause = getattr(refused, "orig", None) or refused
+            note = {"unstorable_result": f"{type(cause).__name__}: {one_line(cause)}"}
+            log.error("job %s: the ledger refused its result (%s)", outcome.id, note)
+            noted = replace(outcome, result=note)
+            if self._write(f"completion of job {outcome.id}", self._complete([noted])):
+                log.error("job %s: its outcome cannot be recorded; it will run again", outcome.id)
 
     def _release_marks(self, written: list[tuple[uuid.UUID, int]]) -> None:
         if self.release is None:
@@ -206,8 +251,17 @@ class AttemptWriter(threading.Thread):
 
     def run(self) -> None:
         while not (self._closing.is_set() and self._queue.empty()):
-            self._flush(self._take())
-        self._flush([])  # starts still pending: written before the hand-back
+            self._flush_guarded(self._take())
+        self._flush_guarded([])  # starts still pending: written before the hand-back
+
+    def _flush_guarded(self, events: list[_Event]) -> None:
+        """A bug in a flush must not stop the writer: every later outcome would wait for ever
+        while the worker runs on. The records of that flush are lost; their jobs are taken
+        back by the reconciler or the rescuer and run again (at-least-once)."""
+        try:
+            self._flush(events)
+        except Exception:
+            log.exception("attempt writer: %d record(s) lost to an error", len(events))
 
     def close(self, timeout: float = 30.0) -> None:
         """Write everything submitted so far, then stop."""

@@ -3,11 +3,11 @@ the ledger; its child processes (job processes) only run handlers (the shape of 
 prefork pool).
 
 The parent does for its job processes what a thread worker does for its handler threads, and
-in batches. Its fetch thread (``tasks.attempt_fetcher``) pops several messages with one
-script (each marked taken: the delivery gate of ``tasks.broker``), reads their leases
+in batches. Its fetch thread (``tasks.worker.attempt_fetcher``) pops several messages with one
+script (each marked taken: the delivery gate of ``tasks.transport.broker``), reads their leases
 on a held connection and keeps the attempts ready; its main loop hands each to an idle job process
 over a pipe, answers the process's progress and cancel questions, and hands outcomes to the
-group commit (``tasks.attempt_writer``). An attempt held ready longer than ``HOLD_SECONDS``
+group commit (``tasks.worker.attempt_writer``). An attempt held ready longer than ``HOLD_SECONDS``
 is given back to Redis, where any worker may take it.
 
 What only a process can do:
@@ -38,13 +38,16 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from db import ledger
 from db.job_logs import LogLine
-from tasks.attempt_fetcher import AttemptFetcher, Ready, read_leases
-from tasks.broker import LedgerRedisStorage, PoppedEntry, QueueStorage
-from tasks.process_child import CancelQuery, Done, Progress, Run, child_main
+from db.ledger import attempts
+from tasks.transport.broker import LedgerRedisStorage, PoppedEntry, QueueStorage
+from tasks.worker.attempt_fetcher import AttemptFetcher, Ready, read_leases
+from tasks.worker.process_child import CancelQuery, Done, Progress, Run, child_main
+
+if TYPE_CHECKING:  # the runtime imports this module
+    from tasks.worker.runtime import AttemptChannel, WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +67,10 @@ PIPELINE_SECONDS = 0.05
 
 @dataclass
 class _Running:
-    claimed: ledger.Claimed
+    claimed: attempts.Claimed
     started: float  # time.monotonic() when the child was handed the attempt
     deadline: float | None
-    channel: Any  # tasks.worker.AttemptChannel: progress writes, cancel reads
+    channel: AttemptChannel  # progress writes, cancel reads
 
 
 @dataclass
@@ -87,7 +90,7 @@ class ProcessPool:
 
     def __init__(
         self,
-        runtime: Any,  # tasks.worker.WorkerRuntime
+        runtime: WorkerRuntime,
         storage: QueueStorage,
         concurrency: int,
         job_modules: list[str],
@@ -100,7 +103,7 @@ class ProcessPool:
         self.shutdown_timeout = shutdown_timeout
         self.stopping = threading.Event()
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["tasks.process_child", *self.job_modules])
+        self._context.set_forkserver_preload(["tasks.worker.process_child", *self.job_modules])
         self._slots: list[_Slot] = []
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -292,7 +295,7 @@ class ProcessPool:
 
     def _began(self, slot: _Slot, ready: Ready) -> None:
         """The job process starts ``ready`` now."""
-        from tasks.worker import AttemptChannel
+        from tasks.worker.runtime import AttemptChannel
 
         claimed = ready.claimed
         started = time.monotonic()

@@ -1,4 +1,4 @@
-"""A child process of a process worker (``tasks.process_pool``): it only runs handlers.
+"""A child process of a process worker (``tasks.worker.process_pool``): it only runs handlers.
 
 The parent owns Redis and the ledger; a child opens no connection of its own (unless a
 handler reads ``ctx.dependency_results``, which reads the ledger). It reads one :class:`Run`
@@ -7,7 +7,7 @@ recent jobs are short the parent sends the next ``Run`` before the ``Done`` of t
 running, so the child starts it at once. While the handler runs, ``ctx.progress`` and
 ``ctx.cancel_requested`` talk to the parent over the same pipe (the parent writes progress
 and reads cancel requests in the ledger), and so do the lines the handler logs
-(``tasks.job_logs``). A child ignores SIGINT and SIGTERM: the parent decides when it stops
+(``tasks.worker.job_logs``). A child ignores SIGINT and SIGTERM: the parent decides when it stops
 (it closes the pipe, or kills the child whose attempt ran past its timeout), and a child
 kills itself the moment the parent's end of the pipe closes.
 """
@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from tasks import job_logs, registry
-from tasks.job_logs import AttemptLog
+from tasks import registry
 from tasks.payload import cap_result
+from tasks.worker import job_logs
+from tasks.worker.job_logs import AttemptLog
 
 #: a child asks the parent whether a cancel was requested at most this often
 CANCEL_CHECK_INTERVAL = 0.25

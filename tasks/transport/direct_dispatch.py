@@ -4,7 +4,7 @@ The usual path of a new job is INSERT (``queued``) → NOTIFY → the maintainer
 queue's window in Redis, dispatches (one UPDATE and its commit) → pushes the message. When the
 queue is idle, none of that decides anything: no job waits in the ledger that the new one
 could overtake, the queue is not paused and its window has room. Then the producer's INSERT
-writes the row already ``dispatched`` (attempt 1, lease 1; ``ledger.insert_dispatched`` checks
+writes the row already ``dispatched`` (attempt 1, lease 1; ``producer.insert_dispatched`` checks
 the three conditions in the same statement) and, after the commit, the producer pushes the
 message. A job reaches a worker with one database round trip and one Redis push, like a
 plain Huey ``enqueue`` plus the ledger's commit.
@@ -28,12 +28,13 @@ from functools import lru_cache
 import redis
 from sqlalchemy import Engine
 
-from db import ledger
+from db.driver import driver_for
 from db.engine import driver_write
+from db.ledger import producer
 from db.settings import Settings
 from tasks import registry
-from tasks.broker import LedgerRedisStorage, encode_job_message
-from tasks.group_commit import GroupCommit
+from tasks.transport.broker import LedgerRedisStorage, encode_job_message
+from tasks.transport.group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,8 @@ BACKOFF_SECONDS = 5.0
 class DirectDispatch:
     """One per process and Redis: inserts eligible jobs dispatched and pushes their messages.
 
-    Concurrent submits are written together (``tasks.group_commit``): one statement inserts
-    the batch and one ``ZADD`` per queue sends the messages of its dispatched jobs."""
+    Concurrent submits are written together (``tasks.transport.group_commit``): one statement
+    inserts the batch and one ``ZADD`` per queue sends the messages of its dispatched jobs."""
 
     def __init__(self, redis_url: str, namespace: str) -> None:
         pool = redis.ConnectionPool.from_url(
@@ -55,14 +56,14 @@ class DirectDispatch:
         )
         self.storage = LedgerRedisStorage(namespace, connection_pool=pool)
         self._off_until = 0.0
-        self._groups: dict[tuple[Engine, int], GroupCommit[ledger.NewJob]] = {}
+        self._groups: dict[tuple[Engine, int], GroupCommit[producer.NewJob]] = {}
         self._groups_lock = threading.Lock()
 
-    def submit(self, engine: Engine, new: ledger.NewJob, window: int) -> None:
+    def submit(self, engine: Engine, new: producer.NewJob, window: int) -> None:
         """Insert ``new`` (dispatched when its queue is idle, else queued) and push its message."""
         self.group(engine, window).run(new)
 
-    def group(self, engine: Engine, window: int) -> GroupCommit[ledger.NewJob]:
+    def group(self, engine: Engine, window: int) -> GroupCommit[producer.NewJob]:
         """The group commit of submits to ``engine`` (the hot-path engine in production)."""
         key = (engine, window)
         group = self._groups.get(key)
@@ -73,17 +74,17 @@ class DirectDispatch:
                 )
         return group
 
-    def _write(self, engine: Engine, window: int, batch: list[ledger.NewJob]) -> None:
+    def _write(self, engine: Engine, window: int, batch: list[producer.NewJob]) -> None:
         leases: dict[uuid.UUID, int] = {}
         with driver_write(engine) as conn:
             if time.monotonic() < self._off_until:  # after a failed push: the usual path
-                ledger.insert_batch_dbapi(conn, engine.dialect, batch)
+                producer.insert_batch_dbapi(conn, engine.dialect, batch)
             else:
-                leases = ledger.insert_batch_dispatched(conn, engine.dialect, batch, window)
+                leases = producer.insert_batch_dispatched(conn, engine.dialect, batch, window)
         # queued jobs: the insert's NOTIFY wakes the dispatcher
         self._push([new for new in batch if new.id in leases], leases)
 
-    def _push(self, sent: list[ledger.NewJob], leases: dict[uuid.UUID, int]) -> None:
+    def _push(self, sent: list[producer.NewJob], leases: dict[uuid.UUID, int]) -> None:
         by_queue: dict[str, list[tuple[bytes, int]]] = {}
         for new in sent:
             message = encode_job_message(new.id, leases[new.id], new.timeout_seconds)
@@ -103,11 +104,11 @@ class DirectDispatch:
             )
 
 
-def eligible(settings: Settings, engine: Engine, new: ledger.NewJob) -> bool:
+def eligible(settings: Settings, engine: Engine, new: producer.NewJob) -> bool:
     """Whether ``new`` may be dispatched by its producer (see the module docstring)."""
     if not (settings.queue_direct_dispatch and settings.redis_url):
         return False
-    if engine.dialect.name != "postgresql":
+    if not driver_for(engine).prepared_hot_path:  # its writes go through driver_write
         return False
     if not new.due_without_keys:
         return False

@@ -45,8 +45,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from db import ledger
-from tasks.broker import ForgedMessage, PoppedEntry, decode_job_message
+from db.ledger import attempts
+from tasks.transport.broker import ForgedMessage, PoppedEntry, decode_job_message
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class _Ready:
     entry: PoppedEntry
     job_id: uuid.UUID | None
     lease: int
-    claimed: ledger.Claimed | None  # None: not read (refused message, read failed)
+    claimed: attempts.Claimed | None  # None: not read (refused message, read failed)
     read_at: float
 
 
@@ -99,7 +99,7 @@ class Prefetcher(threading.Thread):
         pop_waiting: Callable[[float, bool], PoppedEntry | None],
         pop_ready: Callable[[int], list[PoppedEntry]],
         give_back: Callable[[Sequence[PoppedEntry]], None],
-        read_leases: Callable[[list[Message]], dict[Message, ledger.Claimed]],
+        read_leases: Callable[[list[Message]], dict[Message, attempts.Claimed]],
         config: PrefetchConfig,
         release: Callable[[list[Message]], None] | None = None,
     ) -> None:
@@ -185,7 +185,7 @@ class Prefetcher(threading.Thread):
         with self._cond:
             return len(self._ready)
 
-    def leased(self, job_id: uuid.UUID, lease: int) -> ledger.Claimed | None:
+    def leased(self, job_id: uuid.UUID, lease: int) -> attempts.Claimed | None:
         """The calling thread's prefetched read of ``(job_id, lease)`` when it is fresh."""
         ready: _Ready | None = getattr(self._local, "ready", None)
         self._local.ready = None
@@ -279,7 +279,7 @@ class Prefetcher(threading.Thread):
                 decoded.append((entry, None))
         messages = [m for _, m in decoded if m is not None]
         try:
-            claims: dict[Message, ledger.Claimed] | None = self.read_leases(messages)
+            claims: dict[Message, attempts.Claimed] | None = self.read_leases(messages)
         except Exception as exc:  # the handlers read them again, with their retries
             log.warning("prefetch: lease read of %d job(s) failed: %s", len(messages), exc)
             claims = None

@@ -28,8 +28,8 @@ from db.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Huey's registry name of the one task every message runs (``tasks.worker.run_job``).
-RUN_JOB_TASK = "tasks.worker.run_job"
+#: Huey's registry name of the one task every message runs (``tasks.worker.runtime.run_job``).
+RUN_JOB_TASK = "tasks.worker.runtime.run_job"
 _MESSAGE_KEYS = {"v", "id", "lease", "timeout"}
 MESSAGE_VERSION = 2
 
@@ -323,7 +323,7 @@ class LedgerRedisStorage(QueueStorage, PriorityRedisStorage):
         base = int(time.time() * 1e6)
         return {struct.pack(">Q", base + i) + data: -p for i, (data, p) in enumerate(items)}
 
-    #: set by a thread worker that prefetches (``tasks.prefetch``): handler threads take
+    #: set by a thread worker that prefetches (``tasks.worker.prefetch``): handler threads take
     #: their messages from it instead of popping Redis themselves
     take: Callable[[float], bytes | None] | None = None
 

@@ -57,7 +57,7 @@ def _atomic_write(path: Path, text: str) -> None:
 def course_progress_report(data: CourseReportData, ctx: JobContext) -> dict[str, object]:
     """Write a course-progress report as CSV (one row per student, completion %)."""
     path = _data_dir("reports") / f"{data.course_id}-{ctx.job_id}.csv"
-    rows = []
+    rows: list[list[str | int]] = []
     for s in data.students:
         pct = min(100.0, 100.0 * s.lessons_completed / data.total_lessons)
         rows.append([s.student_id, s.lessons_completed, f"{pct:.1f}", f"{s.quiz_average:.1f}"])

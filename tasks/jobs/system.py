@@ -15,12 +15,13 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
+from db.clock import db_clock
 from db.engine import engine_for, read
 from db.models import Job
 from db.retention import prune_audit, prune_jobs, prune_metrics
 from db.settings import Settings, get_settings
 from db.states import JobStatus
-from metrics.rollup import db_clock, oldest_finish, rollup, rollup_holes
+from metrics.rollup import oldest_finish, rollup, rollup_holes
 from tasks.registry import JobContext, periodic_job
 
 log = logging.getLogger(__name__)

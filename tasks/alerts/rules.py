@@ -41,7 +41,8 @@ from sqlalchemy import Connection, Engine
 from db import alerts as alert_sql
 from db.alerts import Observation
 from metrics import hist
-from metrics.read_models import error_rate, periodic_health
+from metrics.read.common import error_rate
+from metrics.read.periodic import periodic_health
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,12 @@ from collections.abc import Callable
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from db.engine import engine_for, is_sqlite, read
+from db.driver import driver_for
+from db.engine import engine_for, read
 from db.notify import Listener
 from db.settings import Settings
 from tasks import registry
-from tasks.broker import LedgerRedisStorage, make_huey, storage_of
+from tasks.alerts.settings import get_alert_settings
 from tasks.maintenance import MaintenanceLoop
 from tasks.maintenance.alerts import AlertEvaluator, alerts_config
 from tasks.maintenance.dispatcher import Dispatcher, DispatcherConfig
@@ -30,6 +31,7 @@ from tasks.service_wait import (
     redis_unreachable,
     wait_for_servers,
 )
+from tasks.transport.broker import LedgerRedisStorage, make_huey, storage_of
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,9 @@ class Maintainer:
                 RescuerConfig(interval=1.0, stale_seconds=stale, deadline_grace_seconds=stale),
             ),
             PeriodicEnqueuer(self.engine, PeriodicConfig(interval=poll)),
-            AlertEvaluator(self.engine, alerts_config(settings)),
+            AlertEvaluator(
+                self.engine, alerts_config(get_alert_settings(), settings.queue_stale_seconds)
+            ),
             self.heartbeat,
         ]
         self._next_run = dict.fromkeys((loop.name for loop in self.loops), 0.0)
@@ -84,7 +88,7 @@ class Maintainer:
             )
             for loop in self.loops
         }
-        self.listener = None if is_sqlite(self.engine) else Listener(settings.ledger_url)
+        self.listener = Listener(settings.ledger_url) if driver_for(self.engine).notifies else None
 
     def _pass(self, loop: MaintenanceLoop) -> int:
         self._next_run[loop.name] = time.monotonic() + loop.interval

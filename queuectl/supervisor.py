@@ -36,7 +36,7 @@ class Child:
 
 
 def children(settings: Settings, concurrency: int, with_console: bool) -> list[Child]:
-    cli = [sys.executable, "-m", "tasks.cli"]
+    cli = [sys.executable, "-m", "queuectl.cli"]
     out = [
         Child("maintainer", [*cli, "maintainer"]),
         Child("worker", [*cli, "worker", "--concurrency", str(concurrency)]),
