@@ -39,7 +39,7 @@ from db.engine import create_ledger_engine, read
 from db.migrate import upgrade
 from db.retention import prune_jobs
 from metrics import hist
-from metrics.read_models import hourly_statements, series_statement, time_series
+from metrics.read.series import hourly_statements, series_statement, time_series
 from metrics.rollup import (
     _Q_BUSY,
     _Q_ERRORS,
@@ -47,6 +47,7 @@ from metrics.rollup import (
     _Q_STARTED,
     CLOCK_SKEW,
     MINUTE,
+    rebuild_hours,
     rollup,
 )
 
@@ -249,13 +250,11 @@ def bench_rollup(engine: Engine, end: datetime, rate: int, repeat: int) -> dict[
 
 
 def series_rows(rng: random.Random, end: datetime, days: int, queues: int) -> Iterator[tuple]:
-    """Minute rollups as the rollup writes them: per-minute histograms, and the hour's merged
-    histograms ("h") in each :59 row."""
+    """Minute rollups as the rollup writes them, with per-minute histograms (the hourly rows
+    are made from them afterwards: ``metrics.rollup.rebuild_hours``)."""
     minutes = days * 24 * 60
     start = end - minutes * MINUTE
     for q in (f"queue{i}" for i in range(queues)):
-        hour_p: dict[str, int] = {}
-        hour_w: dict[str, int] = {}
         for i in range(minutes):
             ts = start + i * MINUTE
             jobs = rng.randint(200, 1200)
@@ -269,11 +268,6 @@ def series_rows(rng: random.Random, end: datetime, days: int, queues: int) -> It
             p_hist = hist.from_counts(p_counts)
             w_hist = hist.from_counts(w_counts)
             assert p_hist is not None and w_hist is not None
-            hist.merge_raw(hour_p, p_hist)
-            hist.merge_raw(hour_w, w_hist)
-            if ts.minute == 59:
-                p_hist["h"], w_hist["h"] = hour_p, hour_w
-                hour_p, hour_w = {}, {}
             p = sorted(rng.lognormvariate(3.9, 1.0) for _ in range(20))
             w = sorted(rng.expovariate(1 / 200) for _ in range(20))
             yield (
@@ -338,7 +332,8 @@ def bench_series(url: str, engine: Engine, days: int, queues: int, repeat: int) 
     n = copy_rows(
         url, "queue_metrics", SERIES_COLUMNS, series_rows(random.Random(3), end, days, queues)
     )
-    vacuum_analyze(url, "queue_metrics")
+    rebuild_hours(engine, start=end - timedelta(days=days), end=end)
+    vacuum_analyze(url, "queue_metrics", "queue_metrics_hourly")
     load_s = time.perf_counter() - t0
     start = end - timedelta(days=days)
     out: dict[str, Any] = {"rows": n, "rows_per_queue": n // queues, "load_s": round(load_s, 2)}
@@ -358,8 +353,8 @@ def bench_series(url: str, engine: Engine, days: int, queues: int, repeat: int) 
     with read(engine) as conn:
         conn.exec_driver_sql("SET LOCAL jit = off")  # as the read models do
         minute = series_statement(start=start, end=end, queue="queue0")
-        hourly, last_minutes = hourly_statements(conn, start=start, end=end, queue="queue0")
-        for name, stmt in (("minute", minute), ("hourly", hourly), ("hour_hists", last_minutes)):
+        hourly, hour_hists = hourly_statements(conn, start=start, end=end, queue="queue0")
+        for name, stmt in (("minute", minute), ("hourly", hourly), ("hour_hists", hour_hists)):
             compiled = stmt.compile(engine)
             sql = str(compiled)
             plan = (

@@ -36,15 +36,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, bindparam, func, literal, select
+from sqlalchemy import ColumnElement, Connection, Engine, Row, bindparam, func, literal, select
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 
+from db.clock import db_clock
 from db.engine import read
 from db.models import Job
 from db.states import LEASED, JobStatus, sorted_values
 from db.types import db_now
-from metrics.rollup import db_clock
 
 S = JobStatus
 jobs = Job.__table__
@@ -89,7 +89,7 @@ def _unindexed(conn: Connection, column: ColumnElement[Any]) -> ColumnElement[An
     return UnaryExpression(column, operator=custom_op("+"), type_=column.type)
 
 
-def _waiting(conn: Connection, queue: str) -> list[Any]:
+def _waiting(conn: Connection, queue: str) -> list[Row[Any]]:
     stmt = (
         select(
             jobs.c.type,
@@ -104,7 +104,7 @@ def _waiting(conn: Connection, queue: str) -> list[Any]:
     return list(conn.execute(stmt))
 
 
-def _running(conn: Connection, queue: str) -> list[Any]:
+def _running(conn: Connection, queue: str) -> list[Row[Any]]:
     stmt = (
         select(jobs.c.type, jobs.c.partition_key, func.count().label("n"))
         .where(
@@ -117,7 +117,7 @@ def _running(conn: Connection, queue: str) -> list[Any]:
     return list(conn.execute(stmt))
 
 
-def _finished(conn: Connection, queue: str) -> list[Any]:
+def _finished(conn: Connection, queue: str) -> list[Row[Any]]:
     stmt = (
         select(jobs.c.type, jobs.c.partition_key, jobs.c.status, func.count().label("n"))
         .where(
@@ -165,15 +165,15 @@ def partition_breakdown(
     def row(job_type: str, partition: str) -> dict[str, Any]:
         return out.setdefault((job_type, partition), _blank(job_type, partition))
 
-    for job_type, partition, n, oldest in waiting:
-        r = row(job_type, partition)
-        r["waiting"] = int(n)
-        r["oldest_wait_seconds"] = _age(now, oldest)
-    for job_type, partition, n in running:
-        row(job_type, partition)["running"] = int(n)
-    for job_type, partition, status, n in finished:
-        kind = "completed_1h" if status == S.COMPLETED.value else "failed_1h"
-        row(job_type, partition)[kind] = int(n)
+    for waiting_row in waiting:
+        r = row(waiting_row.type, waiting_row.partition_key)
+        r["waiting"] = int(waiting_row.n)
+        r["oldest_wait_seconds"] = _age(now, waiting_row.oldest)
+    for running_row in running:
+        row(running_row.type, running_row.partition_key)["running"] = int(running_row.n)
+    for finished_row in finished:
+        kind = "completed_1h" if finished_row.status == S.COMPLETED.value else "failed_1h"
+        row(finished_row.type, finished_row.partition_key)[kind] = int(finished_row.n)
     ranked = sorted(out.values(), key=_order)
     return PartitionBreakdown(queue=queue, rows=ranked[:limit], total_partitions=len(ranked))
 

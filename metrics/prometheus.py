@@ -34,13 +34,15 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import Engine, func, select
 
+from db.clock import db_clock
 from db.engine import engine_for, read
 from db.models import Job, Worker
 from db.models import Metric as QueueMetric
+from db.queries import current_depth, live_workers
 from db.settings import get_settings
 from db.states import LIVE, JobStatus, in_order
 from metrics import hist
-from metrics.rollup import MINUTE, current_depth, db_clock, floor_minute, live_workers
+from metrics.rollup import MINUTE, floor_minute
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +127,7 @@ class LedgerCollector:
             since = until - self.window_minutes * MINUTE
             status_counts = list(
                 conn.execute(
-                    select(jobs.c.queue, jobs.c.status, func.count())
+                    select(jobs.c.queue, jobs.c.status, func.count().label("n"))
                     .where(jobs.c.status.in_(LIVE_STATUSES))
                     .group_by(jobs.c.queue, jobs.c.status)
                 )
@@ -179,7 +181,7 @@ class LedgerCollector:
                 w["slot_s"] += r.worker_slots * 60.0
             hist.merge_into(w["p"], r.processing_hist)
             hist.merge_into(w["w"], r.wait_hist)
-        counts: dict[tuple[str, str], int] = {(q, s): int(n) for q, s, n in status_counts}
+        counts: dict[tuple[str, str], int] = {(r.queue, r.status): int(r.n) for r in status_counts}
         queues = sorted({q for q, _ in counts} | set(depth) | set(live) | set(window))
 
         g_jobs = GaugeMetricFamily(
@@ -226,21 +228,21 @@ class LedgerCollector:
         )
         seconds = self.window_minutes * 60.0
         for q in queues:
-            w = window.get(q)
+            totals = window.get(q)
             g_depth.add_metric([q], float(depth.get(q, 0)))
             n_workers, n_slots = live.get(q, (0, 0))
             g_workers.add_metric([q], float(n_workers))
             g_slots.add_metric([q], float(n_slots))
-            if w is None:
+            if totals is None:
                 continue
-            finished.add_metric([q, COMPLETED], float(w[COMPLETED]))
-            finished.add_metric([q, FAILED], float(w[FAILED]))
-            g_tput.add_metric([q], w["jobs"] / seconds)
-            if w["slot_s"]:
-                g_util.add_metric([q], min(1.0, w["busy"] / w["slot_s"]))
-            buckets, total = _buckets(w["p"])
+            finished.add_metric([q, COMPLETED], float(totals[COMPLETED]))
+            finished.add_metric([q, FAILED], float(totals[FAILED]))
+            g_tput.add_metric([q], totals["jobs"] / seconds)
+            if totals["slot_s"]:
+                g_util.add_metric([q], min(1.0, totals["busy"] / totals["slot_s"]))
+            buckets, total = _buckets(totals["p"])
             duration.add_metric([q], buckets, total)
-            buckets, total = _buckets(w["w"])
+            buckets, total = _buckets(totals["w"])
             wait.add_metric([q], buckets, total)
         yield from (finished, g_depth, g_workers, g_slots, g_tput, g_util, duration, wait)
 
@@ -283,7 +285,7 @@ def start_server(
     """Serve /metrics on ``host:port`` in a background thread and return at once."""
     engine = engine_for(engine_url or get_settings().ledger_url)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LedgerCollector(engine, window_minutes=window_minutes))  # type: ignore[arg-type]
+    registry.register(LedgerCollector(engine, window_minutes=window_minutes))
     httpd, thread = start_http_server(port, addr=host, registry=registry)
     return MetricsServer(httpd, thread, host, int(httpd.server_port))
 

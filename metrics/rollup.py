@@ -23,6 +23,10 @@ unfinished minute is never written. Definitions (docs/metrics.md has the full te
   (a new row for a minute of the last ten gets the current value, older ones 0).
   ``utilization`` = ``busy_seconds / (worker_slots * 60)``, None without slots.
 
+In the same transaction every run rewrites the hourly rows (``queue_metrics_hourly``,
+``queue_type_metrics_hourly``) of the hours its window touches: the merged histograms of each
+hour's minute rows, so that hour and day charts read one histogram per hour (:func:`_write_hours`).
+
 PostgreSQL aggregates in SQL (``percentile_cont``); SQLite fetches the rows and computes the
 same numbers in Python (:func:`compute_python`, which runs on PostgreSQL too, for tests).
 """
@@ -35,18 +39,32 @@ import math
 import re
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Result,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from db import states
+from db.clock import db_clock
 from db.engine import read, transaction
 from db.locks import try_xact_lock
-from db.models import Job, Metric, TypeMetric, Worker
+from db.models import HourlyMetric, HourlyTypeMetric, Job, Metric, TypeMetric, Worker
+from db.queries import current_depth, live_workers
 from db.states import JobStatus, sorted_values, sql_list
 from db.types import UTCDateTime
 from metrics import hist
@@ -57,8 +75,11 @@ jobs = Job.__table__
 workers = Worker.__table__
 queue_metrics = Metric.__table__
 type_metrics = TypeMetric.__table__
+queue_hourly = HourlyMetric.__table__
+type_hourly = HourlyTypeMetric.__table__
 
 MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
 QUANTILES = (0.5, 0.95, 0.99)
 FINISHED = sorted_values(states.FINISHED)
 TERMINAL = sorted_values(states.TERMINAL)
@@ -77,6 +98,10 @@ Key = tuple[str, str | None, datetime]  # (queue, job type or None for the queue
 
 def floor_minute(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def floor_hour(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 @dataclass
@@ -153,6 +178,14 @@ def _keys(queue: str, job_type: str, minute: datetime) -> tuple[Key, Key]:
     return (queue, None, minute), (queue, job_type, minute)
 
 
+def named_rows(result: Result[Any]) -> Iterator[dict[str, Any]]:
+    """Each row of ``result`` as a dict by column name: for the loops over many rows, where
+    a plain dict is several times faster to read than the row's attributes."""
+    names = tuple(result.keys())
+    for row in result:
+        yield dict(zip(names, row, strict=True))
+
+
 def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
@@ -210,43 +243,43 @@ def compute_python(conn: Connection, ws: datetime, we: datetime, now: datetime) 
             jobs.c.queue, jobs.c.type, jobs.c.status, jobs.c.started_at, jobs.c.finished_at
         ).where(jobs.c.finished_at >= ws, jobs.c.finished_at < we, jobs.c.status.in_(FINISHED))
     )
-    for queue, job_type, status, started, finished_at in finished:
-        for key in _keys(queue, job_type, floor_minute(finished_at)):
+    for done in named_rows(finished):
+        for key in _keys(done["queue"], done["type"], floor_minute(done["finished_at"])):
             agg = aggs[key]
             agg.job_count += 1
-            if status == JobStatus.COMPLETED:
+            if done["status"] == JobStatus.COMPLETED:
                 agg.completed_count += 1
             else:
                 agg.failed_count += 1
-            if started is not None:
-                processing[key].append(_ms(finished_at, started))
+            if done["started_at"] is not None:
+                processing[key].append(_ms(done["finished_at"], done["started_at"]))
 
     started_rows = conn.execute(
         select(jobs.c.queue, jobs.c.type, jobs.c.started_at, jobs.c.scheduled_at).where(
             _started_population(ws, we)
         )
     )
-    for queue, job_type, started, scheduled in started_rows:
-        for key in _keys(queue, job_type, floor_minute(started)):
-            waits[key].append(_ms(started, scheduled))
+    for begun in named_rows(started_rows):
+        for key in _keys(begun["queue"], begun["type"], floor_minute(begun["started_at"])):
+            waits[key].append(_ms(begun["started_at"], begun["scheduled_at"]))
 
     candidates = conn.execute(
         select(jobs.c.queue, jobs.c.type, jobs.c.status, jobs.c.attempt, jobs.c.errors).where(
             _error_population(conn, ws)
         )
     )
-    for queue, job_type, status, attempt, errors in candidates:
-        for entry in errors or []:
+    for failing in named_rows(candidates):
+        for entry in failing["errors"] or []:
             if not _is_error_entry(entry):
                 continue
             at = _entry_time(entry)
             if at is None or not ws <= at < we:
                 continue
             entry_attempt = _entry_attempt(entry)
-            retried = (entry_attempt is not None and entry_attempt < attempt) or (
-                status not in TERMINAL
+            retried = (entry_attempt is not None and entry_attempt < failing["attempt"]) or (
+                failing["status"] not in TERMINAL
             )
-            for key in _keys(queue, job_type, floor_minute(at)):
+            for key in _keys(failing["queue"], failing["type"], floor_minute(at)):
                 aggs[key].error_count += 1
                 if retried:
                     aggs[key].retries += 1
@@ -256,13 +289,14 @@ def compute_python(conn: Connection, ws: datetime, we: datetime, now: datetime) 
             _busy_population(ws, we)
         )
     )
-    for queue, job_type, started, finished_at in busy_rows:
-        end = finished_at if finished_at is not None else now
+    for busy in named_rows(busy_rows):
+        started = busy["started_at"]
+        end = busy["finished_at"] if busy["finished_at"] is not None else now
         for minute in _minutes_between(max(started, ws), min(end, we)):
             overlap = (min(end, minute + MINUTE) - max(started, minute)).total_seconds()
             if overlap <= 0:
                 continue
-            for key in _keys(queue, job_type, minute):
+            for key in _keys(busy["queue"], busy["type"], minute):
                 aggs[key].busy_seconds += overlap
 
     for key, values in processing.items():
@@ -434,45 +468,6 @@ def compute_postgresql(
         if busy > 0:
             aggs[(r.queue, r.type, _utc(r.m))].busy_seconds = busy
     return dict(aggs)
-
-
-# --- state measured at rollup time ------------------------------------------------------------
-
-
-def current_depth(conn: Connection, now: datetime) -> dict[str, int]:
-    """Jobs waiting per queue: queued or dispatched, or scheduled/retrying and due."""
-    waiting = or_(
-        jobs.c.status.in_(sorted_values(states.READY)),
-        and_(jobs.c.status.in_(sorted_values(states.DELAYED)), jobs.c.scheduled_at <= now),
-    )
-    rows = conn.execute(select(jobs.c.queue, func.count()).where(waiting).group_by(jobs.c.queue))
-    return {q: int(n) for q, n in rows}
-
-
-def live_workers(
-    conn: Connection, now: datetime, stale_seconds: float
-) -> dict[str, tuple[int, int]]:
-    """Per queue: (live workers, their slots). A worker on two queues counts in both."""
-    rows = conn.execute(
-        select(workers.c.queues, workers.c.concurrency).where(
-            workers.c.status == "running",
-            workers.c.last_heartbeat >= now - timedelta(seconds=stale_seconds),
-        )
-    )
-    out: dict[str, tuple[int, int]] = {}
-    for queues, concurrency in rows:
-        for q in queues or []:
-            count, slots = out.get(q, (0, 0))
-            out[q] = (count + 1, slots + int(concurrency))
-    return out
-
-
-def db_clock(conn: Connection) -> datetime:
-    if conn.dialect.name == "postgresql":
-        value = conn.execute(text("SELECT now()")).scalar_one()
-        return _utc(value)
-    value = conn.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -697,10 +692,6 @@ def _write(
     queue_rows = {(q, m): queue_row((q,), m) for q in queues for m in minutes}
     type_keys = {(q, t, m) for q, t, m in aggs if t is not None} | stored_types
     type_rows = {(q, t, m): type_row((q, t), m) for q, t, m in sorted(type_keys)}
-    queue_updates = _hour_hists(conn, queue_metrics, ("queue_name",), queue_rows, queue_row, ws, we)
-    type_updates = _hour_hists(
-        conn, type_metrics, ("queue_name", "job_type"), type_rows, type_row, ws, we
-    )
     _upsert(
         conn, queue_metrics, list(queue_rows.values()), ("queue_name", "timestamp"), _QUEUE_UPDATED
     )
@@ -711,112 +702,118 @@ def _write(
         ("queue_name", "job_type", "timestamp"),
         _TYPE_UPDATED,
     )
-    _update_hists(conn, queue_metrics, ("queue_name",), queue_updates)
-    _update_hists(conn, type_metrics, ("queue_name", "job_type"), type_updates)
+    first, last = floor_hour(ws), floor_hour(we - MINUTE) + HOUR
+    _write_hours(conn, QUEUE_TABLES, first, last, (ws, we), queue_rows)
+    _write_hours(conn, TYPE_TABLES, first, last, (ws, we), type_rows)
     return len(queue_rows), len(type_rows), queues
 
 
-HOUR = timedelta(hours=1)
-LAST_MINUTE = timedelta(minutes=59)
+@dataclass(frozen=True)
+class RollupTables:
+    """A minute rollup table, its hourly table and the key columns they share."""
+
+    minute: Table
+    hourly: Table
+    keys: tuple[str, ...]
 
 
-def floor_hour(ts: datetime) -> datetime:
-    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+QUEUE_TABLES = RollupTables(queue_metrics, queue_hourly, ("queue_name",))
+TYPE_TABLES = RollupTables(type_metrics, type_hourly, ("queue_name", "job_type"))
+
+HourKey = tuple[datetime, tuple[str, ...]]  # (hour, key)
 
 
-def _with_hour(minute_hist: dict[str, Any] | None, hour: dict[str, int]) -> dict[str, Any] | None:
-    """A minute histogram carrying its hour's merged counts under ``"h"`` (minute :59 only)."""
-    out: dict[str, Any] = {"g": hist.GAMMA, "b": dict((minute_hist or {}).get("b") or {})}
-    if hour:
-        out["h"] = {k: hour[k] for k in sorted(hour, key=int)}
-    elif not out["b"]:
+def _hour_hist(counts: dict[str, int]) -> dict[str, Any] | None:
+    """The merged bucket counts of an hour as a stored histogram; None when empty."""
+    if not counts:
         return None
-    return out
+    return {"g": hist.GAMMA, "b": {k: counts[k] for k in sorted(counts, key=int)}}
 
 
-def _hour_hists(
+def _write_hours(
     conn: Connection,
-    table: Any,
-    key_names: tuple[str, ...],
+    tables: RollupTables,
+    first: datetime,
+    last: datetime,
+    window: tuple[datetime, datetime],
     rows: dict[tuple[Any, ...], dict[str, Any]],
-    make_row: Any,
-    ws: datetime,
-    we: datetime,
-) -> list[dict[str, Any]]:
-    """Give the :59 row of every hour the window touches the merged histograms of the whole
-    hour (``"h"``), so that hours and days read 1 histogram per hour instead of 60.
+) -> int:
+    """Recompute the hourly rows of the hours in [first, last) from their minute rows: the
+    stored ones outside ``window`` and ``rows`` (the window's rows as just written, keyed
+    ``(*key, minute)``). Upserts the hours with values and deletes the hourly rows of hours
+    left without any; returns how many hours were written.
 
-    ``rows`` (the window's rows, keyed ``(*key, minute)``) are completed in place, with a zero
-    row at :59 when a key was active in the hour but has none; returns the updates of stored
-    :59 rows outside the window (a back-fill of an earlier part of their hour).
-    """
-    n = len(key_names)
-    first = floor_hour(ws)
-    last = floor_hour(we - MINUTE) + HOUR
-    cols = [table.c[k] for k in key_names]
+    So an hourly row always holds the merge of its hour's minute rows, also for the hour in
+    progress, and hours and days read one histogram per hour instead of 60."""
+    minute, keys = tables.minute, tables.keys
+    ws, we = window
     stored = conn.execute(
-        select(*cols, table.c.timestamp, table.c.processing_hist, table.c.wait_hist).where(
-            table.c.timestamp >= first,
-            table.c.timestamp < last,
-            or_(table.c.timestamp < ws, table.c.timestamp >= we),
+        select(
+            *(minute.c[k] for k in keys),
+            minute.c.timestamp,
+            minute.c.processing_hist,
+            minute.c.wait_hist,
+        ).where(
+            minute.c.timestamp >= first,
+            minute.c.timestamp < last,
+            or_(minute.c.timestamp < ws, minute.c.timestamp >= we),
         )
-    ).all()
-    acc: dict[tuple[datetime, tuple[Any, ...]], tuple[dict[str, int], dict[str, int]]] = {}
-    stored_last: dict[tuple[datetime, tuple[Any, ...]], tuple[Any, Any]] = {}
+    )
+    acc: dict[HourKey, tuple[dict[str, int], dict[str, int]]] = {}
 
-    def add(hour: datetime, key: tuple[Any, ...], p: Any, w: Any) -> None:
+    def add(hour: datetime, key: tuple[str, ...], p: Any, w: Any) -> None:
         p_acc, w_acc = acc.setdefault((hour, key), ({}, {}))
         hist.merge_raw(p_acc, p)
         hist.merge_raw(w_acc, w)
 
     for r in stored:
-        key, ts = tuple(r[:n]), _utc(r[n])
-        hour = floor_hour(ts)
-        add(hour, key, r[n + 1], r[n + 2])
-        if ts == hour + LAST_MINUTE:
-            stored_last[(hour, key)] = (r[n + 1], r[n + 2])
+        key = tuple(r._mapping[k] for k in keys)
+        add(floor_hour(_utc(r.timestamp)), key, r.processing_hist, r.wait_hist)
     for full_key, row in rows.items():
-        minute = full_key[-1]
-        add(floor_hour(minute), tuple(full_key[:-1]), row["processing_hist"], row["wait_hist"])
-    updates = []
-    for (hour, key), (p_acc, w_acc) in acc.items():
-        at59 = hour + LAST_MINUTE
-        if at59 < we:  # the hour's last minute is in this window
-            row = rows.get((*key, at59))
-            if row is None:
-                if not p_acc and not w_acc:
-                    continue
-                row = rows[(*key, at59)] = make_row(key, at59)
-            row["processing_hist"] = _with_hour(row["processing_hist"], p_acc)
-            row["wait_hist"] = _with_hour(row["wait_hist"], w_acc)
-        elif (hour, key) in stored_last:
-            p, w = stored_last[(hour, key)]
-            updates.append(
+        add(
+            floor_hour(full_key[-1]), tuple(full_key[:-1]), row["processing_hist"], row["wait_hist"]
+        )
+    written: list[dict[str, Any]] = []
+    emptied: list[dict[str, Any]] = []
+    for (hour, key), (p_acc, w_acc) in sorted(acc.items()):
+        named = dict(zip(keys, key, strict=True))
+        if p_acc or w_acc:
+            written.append(
                 {
-                    **{f"k_{name}": value for name, value in zip(key_names, key, strict=True)},
-                    "k_timestamp": at59,
-                    "b_processing_hist": _with_hour(p, p_acc),
-                    "b_wait_hist": _with_hour(w, w_acc),
+                    **named,
+                    "hour": hour,
+                    "processing_hist": _hour_hist(p_acc),
+                    "wait_hist": _hour_hist(w_acc),
                 }
             )
-    return updates
-
-
-def _update_hists(
-    conn: Connection, table: Any, key_names: tuple[str, ...], updates: list[dict[str, Any]]
-) -> None:
-    if not updates:
-        return
-    where = [table.c[k] == bindparam(f"k_{k}") for k in (*key_names, "timestamp")]
-    stmt = (
-        table.update()
-        .where(*where)
-        .values(
-            processing_hist=bindparam("b_processing_hist", type_=table.c.processing_hist.type),
-            wait_hist=bindparam("b_wait_hist", type_=table.c.wait_hist.type),
+        else:
+            emptied.append({**{f"k_{k}": v for k, v in named.items()}, "k_hour": hour})
+    _upsert(conn, tables.hourly, written, (*keys, "hour"), HIST_COLUMNS)
+    if emptied:
+        hourly = tables.hourly
+        conn.execute(
+            delete(hourly).where(
+                *(hourly.c[k] == bindparam(f"k_{k}") for k in keys),
+                hourly.c.hour == bindparam("k_hour"),
+            ),
+            emptied,
         )
-    )
-    conn.execute(stmt, updates)
+    return len(written)
+
+
+def rebuild_hours(engine: Engine, *, start: datetime, end: datetime) -> int:
+    """Recompute the hourly rows of every hour that [start, end) touches from the stored
+    minute rows (both tables), a day per transaction; returns the hours written. The rollup
+    keeps them itself: this is for minute rows loaded or repaired some other way."""
+    first = floor_hour(start)
+    written = 0
+    while first < end:
+        last = min(first + timedelta(days=1), floor_hour(end - MINUTE) + HOUR)
+        with transaction(engine) as conn:
+            for tables in (QUEUE_TABLES, TYPE_TABLES):
+                written += _write_hours(conn, tables, first, last, (first, first), {})
+        first = last
+    return written
 
 
 def unrolled_minutes(conn: Connection, start: datetime, end: datetime) -> list[datetime]:

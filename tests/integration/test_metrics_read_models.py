@@ -9,13 +9,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 
+from db.clock import db_clock
 from db.engine import engine_for, read, transaction
-from db.models import Job, Metric, PeriodicState, TypeMetric, Worker
-from metrics import hist, read_models
-from metrics.queueing import servers_needed, wait_percentile
-from metrics.rollup import db_clock, floor_minute, rollup, rollup_range
+from db.models import (
+    HourlyMetric,
+    HourlyTypeMetric,
+    Job,
+    Metric,
+    PeriodicState,
+    TypeMetric,
+    Worker,
+)
+from metrics import hist
+from metrics.queueing import erlang_c, servers_needed, wait_percentile
+from metrics.read import capacity, errors, overview, periodic, series
+from metrics.rollup import floor_minute, rollup, rollup_range
 from tasks.registry import Schedule
 from tests.integration.test_metrics_rollup import (
     M0,
@@ -62,7 +72,7 @@ def test_time_series_minutes_are_the_stored_rows(ledger_url: str) -> None:
     load_scenario(ledger_url)
     engine = engine_for(ledger_url)
     rollup(engine, now=NOW, minutes=3)
-    rows = read_models.time_series(engine, start=T, end=T + timedelta(minutes=3))
+    rows = series.time_series(engine, start=T, end=T + timedelta(minutes=3))
     assert len(rows) == 6 and all(set(r) == SERIES_KEYS for r in rows)
     assert [r["bucket"] for r in rows] == sorted(r["bucket"] for r in rows)
     q1 = by_queue(rows, "q1")
@@ -78,7 +88,7 @@ def test_time_series_minutes_are_the_stored_rows(ledger_url: str) -> None:
     assert m0["error_rate"] == pytest.approx(2 / (3 + 1))  # errors / (finished + retried)
     assert q1[2]["error_rate"] is None  # nothing ended in M2
 
-    types = read_models.time_series(
+    types = series.time_series(
         engine, start=T, end=T + timedelta(minutes=3), by="type", queue="q1", job_type="a"
     )
     assert [(r["bucket"], r["job_type"], r["job_count"]) for r in types] == [
@@ -96,7 +106,7 @@ def test_time_series_hours_and_days_resample_the_minutes(ledger_url: str) -> Non
     rollup(engine, now=NOW, minutes=3)
     for resolution, step in (("hour", timedelta(hours=1)), ("day", timedelta(days=1))):
         start = T if resolution == "hour" else T.replace(hour=0)
-        rows = read_models.time_series(
+        rows = series.time_series(
             engine, start=start, end=start + step, resolution=resolution, queue="q1"
         )
         assert len(rows) == 1, resolution
@@ -118,7 +128,7 @@ def test_time_series_hours_and_days_resample_the_minutes(ledger_url: str) -> Non
 
 
 def test_hour_buckets_use_the_hour_histograms(ledger_url: str) -> None:
-    """Full hours read the :59 row's hour histogram; partial hours merge their minutes: both
+    """Full hours read their hourly row's histogram; partial hours merge their minutes: both
     give the same percentiles."""
     engine = engine_for(ledger_url)
     rows = []
@@ -130,14 +140,12 @@ def test_hour_buckets_use_the_hour_histograms(ledger_url: str) -> None:
         conn.execute(insert(Job), rows)
     rollup_range(engine, start=T, end=T + timedelta(hours=1), now=T + timedelta(hours=2))
     with read(engine) as conn:
-        last = conn.execute(
-            select(Metric.processing_hist).where(Metric.timestamp == T + timedelta(minutes=59))
+        hour = conn.execute(
+            select(HourlyMetric.processing_hist).where(HourlyMetric.hour == T)
         ).scalar_one()
-    assert sum(last["h"].values()) == 180
-    full = read_models.time_series(engine, start=T, end=T + timedelta(hours=1), resolution="hour")[
-        0
-    ]
-    partial = read_models.time_series(  # ends 1 µs early: no hour histogram, minutes merged
+    assert sum(hour["b"].values()) == 180
+    full = series.time_series(engine, start=T, end=T + timedelta(hours=1), resolution="hour")[0]
+    partial = series.time_series(  # ends 1 µs early: no hour histogram, minutes merged
         engine, start=T, end=T + timedelta(hours=1, microseconds=-1), resolution="hour"
     )[0]
     for key in ("processing_p50", "processing_p95", "processing_p99", "wait_p95"):
@@ -168,12 +176,12 @@ def _minute_counts(
 
 
 def test_hour_and_day_buckets_over_several_hours_equal_the_merged_minutes(
-    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+    ledger_url: str,
 ) -> None:
-    """Ranges that start and end inside an hour: full hours read their :59 row (one index probe
-    per hour; on PostgreSQL beside the sums per hour on a second connection), the partial
-    hours at the edges their minutes; every bucket equals merging its minutes directly. The
-    minute filter used for very long ranges gives the same rows."""
+    """Ranges that start and end inside an hour: full hours read their hourly row (on
+    PostgreSQL beside the sums per hour on a second connection), the partial hours at the
+    edges their minutes; every bucket equals merging its minutes directly. Without the hourly
+    rows (minutes merged for every hour) the buckets are the same."""
     engine = engine_for(ledger_url)
     rows = []
     for i in range(0, 4 * 3600, 30):
@@ -195,13 +203,13 @@ def test_hour_and_day_buckets_over_several_hours_equal_the_merged_minutes(
     rollup_range(engine, start=T, end=T + timedelta(hours=4), now=T + timedelta(hours=5))
     start, end = T + timedelta(minutes=25), T + timedelta(hours=3, minutes=40)
     tables = {"queue": Metric.__table__, "type": TypeMetric.__table__}
+    read_back = {}
     for by in ("queue", "type"):
         for resolution, step in (("hour", timedelta(hours=1)), ("day", timedelta(days=1))):
-            series = read_models.time_series(
-                engine, start=start, end=end, resolution=resolution, by=by
-            )
-            assert len(series) == (4 if resolution == "hour" else 1) * 2, (by, resolution)
-            for b in series:
+            buckets = series.time_series(engine, start=start, end=end, resolution=resolution, by=by)
+            read_back[(by, resolution)] = buckets
+            assert len(buckets) == (4 if resolution == "hour" else 1) * 2, (by, resolution)
+            for b in buckets:
                 key = (b["queue_name"],) if by == "queue" else (b["queue_name"], b["job_type"])
                 span = (max(b["bucket"], start), min(b["bucket"] + step, end))
                 jobs_n, processing, wait = _minute_counts(engine, tables[by], *span, key)
@@ -209,22 +217,24 @@ def test_hour_and_day_buckets_over_several_hours_equal_the_merged_minutes(
                 for q in (0.5, 0.95, 0.99):
                     assert b[f"processing_p{round(q * 100)}"] == hist.quantile(processing, q)
                     assert b[f"wait_p{round(q * 100)}"] == hist.quantile(wait, q)
-            monkeypatch.setattr(read_models, "MAX_HOUR_PROBES", 0)
-            assert series == read_models.time_series(
-                engine, start=start, end=end, resolution=resolution, by=by
-            )
-            monkeypatch.undo()
+    with transaction(engine) as conn:
+        for table in (HourlyMetric, HourlyTypeMetric):
+            assert conn.execute(delete(table)).rowcount == 2 * 4  # 2 keys, 4 hours
+    for (by, resolution), buckets in read_back.items():
+        assert buckets == series.time_series(
+            engine, start=start, end=end, resolution=resolution, by=by
+        ), (by, resolution)
 
 
 def test_time_series_rejects_bad_arguments(ledger_url: str) -> None:
     engine = engine_for(ledger_url)
     with pytest.raises(ValueError):
-        read_models.time_series(engine, start=T, end=NOW, resolution="week")
+        series.time_series(engine, start=T, end=NOW, resolution="week")
     with pytest.raises(ValueError):
-        read_models.time_series(engine, start=T, end=NOW, by="worker")
+        series.time_series(engine, start=T, end=NOW, by="worker")
     with pytest.raises(ValueError):
-        read_models.time_series(engine, start=T.replace(tzinfo=None), end=NOW)
-    assert read_models.time_series(engine, start=T, end=NOW) == []
+        series.time_series(engine, start=T.replace(tzinfo=None), end=NOW)
+    assert series.time_series(engine, start=T, end=NOW) == []
 
 
 # --- error groups --------------------------------------------------------------------------
@@ -303,7 +313,7 @@ def test_error_groups_by_fingerprint(ledger_url: str) -> None:
                 failed(f5, [old], at=now - timedelta(hours=2)),  # failed before `since`
             ],
         )
-    groups = read_models.error_groups(engine, since=since)
+    groups = errors.error_groups(engine, since=since)
     assert [g["count"] for g in groups] == [4, 2, 1]
     keys = {
         "fingerprint",
@@ -332,17 +342,17 @@ def test_error_groups_by_fingerprint(ledger_url: str) -> None:
     assert rescued_group["exception_type"] == "Rescued"
     assert rescued_group["job_ids"] == [f4]
 
-    assert [g["count"] for g in read_models.error_groups(engine, since=since, queue="q2")] == [1]
-    only_type = read_models.error_groups(engine, since=since, job_type="reports.build")
+    assert [g["count"] for g in errors.error_groups(engine, since=since, queue="q2")] == [1]
+    only_type = errors.error_groups(engine, since=since, job_type="reports.build")
     assert [(g["count"], g["job_ids"]) for g in only_type] == [(2, [f1])]
-    assert len(read_models.error_groups(engine, since=since, limit=1)) == 1
+    assert len(errors.error_groups(engine, since=since, limit=1)) == 1
 
 
 def test_fingerprint_ignores_line_numbers_and_messages() -> None:
-    one = read_models.fingerprint(entry(T, 1, "x: 1", FRAMEWORK_TB.format(line=41)))
-    two = read_models.fingerprint(entry(T, 1, "x: 2", FRAMEWORK_TB.format(line=99)))
+    one = errors.fingerprint(entry(T, 1, "x: 1", FRAMEWORK_TB.format(line=41)))
+    two = errors.fingerprint(entry(T, 1, "x: 2", FRAMEWORK_TB.format(line=99)))
     assert one.fingerprint == two.fingerprint and one.location != two.location
-    plain = read_models.fingerprint(entry(T, 1, "KeyError: 'x'", None))
+    plain = errors.fingerprint(entry(T, 1, "KeyError: 'x'", None))
     assert (plain.exception_type, plain.location) == ("KeyError", None)
 
 
@@ -405,7 +415,7 @@ def test_capacity_is_erlang_c_over_the_rollups(ledger_url: str) -> None:
             insert(Worker),
             [worker_row(queues=["cap"], concurrency=4, last_heartbeat=live, started_at=live)],
         )
-    out = read_models.capacity(engine, queue="cap", window_minutes=60)
+    out = capacity.capacity(engine, queue="cap", window_minutes=60)
     assert set(out) == {
         "queue",
         "arrival_rate",
@@ -423,21 +433,21 @@ def test_capacity_is_erlang_c_over_the_rollups(ledger_url: str) -> None:
     assert out["p95_wait_seconds"] == pytest.approx(wait_percentile(4, 10.0, 5.0, 0.95))
     assert out["workers_needed"] == servers_needed(10.0, 5.0, 0.95, 5.0) == 3
 
-    tripled = read_models.capacity(engine, queue="cap", load_factor=3.0)
+    tripled = capacity.capacity(engine, queue="cap", load_factor=3.0)
     assert tripled["utilization"] == pytest.approx(1.5)
     assert tripled["p95_wait_seconds"] is None  # 6 erlangs on 4 slots: unstable
     assert tripled["workers_needed"] == servers_needed(30.0, 5.0, 0.95, 5.0)
     assert tripled["workers_needed"] >= 7
 
-    strict = read_models.capacity(engine, queue="cap", target_p95_wait_seconds=0.01)
+    strict = capacity.capacity(engine, queue="cap", target_p95_wait_seconds=0.01)
     assert strict["workers_needed"] > out["workers_needed"]
-    empty = read_models.capacity(engine, queue="nothing")
+    empty = capacity.capacity(engine, queue="nothing")
     assert (empty["arrival_rate"], empty["workers_needed"], empty["utilization"]) == (0.0, 0, None)
 
 
 def test_success_criteria_against_thresholds(ledger_url: str) -> None:
     engine = engine_for(ledger_url)
-    assert [r["ok"] for r in read_models.success_criteria(engine)] == [None] * 5
+    assert [r["ok"] for r in overview.success_criteria(engine)] == [None] * 5
     fast = hist.from_values([100.0] * 10)
     slow = hist.from_values([40_000.0] * 10)
     with transaction(engine) as conn:
@@ -461,7 +471,7 @@ def test_success_criteria_against_thresholds(ledger_url: str) -> None:
                 for m in minutes_around_now(engine, 90)
             ],
         )
-    rows = {r["key"]: r for r in read_models.success_criteria(engine, window_minutes=60)}
+    rows = {r["key"]: r for r in overview.success_criteria(engine, window_minutes=60)}
     # the mission's five targets, in the mission's order
     assert list(rows) == [
         "p95_processing",
@@ -522,7 +532,7 @@ def test_overview_kpis(ledger_url: str) -> None:
                 for m in minutes_around_now(engine, 120)
             ],
         )
-    kpis = read_models.overview_kpis(engine)
+    kpis = overview.overview_kpis(engine)
     assert set(kpis) == {
         "waiting",
         "running",
@@ -575,9 +585,7 @@ def test_periodic_health(ledger_url: str) -> None:
         ("p.never", Schedule(cron="0 * * * *"), "default"),
         ("p.old", Schedule(every=timedelta(hours=6)), "default"),
     ]
-    health = {
-        h["name"]: h for h in read_models.periodic_health(engine, now=now, schedules=schedules)
-    }
+    health = {h["name"]: h for h in periodic.periodic_health(engine, now=now, schedules=schedules)}
     assert all(
         set(h)
         == {
@@ -612,7 +620,7 @@ def test_periodic_health(ledger_url: str) -> None:
     old = health["p.old"]  # stopped 3 days ago: every tick of the last 24 h is missing
     assert old["last_tick"] == T - timedelta(days=3)
     assert (old["missed_ticks"], old["late"]) == (4, True)
-    assert read_models.periodic_health(engine, now=now, schedules=[]) == []
+    assert periodic.periodic_health(engine, now=now, schedules=[]) == []
 
 
 def test_periodic_health_knows_paused_and_skipped_ticks(ledger_url: str) -> None:
@@ -649,9 +657,7 @@ def test_periodic_health_knows_paused_and_skipped_ticks(ledger_url: str) -> None
     schedules = [
         (name, every_minute, "default") for name in ("p.paused", "p.skipping", "p.dropped")
     ]
-    health = {
-        h["name"]: h for h in read_models.periodic_health(engine, now=now, schedules=schedules)
-    }
+    health = {h["name"]: h for h in periodic.periodic_health(engine, now=now, schedules=schedules)}
     paused = health["p.paused"]
     assert (paused["paused"], paused["late"], paused["missed_ticks"]) == (True, False, 0)
     skipping = health["p.skipping"]
@@ -661,5 +667,5 @@ def test_periodic_health_knows_paused_and_skipped_ticks(ledger_url: str) -> None
 
 
 def test_erlang_helpers_are_exported() -> None:
-    assert read_models.erlang_c(2, 1.0) == pytest.approx(1 / 3)
-    assert math.isinf(read_models.wait_percentile(1, 2.0, 1.0, 0.95))
+    assert erlang_c(2, 1.0) == pytest.approx(1 / 3)
+    assert math.isinf(wait_percentile(1, 2.0, 1.0, 0.95))

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, insert, select
 
+from db.clock import db_clock
 from db.engine import engine_for, read, transaction
-from db.models import Job, Metric, TypeMetric
+from db.models import HourlyMetric, HourlyTypeMetric, Job, Metric, TypeMetric
 from db.retention import prune_jobs, prune_metrics
-from metrics.rollup import db_clock, floor_minute, rollup, rollup_holes, rollup_range
+from metrics.rollup import floor_hour, floor_minute, rollup, rollup_holes, rollup_range
 from tasks.registry import JobContext
 from tests.integration.test_metrics_read_models import metric_row
 from tests.integration.test_metrics_rollup import job_row
@@ -95,7 +96,7 @@ def test_pruning_goes_in_batches(ledger_url: str) -> None:
     assert job_ids(ledger_url) == {young["id"]}
 
 
-def test_prune_metrics_deletes_old_rows_of_both_tables(ledger_url: str) -> None:
+def test_prune_metrics_deletes_old_rows_of_every_rollup_table(ledger_url: str) -> None:
     engine = engine_for(ledger_url)
     old = [metric_row("q", NOW - timedelta(days=100, minutes=i)) for i in range(7)]
     new = [metric_row("q", NOW - timedelta(days=1, minutes=i)) for i in range(3)]
@@ -106,10 +107,24 @@ def test_prune_metrics_deletes_old_rows_of_both_tables(ledger_url: str) -> None:
     with transaction(engine) as conn:
         conn.execute(insert(Metric), old + new)
         conn.execute(insert(TypeMetric), types)
-    assert prune_metrics(engine, before=NOW - timedelta(days=90), batch_size=3) == 14
+    # hourly rows go with the last minute (:59) of their hour
+    before = NOW - timedelta(days=90)
+    hours = [floor_hour(before) + k * timedelta(hours=1) for k in (-24, -1, 0, 24 * 89)]
+    gone = [h for h in hours if h + timedelta(minutes=59) < before]
+    assert len(gone) == 2
+    with transaction(engine) as conn:
+        for model, extra in ((HourlyMetric, {}), (HourlyTypeMetric, {"job_type": "t"})):
+            conn.execute(
+                insert(model),
+                [{"queue_name": "q", **extra, "hour": h, "wait_hist": None} for h in hours],
+            )
+    assert prune_metrics(engine, before=before, batch_size=3) == 14 + 2 * len(gone)
     with read(engine) as conn:
         assert conn.execute(select(func.count()).select_from(Metric)).scalar_one() == 3
         assert conn.execute(select(func.count()).select_from(TypeMetric)).scalar_one() == 3
+        for model in (HourlyMetric, HourlyTypeMetric):
+            kept = set(conn.execute(select(model.hour)).scalars())
+            assert kept == set(hours) - set(gone), model
 
 
 # --- the periodic system jobs --------------------------------------------------------------
@@ -117,7 +132,7 @@ def test_prune_metrics_deletes_old_rows_of_both_tables(ledger_url: str) -> None:
 
 @pytest.fixture
 def system_jobs(use_ledger: str) -> Any:
-    import tasks.system_jobs as module
+    import tasks.jobs.system as module
 
     module.metrics_settings.cache_clear()
     yield module

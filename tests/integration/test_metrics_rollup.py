@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import insert, select, update
 
 from db.engine import engine_for, read, transaction
-from db.models import Job, Metric, TypeMetric, Worker
+from db.models import HourlyMetric, HourlyTypeMetric, Job, Metric, TypeMetric, Worker
 from metrics import hist
 from metrics.rollup import compute_postgresql, compute_python, rollup, rollup_range
 
@@ -418,9 +418,22 @@ def test_sql_and_python_give_the_same_numbers(pg_url: str) -> None:
                 assert s == pytest.approx(p, rel=1e-9), key
 
 
-def test_the_last_minute_of_an_hour_carries_the_hour_histogram(ledger_url: str) -> None:
-    """Minute :59 stores the merged histogram of its hour ("h"): hours and days read one
-    histogram per hour. Kept right by the runs covering :59 and by back-fills."""
+def hourly_rows(url: str) -> dict[tuple[str, ...], dict[str, Any]]:
+    """The hourly rows of both tables, keyed (queue, hour) and (queue, type, hour)."""
+    with read(engine_for(url)) as conn:
+        out: dict[tuple[str, ...], dict[str, Any]] = {}
+        for r in conn.execute(select(HourlyMetric.__table__)):
+            out[(r.queue_name, r.hour)] = dict(r._mapping)
+        for r in conn.execute(select(HourlyTypeMetric.__table__)):
+            out[(r.queue_name, r.job_type, r.hour)] = dict(r._mapping)
+        return out
+
+
+def test_the_hourly_rows_hold_the_merged_hour(ledger_url: str) -> None:
+    """``queue_metrics_hourly`` / ``queue_type_metrics_hourly`` hold the merged histograms of
+    each hour's minute rows (hours and days read one histogram per hour), the hour in
+    progress included; kept right by every run touching the hour and by back-fills. Minute
+    rows keep only their own histogram, and no row is invented to carry the hour."""
     engine = engine_for(ledger_url)
 
     def done(queue: str, finish: float, ms: float) -> dict[str, Any]:
@@ -441,29 +454,38 @@ def test_the_last_minute_of_an_hour_carries_the_hour_histogram(ledger_url: str) 
     rollup_range(engine, start=T, end=at(2400), now=at(2405))  # 12:00 .. 12:40
     rollup(engine, now=at(3690), minutes=5)  # 12:56 .. 13:01, covers 12:59
 
-    def hour_counts(values: list[float]) -> dict[str, int]:
-        counts = hist.from_values(values)
-        assert counts is not None
-        return counts["b"]
+    def counts(values: list[float]) -> dict[str, Any]:
+        merged = hist.from_values(values)
+        assert merged is not None
+        return merged
 
+    hours = hourly_rows(ledger_url)
+    assert hours[("q1", T)]["processing_hist"] == counts([1000, 2000, 4000])
+    assert hours[("q1", T)]["wait_hist"] == counts([0, 0, 0])
+    assert hours[("q1", "a", T)]["processing_hist"] == counts([1000, 2000, 4000])
+    assert hours[("q1", at(3600))]["processing_hist"] == counts([8000])  # 13:00, in progress
+    assert hours[("q3", T)]["processing_hist"] == counts([1000])
+    assert hours[("q3", "a", T)]["processing_hist"] == counts([1000])
     rows = queue_rows(ledger_url)
-    last = rows[("q1", at(3540))]
-    assert last["processing_hist"]["b"] == hour_counts([4000])
-    assert last["processing_hist"]["h"] == hour_counts([1000, 2000, 4000])
-    assert last["wait_hist"]["h"] == hour_counts([0, 0, 0])
-    assert "h" not in (rows[("q1", at(3600))]["processing_hist"] or {})  # 13:00 not over
-    # an idle queue gets a zero row at :59 carrying its hour
-    idle = rows[("q3", at(3540))]
-    assert idle["job_count"] == 0
-    assert idle["processing_hist"]["h"] == hour_counts([1000])
-    assert type_rows(ledger_url)[("q1", "a", at(3540))]["processing_hist"]["h"] == hour_counts(
-        [1000, 2000, 4000]
-    )
+    assert rows[("q1", at(3540))]["processing_hist"] == counts([4000])  # 12:59: its own minute
+    assert ("q3", at(3540)) not in rows  # an idle queue gets no row to carry its hour
+    assert ("q3", "a", at(3540)) not in type_rows(ledger_url)
 
-    # a back-fill of an earlier minute of the hour updates the stored :59 row
+    # a back-fill of an earlier minute of the hour updates the hourly row
     with transaction(engine) as conn:
         conn.execute(insert(Job), [done("q1", 1200, 16000)])  # 12:20
     rollup_range(engine, start=at(1200), end=at(1260), now=at(3700))
-    last = queue_rows(ledger_url)[("q1", at(3540))]
-    assert last["processing_hist"]["h"] == hour_counts([1000, 2000, 4000, 16000])
-    assert last["processing_hist"]["b"] == hour_counts([4000])
+    hours = hourly_rows(ledger_url)
+    assert hours[("q1", T)]["processing_hist"] == counts([1000, 2000, 4000, 16000])
+    assert hours[("q1", "a", T)]["processing_hist"] == counts([1000, 2000, 4000, 16000])
+    assert queue_rows(ledger_url)[("q1", at(3540))]["processing_hist"] == counts([4000])
+
+    # running again changes nothing; an hour whose minutes lose their values loses its row
+    rollup(engine, now=at(3690), minutes=5)
+    assert hourly_rows(ledger_url) == hours
+    with transaction(engine) as conn:
+        conn.execute(update(Job).where(Job.queue == "q3").values(queue="q4"))
+    rollup_range(engine, start=T, end=at(2400), now=at(3700))
+    hours = hourly_rows(ledger_url)
+    assert ("q3", T) not in hours and ("q3", "a", T) not in hours
+    assert hours[("q4", T)]["processing_hist"] == counts([1000])
