@@ -119,8 +119,19 @@ def check_payload_text(
     return model.model_dump(mode="json"), None
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def cap_result(result: Any) -> Any:
-    """A handler's return value as stored: JSON, at most MAX_RESULT_BYTES, else a note."""
+    """A handler's return value as stored: JSON, at most MAX_RESULT_BYTES, else a note. A
+    NUL character (which PostgreSQL's jsonb cannot store) gets a note on every ledger."""
     try:
         text = json.dumps(result, ensure_ascii=False, allow_nan=False, default=str)
         size = len(text.encode("utf-8"))
@@ -128,4 +139,7 @@ def cap_result(result: Any) -> Any:
         return {"unstorable_result": f"{type(exc).__name__}: {exc}"}
     if size > MAX_RESULT_BYTES:
         return {"truncated_result": True, "size_bytes": size, "preview": text[:1000]}
-    return json.loads(text)
+    stored = json.loads(text)
+    if "\\u0000" in text and _has_nul(stored):  # the escape is in the text when a NUL is
+        return {"unstorable_result": "ValueError: the result contains a NUL character"}
+    return stored

@@ -93,3 +93,12 @@ def test_results_are_capped() -> None:
     big = cap_result("x" * 100_000)
     assert big["truncated_result"] is True
     assert "unstorable_result" in cap_result({"a": float("nan")})
+
+
+def test_a_result_with_a_nul_character_is_stored_as_a_note() -> None:
+    """PostgreSQL's jsonb cannot store ``\\u0000``: such a result becomes a note on every
+    ledger (in a value or a key, at any depth), and a literal backslash-u0000 text stays."""
+    note = {"unstorable_result": "ValueError: the result contains a NUL character"}
+    assert cap_result({"text": "a\x00b"}) == note
+    assert cap_result({"rows": [{"k\x00": 1}]}) == note
+    assert cap_result(["\\u0000 is how JSON writes it"]) == ["\\u0000 is how JSON writes it"]
