@@ -122,6 +122,7 @@ class Prefetcher(threading.Thread):
         self._stopping = threading.Event()
         self._local = threading.local()
         self.given_back = 0
+        self.idle_checks = 0  # passes that found nothing to read ahead (tests wait on it)
 
     # --- handler threads -------------------------------------------------------------------
 
@@ -312,6 +313,7 @@ class Prefetcher(threading.Thread):
                     reading = self._should_read_leases()
                     if overdue or reading:
                         break
+                    self.idle_checks += 1  # looked, and nothing to read ahead now
                     self._cond.wait(self.config.hold_seconds / 2)
                 if self._stopping.is_set():
                     break

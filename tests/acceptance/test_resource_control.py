@@ -14,6 +14,7 @@ from db.models import Job
 from db.settings import get_settings
 from tasks import api
 from tasks.errors import InvalidArgument, UnknownQueue
+from tasks.transport.broker import make_huey, storage_of
 from tests.acceptance.conftest import Processes, wait_for
 
 
@@ -65,7 +66,9 @@ def test_pause_takes_back_dispatched_jobs(processes: Processes) -> None:
     assert api.pause_queue("default") == 10
     processes.worker("--concurrency", "4")  # pops the stale messages: they claim nothing
     wait_for(lambda: count(queue="default", status="dispatched") == 0, 10, "nothing dispatched")
-    time.sleep(1.0)  # let the worker drain the stale messages; nothing may start
+    # the worker popped every stale message (the queue in Redis is empty) and started none
+    storage = storage_of(make_huey(get_settings()))
+    wait_for(lambda: storage.size_of("default") == 0, 10, "the stale messages to be popped")
     assert count(queue="default", status="queued") == 10
     api.resume_queue("default")
     wait_for(lambda: count(queue="default", status="completed") == 10, 20, "jobs run on resume")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -105,8 +104,9 @@ def test_an_attempt_nobody_takes_goes_back_in_its_place(
     assert storage.window("default") == before
     assert [decode_job_message(m)[0] for m in before] == [first, second]
     # after a give-back it no longer reads ahead (its jobs run long); a handler pops for
-    # itself
-    time.sleep(0.5)  # what must not happen: a pop within this time
+    # itself: the prefetcher looks again (twice) and leaves both messages where they are
+    checked = prefetcher.idle_checks
+    wait_for(lambda: prefetcher.idle_checks >= checked + 2, 5, "the prefetcher to look again")
     assert storage.size_of("default") == 2
     data = prefetcher.take(1.0)
     assert data is not None and decode_job_message(data)[0] == first
@@ -116,8 +116,10 @@ def test_an_attempt_nobody_takes_goes_back_in_its_place(
 def test_long_jobs_are_not_read_ahead(storage: LedgerRedisStorage, start_prefetcher) -> None:
     # the recent jobs of this process ran long
     prefetcher = start_prefetcher(PrefetchConfig(depth=1), recent_runs=(30.0,) * 3)
+    checked = prefetcher.idle_checks
     _submit()
-    time.sleep(0.5)  # what must not happen: a pop within this time
+    # it looked (twice, so at least once with the message there) and did not read ahead
+    wait_for(lambda: prefetcher.idle_checks >= checked + 2, 5, "the prefetcher to look")
     assert storage.size_of("default") == 1  # still there for an idle worker elsewhere
     assert prefetcher.take(1.0) is not None  # a handler still gets it, popping for itself
 
