@@ -20,10 +20,6 @@ def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def is_postgres(engine: Engine | Connection) -> bool:
-    return engine.dialect.name == "postgresql"
-
-
 def create_ledger_engine(url: str, **kwargs: Any) -> Engine:
     """An engine tuned for the ledger's access pattern (short statements, many processes)."""
     parsed = make_url(url)

@@ -8,7 +8,11 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
+from db.driver import driver_for
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: the advisory lock key of a migration run (outside ``db.locks``'s crc32 range of names)
+MIGRATION_LOCK = 7215150000
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -23,8 +27,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the ledger schema to ``revision``; safe to run from several processes."""
     cfg = alembic_config()
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # serialize concurrent `migrate` runs (compose's one-shot + `queuectl up`)
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7215150000)")
+        # serialize concurrent `migrate` runs (compose's one-shot + `queuectl up`); on SQLite
+        # the lock is granted at once: SQLite serializes its writers itself
+        driver_for(conn).xact_lock(conn, MIGRATION_LOCK)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)

@@ -30,39 +30,41 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    Boolean,
+    ColumnElement,
     Connection,
+    Dialect,
     Engine,
     Uuid,
     bindparam,
     column,
     delete,
     func,
+    literal_column,
     or_,
     select,
     text,
 )
+from sqlalchemy import column as sql_column
+from sqlalchemy import table as sql_table
 
 from db import job_logs, login_throttle
-from db.engine import is_sqlite, read, transaction, write
-from db.models import JobDependency, Metric
+from db.driver import driver_for
+from db.engine import read, transaction, write
+from db.models import Job, JobDependency, Metric
 from db.states import LIVE, JobStatus, sql_list
-from db.types import UTCDateTime
+from db.types import UTCDateTime, utc_minute
 
 BATCH_SIZE = 10_000
 MAX_BATCHES = 100  # per call: at most 1,000,000 rows, the next run continues
 #: a login-throttle row idle this long counts nothing (console.login_throttle.FORGET is 1 h)
 THROTTLE_IDLE = timedelta(days=1)
 
+queue_jobs = Job.__table__
 queue_metrics = Metric.__table__
 queue_job_deps = JobDependency.__table__
 
-_MINUTE_PG = "date_bin('1 minute', j.finished_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
-# SQLite stores UTCDateTime as 'YYYY-MM-DD HH:MM:SS.ffffff': the minute is a prefix
-_MINUTE_SQLITE = "substr(j.finished_at, 1, 16) || '\\:00.000000'"  # \: is not a bind
-
-_PRUNE_JOBS = """
-DELETE FROM queue_jobs WHERE {id_match} (
+#: the jobs one batch deletes; ``{minute}``: the finish minute of ``j`` (``db.types.utc_minute``)
+_PICK_PRUNED = """
     SELECT j.id FROM queue_jobs j
     WHERE j.finished_at < :cutoff AND j.finished_at >= :oldest
       AND j.status IN ({statuses})
@@ -73,8 +75,6 @@ DELETE FROM queue_jobs WHERE {id_match} (
           SELECT 1 FROM queue_job_deps e JOIN queue_jobs d ON d.id = e.job_id
           WHERE e.depends_on = j.id AND d.status IN ({live})))
     LIMIT :batch
-){close}
-RETURNING id, (has_dependents OR on_dependency_failure IS NOT NULL) AS in_workflow
 """
 
 
@@ -94,23 +94,37 @@ def rollup_horizon(conn: Connection, recompute_minutes: int) -> tuple[datetime, 
     return oldest, newest + timedelta(minutes=1) - timedelta(minutes=recompute_minutes)
 
 
-def _prune_statement(conn: Connection, statuses: tuple[str, ...]) -> Any:
-    listed = ", ".join(f"'{s}'" for s in statuses)
-    live = sql_list(LIVE)
-    if is_sqlite(conn):
-        sql = _PRUNE_JOBS.format(
-            id_match="id IN", statuses=listed, minute=_MINUTE_SQLITE, close="", live=live
+def _text_of(expression: ColumnElement[Any], dialect: Dialect) -> str:
+    """``expression`` (constants only, no bound parameters) compiled for ``dialect``, to go
+    into a ``text()`` statement: its colons escaped, so that none reads as a parameter."""
+    return str(expression.compile(dialect=dialect)).replace(":", "\\:")
+
+
+def _prune_statement(engine: Engine, statuses: tuple[str, ...]) -> Any:
+    """DELETE the picked jobs, the pick evaluated once (``Driver.in_picked``: PostgreSQL's
+    ``id = ANY(ARRAY(...))`` keeps the plan an index lookup, see notes/ledger.md)."""
+    picked = (
+        text(
+            _PICK_PRUNED.format(
+                statuses=", ".join(f"'{s}'" for s in statuses),
+                minute=_text_of(utc_minute(literal_column("j.finished_at")), engine.dialect),
+                live=sql_list(LIVE),
+            )
         )
-    else:  # = ANY(ARRAY(...)) keeps the plan an index lookup (see notes/ledger.md)
-        sql = _PRUNE_JOBS.format(
-            id_match="id = ANY(ARRAY", statuses=listed, minute=_MINUTE_PG, close=")", live=live
-        )
-    return (
-        text(sql)
         .bindparams(
             bindparam("cutoff", type_=UTCDateTime()), bindparam("oldest", type_=UTCDateTime())
         )
-        .columns(column("id", Uuid()), column("in_workflow", Boolean()))
+        .columns(column("id", Uuid()))
+    )
+    return (
+        delete(queue_jobs)
+        .where(driver_for(engine).in_picked(queue_jobs.c.id, picked))
+        .returning(
+            queue_jobs.c.id,
+            or_(queue_jobs.c.has_dependents, queue_jobs.c.on_dependency_failure.is_not(None)).label(
+                "in_workflow"
+            ),
+        )
     )
 
 
@@ -139,10 +153,11 @@ def prune_jobs(
     )
     for statuses, before in passes:
         cutoff = min(before, final_before)
+        prune = _prune_statement(engine, statuses)
         while batches < max_batches:
             with transaction(engine) as conn:
                 rows = conn.execute(
-                    _prune_statement(conn, statuses),
+                    prune,
                     {"cutoff": cutoff, "oldest": oldest, "batch": batch_size},
                 ).all()
                 in_workflows = [r[0] for r in rows if r[1]]
@@ -176,12 +191,13 @@ def _delete_before(
     """Delete the rows of ``table`` whose ``column`` is before ``before``, a batch per
     transaction, at most ``max_batches``; returns (rows deleted, batches run). ``table`` and
     ``column`` are constants of this module, never input."""
-    match = "id IN (" if is_sqlite(engine) else "id = ANY(ARRAY("
-    close = ")" if is_sqlite(engine) else "))"
-    stmt = text(
-        f"DELETE FROM {table} WHERE {match}"
-        f"SELECT id FROM {table} WHERE {column} < :before LIMIT :batch{close}"
-    ).bindparams(bindparam("before", type_=UTCDateTime()))
+    picked = (
+        text(f"SELECT id FROM {table} WHERE {column} < :before LIMIT :batch")
+        .bindparams(bindparam("before", type_=UTCDateTime()))
+        .columns(sql_column("id"))
+    )
+    rows = sql_table(table, sql_column("id"))
+    stmt = delete(rows).where(driver_for(engine).in_picked(rows.c.id, picked))
     deleted = batches = 0
     while batches < max_batches:
         with write(engine) as conn:

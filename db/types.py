@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, TypeDecorator
+from sqlalchemy import JSON, DateTime, Float, Integer, TypeDecorator
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import expression
@@ -100,3 +100,76 @@ def _json_append_pg(element: json_append, compiler: Any, **kw: Any) -> str:
 def _json_append_sqlite(element: json_append, compiler: Any, **kw: Any) -> str:
     column, entry = (compiler.process(c, **kw) for c in element.clauses)
     return f"json_insert({column}, '$[#]', json({entry}))"
+
+
+class json_array_length(expression.FunctionElement[int]):
+    """The number of entries of ``column`` (a JSON array): ``jsonb_array_length`` on
+    PostgreSQL (the column is ``jsonb``), ``json_array_length`` on SQLite."""
+
+    type = Integer()
+    inherit_cache = True
+    name = "json_array_length"
+
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        super().__init__(column)
+
+
+@compiles(json_array_length, "postgresql")
+def _json_array_length_pg(element: json_array_length, compiler: Any, **kw: Any) -> str:
+    return f"jsonb_array_length({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(json_array_length, "sqlite")
+def _json_array_length_sqlite(element: json_array_length, compiler: Any, **kw: Any) -> str:
+    return f"json_array_length({compiler.process(element.clauses, **kw)})"
+
+
+class _utc_floor(expression.FunctionElement[datetime]):
+    """A ``UTCDateTime`` column's value rounded down to the class's ``unit``, a ``UTCDateTime``:
+    ``date_bin`` from 2000-01-01 UTC on PostgreSQL, a prefix of the stored text on SQLite (the
+    same text format, so it compares equal to a stored minute or hour). Constants only, no
+    bound parameters: it may be compiled into a text statement. One class per unit, so that
+    the unit is part of SQLAlchemy's cache key."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+    unit = ""
+    #: the length of the prefix of SQLite's stored ``YYYY-MM-DD HH:MM:SS.ffffff`` that the
+    #: unit keeps, and the text that completes it
+    sqlite_prefix = (0, "")
+
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        super().__init__(column)
+
+
+class utc_minute(_utc_floor):
+    """``column`` (a ``UTCDateTime``) rounded down to its minute."""
+
+    inherit_cache = True
+    name = "utc_minute"
+    unit = "minute"
+    sqlite_prefix = (16, ":00.000000")
+
+
+class utc_hour(_utc_floor):
+    """``column`` (a ``UTCDateTime``) rounded down to its hour."""
+
+    inherit_cache = True
+    name = "utc_hour"
+    unit = "hour"
+    sqlite_prefix = (13, ":00:00.000000")
+
+
+def _utc_floor_pg(element: _utc_floor, compiler: Any, **kw: Any) -> str:
+    column = compiler.process(element.clauses, **kw)
+    return f"date_bin(interval '1 {element.unit}', {column}, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+
+
+def _utc_floor_sqlite(element: _utc_floor, compiler: Any, **kw: Any) -> str:
+    length, rest = element.sqlite_prefix
+    return f"(substr({compiler.process(element.clauses, **kw)}, 1, {length}) || '{rest}')"
+
+
+for _unit in (utc_minute, utc_hour):
+    compiles(_unit, "postgresql")(_utc_floor_pg)
+    compiles(_unit, "sqlite")(_utc_floor_sqlite)

@@ -37,10 +37,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, Row, bindparam, func, literal, select
-from sqlalchemy.sql.elements import UnaryExpression
-from sqlalchemy.sql.operators import custom_op
 
 from db.clock import db_clock
+from db.driver import driver_for
 from db.engine import read
 from db.models import Job
 from db.states import LEASED, JobStatus, sorted_values
@@ -78,17 +77,6 @@ def _status_is(*statuses: JobStatus) -> ColumnElement[bool]:
     return jobs.c.status.in_(bindparam(name, list(values), expanding=True, literal_execute=True))
 
 
-def _unindexed(conn: Connection, column: ColumnElement[Any]) -> ColumnElement[Any]:
-    """On SQLite, ``+column``: a term SQLite's planner does not use an index for (its
-    documented way to steer the planner), so that a read goes by the partial index meant for
-    it, not by ``ix_queue_jobs_queue_created`` or ``ix_queue_jobs_status_created``, which
-    would visit every job of the queue or of the status. SQLite keeps no statistics unless
-    ANALYZE ran; PostgreSQL's planner has them and is left alone."""
-    if conn.dialect.name != "sqlite":
-        return column
-    return UnaryExpression(column, operator=custom_op("+"), type_=column.type)
-
-
 def _waiting(conn: Connection, queue: str) -> list[Row[Any]]:
     stmt = (
         select(
@@ -105,12 +93,16 @@ def _waiting(conn: Connection, queue: str) -> list[Row[Any]]:
 
 
 def _running(conn: Connection, queue: str) -> list[Row[Any]]:
+    # ``unindexed``: on SQLite ``+queue``, so that its planner goes by the partial index meant
+    # for this read, not by ``ix_queue_jobs_queue_created``, which would visit every job of the
+    # queue (SQLite keeps no statistics unless ANALYZE ran; PostgreSQL's planner is left alone)
+    unindexed = driver_for(conn).unindexed
     stmt = (
         select(jobs.c.type, jobs.c.partition_key, func.count().label("n"))
         .where(
             _status_is(*LEASED),
             jobs.c.partition_key.is_not(None),
-            _unindexed(conn, jobs.c.queue) == queue,
+            unindexed(jobs.c.queue) == queue,
         )
         .group_by(jobs.c.type, jobs.c.partition_key)
     )
@@ -118,13 +110,16 @@ def _running(conn: Connection, queue: str) -> list[Row[Any]]:
 
 
 def _finished(conn: Connection, queue: str) -> list[Row[Any]]:
+    # as in ``_running``, and ``+status``: not ``ix_queue_jobs_status_created`` either, which
+    # would visit every finished job of the status
+    unindexed = driver_for(conn).unindexed
     stmt = (
         select(jobs.c.type, jobs.c.partition_key, jobs.c.status, func.count().label("n"))
         .where(
             jobs.c.finished_at >= db_now(-RECENT_SECONDS),
-            _unindexed(conn, jobs.c.status).in_(sorted_values((S.COMPLETED, S.FAILED))),
+            unindexed(jobs.c.status).in_(sorted_values((S.COMPLETED, S.FAILED))),
             jobs.c.partition_key.is_not(None),
-            _unindexed(conn, jobs.c.queue) == queue,
+            unindexed(jobs.c.queue) == queue,
         )
         .group_by(jobs.c.type, jobs.c.partition_key, jobs.c.status)
     )

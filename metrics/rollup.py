@@ -27,8 +27,9 @@ In the same transaction every run rewrites the hourly rows (``queue_metrics_hour
 ``queue_type_metrics_hourly``) of the hours its window touches: the merged histograms of each
 hour's minute rows, so that hour and day charts read one histogram per hour (:func:`_write_hours`).
 
-PostgreSQL aggregates in SQL (``percentile_cont``); SQLite fetches the rows and computes the
-same numbers in Python (:func:`compute_python`, which runs on PostgreSQL too, for tests).
+Where the driver's ``sql_rollup`` says so (PostgreSQL) the database aggregates in SQL
+(``percentile_cont``); otherwise (SQLite) the rollup fetches the rows and computes the same
+numbers in Python (:func:`compute_python`, which runs on PostgreSQL too, for tests).
 """
 
 from __future__ import annotations
@@ -57,16 +58,16 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from db import states
 from db.clock import db_clock
+from db.driver import driver_for
 from db.engine import read, transaction
 from db.locks import try_xact_lock
 from db.models import HourlyMetric, HourlyTypeMetric, Job, Metric, TypeMetric, Worker
 from db.queries import current_depth, live_workers
 from db.states import JobStatus, sorted_values, sql_list
-from db.types import UTCDateTime
+from db.types import UTCDateTime, json_array_length
 from metrics import hist
 
 log = logging.getLogger(__name__)
@@ -193,12 +194,6 @@ def _utc(value: datetime) -> datetime:
 # --- the computation in Python (SQLite, and the reference for the SQL) ----------------------
 
 
-def _errors_nonempty(conn: Connection) -> Any:
-    if conn.dialect.name == "postgresql":
-        return func.jsonb_array_length(jobs.c.errors) > 0
-    return func.json_array_length(jobs.c.errors) > 0
-
-
 def _started_population(ws: datetime, we: datetime) -> Any:
     """Jobs whose latest attempt started in [ws, we) and is running or ended the job; bounded
     by the finished-time index and the running partial index."""
@@ -223,10 +218,10 @@ def _busy_population(ws: datetime, we: datetime) -> Any:
     )
 
 
-def _error_population(conn: Connection, ws: datetime) -> Any:
+def _error_population(ws: datetime) -> Any:
     since = ws - CLOCK_SKEW
     return and_(
-        _errors_nonempty(conn),
+        json_array_length(jobs.c.errors) > 0,
         jobs.c.updated_at >= since,
         or_(jobs.c.finished_at >= since, jobs.c.status.in_(IN_FLIGHT)),
     )
@@ -265,7 +260,7 @@ def compute_python(conn: Connection, ws: datetime, we: datetime, now: datetime) 
 
     candidates = conn.execute(
         select(jobs.c.queue, jobs.c.type, jobs.c.status, jobs.c.attempt, jobs.c.errors).where(
-            _error_population(conn, ws)
+            _error_population(ws)
         )
     )
     for failing in named_rows(candidates):
@@ -473,10 +468,6 @@ def compute_postgresql(
 # --- writing -----------------------------------------------------------------------------------
 
 
-def _insert(conn: Connection, table: Any) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
-
-
 _QUEUE_UPDATED = (
     "job_count",
     "worker_count",
@@ -529,7 +520,7 @@ def _upsert(
 ) -> None:
     if not rows:
         return
-    stmt = _insert(conn, table)
+    stmt = driver_for(conn).insert(table)
     stmt = stmt.on_conflict_do_update(
         index_elements=list(keys), set_={c: stmt.excluded[c] for c in cols}
     )
@@ -598,7 +589,7 @@ def rollup_range(
         if not try_xact_lock(conn, LOCK_NAME):
             result.skipped = True
             return result
-        compute = compute_postgresql if conn.dialect.name == "postgresql" else compute_python
+        compute = compute_postgresql if driver_for(conn).sql_rollup else compute_python
         aggs = compute(conn, ws, we, clock)
         depth = current_depth(conn, clock)
         live = live_workers(conn, clock, stale_seconds)

@@ -19,11 +19,11 @@ from sqlalchemy.exc import IntegrityError
 
 from db import controls, queries
 from db import job_logs as job_log_sql
+from db.driver import driver_for
 from db.engine import (
     driver_write,
     engine_for,
     hot_path_engine_for,
-    is_postgres,
     read,
     transaction,
     write,
@@ -377,7 +377,7 @@ def submit_job(
     if direct_dispatch.eligible(settings, engine(), new):
         direct_inserts().run(new)
         return new.id
-    if new.due_without_keys and is_postgres(engine()):
+    if new.due_without_keys and driver_for(engine()).prepared_hot_path:
         plain_inserts().run(new)  # the common case: one statement, group-committed
         return new.id
     with _writer(new) as conn:

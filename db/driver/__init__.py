@@ -6,16 +6,17 @@ test body against both.
 A caller asks :func:`driver_for` for the driver of its engine or connection (a dictionary
 lookup by dialect name: the driver objects are built once, at import) and then either calls a
 method (an insert with ON CONFLICT, the database clock, an advisory lock, a pick evaluated
-once, a payload search condition, the planner's estimates) or reads a capability flag where
-the two databases take different algorithms (COPY or a multi-row INSERT, one set-based
-statement or one per row, ...). The algorithm stays with its caller; the flag says which one
-applies. On the per-job paths the driver is resolved once per call of the ledger function
-(``ledger.core.HotStatement`` on PostgreSQL: once per dialect, then an identity check), never
-per statement of a loop.
+once, a payload search condition, a term the planner takes no index for, the planner's
+estimates) or reads a capability flag where the two databases take different algorithms (COPY
+or a multi-row INSERT, one set-based statement or one per row, the rollup in SQL or in Python,
+...). The algorithm stays with its caller; the flag says which one applies. On the per-job
+paths the driver is resolved once per call of the ledger function (``ledger.core.HotStatement``
+on PostgreSQL: once per dialect, then an identity check), never per statement of a loop.
 
 SQL that is the same text on both databases but compiles differently (``db.types``: the
-``UTCDateTime`` column type, ``db_now``, ``json_append``) stays a SQLAlchemy construct in
-``db/types.py``; the engines' connection setup stays in ``db/engine.py``.
+``UTCDateTime`` column type, ``db_now``, ``json_append``, ``json_array_length``, ``utc_minute``
+and ``utc_hour``) stays a SQLAlchemy construct in ``db/types.py``; the engines' connection setup
+stays in ``db/engine.py``.
 """
 
 from __future__ import annotations
@@ -107,6 +108,22 @@ class Driver(Protocol):
         to text). Without it a search matches the payload only."""
         ...
 
+    @property
+    def sql_rollup(self) -> bool:
+        """The metrics rollup aggregates in SQL (``metrics.rollup.compute_postgresql``:
+        ``percentile_cont``, ``date_bin``, ``FILTER``, ``jsonb_array_elements``). Without it the
+        rollup reads the rows and computes the same numbers in Python (``compute_python``)."""
+        ...
+
+    @property
+    def server_process(self) -> bool:
+        """The database does a statement's work in a server process of its own, not in this
+        one: a read on a second connection runs there while this thread works (the hourly
+        sums of a long chart, ``metrics.read.series``, in a transaction with more
+        ``work_mem``, while this thread decodes the hour histograms). Without it (the embedded
+        file) the statements run in this process, one after the other."""
+        ...
+
     # --- operations ---------------------------------------------------------------------
 
     def insert(self, table: Table) -> Insert:
@@ -135,6 +152,13 @@ class Driver(Protocol):
     def text_contains(self, column: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
         """``column``'s text (a JSON column: its JSON text) matches the LIKE ``pattern``
         (backslash escapes) in any case."""
+        ...
+
+    def unindexed(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        """``column`` as a term the planner picks no index by, where the planner needs telling
+        (SQLite, which keeps no statistics unless ANALYZE ran: ``+column``, its documented
+        way), so that a read goes by the partial index meant for it. Where the planner
+        chooses by statistics of its own (PostgreSQL) the column itself: it is left alone."""
         ...
 
     def value_estimates(self, conn: Connection, table: str, column: str) -> dict[str, int]:

@@ -2,8 +2,9 @@
 
 Everything the embedded SQLite file lacks is used here: advisory locks, LISTEN/NOTIFY (the
 insert trigger of migration 0001), prepared statements on the per-job paths, COPY, array
-parameters, the dependency-release trigger (migration 0011), ``statement_timeout`` and the
-planner's statistics.
+parameters, the dependency-release trigger (migration 0011), ``statement_timeout``, the
+planner's statistics, aggregation in SQL (the metrics rollup) and a server process that works
+while the client does.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class PostgreSQLDriver:
     statement_timeout = True
     limited_union_branches = True
     id_prefix_search = True
+    sql_rollup = True
+    server_process = True
 
     def insert(self, table: Table) -> Insert:
         return insert(table)
@@ -67,6 +70,9 @@ class PostgreSQLDriver:
             # dotted I) no longer match their ASCII look-alike.
             return func.lower(text_of.collate("C")).like(pattern.lower(), escape="\\")
         return text_of.ilike(pattern, escape="\\")
+
+    def unindexed(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        return column  # the planner has statistics (autovacuum's ANALYZE): left alone
 
     def value_estimates(self, conn: Connection, table: str, column: str) -> dict[str, int]:
         # ``pg_class.reltuples`` x the most-common-value frequencies of ``pg_stats``, kept by

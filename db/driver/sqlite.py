@@ -3,8 +3,10 @@
 No server: no advisory locks (every write transaction starts with ``BEGIN IMMEDIATE``, see
 ``db.engine``, so writers are serialized already and a lock is always granted), no
 LISTEN/NOTIFY (the maintainer polls), no array parameters or LATERAL (a statement per row, a
-window function), no COPY, no statement timeout, no planner statistics to read. Dependents are
-released by the ledger in the transaction that ends a job, not by a trigger.
+window function), no COPY, no statement timeout, no planner statistics to read (a read
+steers the planner with ``+column``), no server process (every statement runs in this one; the
+metrics rollup computes in Python). Dependents are released by the ledger in the transaction
+that ends a job, not by a trigger.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any
 
 from sqlalchemy import Connection, String, Table, cast, text
 from sqlalchemy.dialects.sqlite import Insert, insert
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
+from sqlalchemy.sql.operators import custom_op
 
 _NOW = text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
 
@@ -30,6 +33,8 @@ class SQLiteDriver:
     statement_timeout = False
     limited_union_branches = False
     id_prefix_search = False
+    sql_rollup = False
+    server_process = False
 
     def insert(self, table: Table) -> Insert:
         return insert(table)
@@ -51,6 +56,11 @@ class SQLiteDriver:
 
     def text_contains(self, column: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
         return cast(column, String).like(pattern, escape="\\")  # LIKE: ASCII in any case
+
+    def unindexed(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        # ``+column``: SQLite's documented way to keep its planner from using an index for
+        # a term (it has no statistics unless ANALYZE ran)
+        return UnaryExpression(column, operator=custom_op("+"), type_=column.type)
 
     def value_estimates(self, conn: Connection, table: str, column: str) -> dict[str, int]:
         return {}  # no statistics kept that a read could use

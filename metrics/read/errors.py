@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select
+from sqlalchemy import Engine, and_, or_, select
 
 from db import states
 from db.engine import read
 from db.models import Job
 from db.states import JobStatus, sorted_values
+from db.types import json_array_length
 from metrics.read.common import aware_utc
 
 jobs = Job.__table__
@@ -108,11 +109,6 @@ def error_groups(
     ``failed`` whose last error is in the group (at most 1,000), for a bulk retry.
     """
     since = aware_utc(since)
-    nonempty = (
-        func.jsonb_array_length(jobs.c.errors) > 0
-        if engine.dialect.name == "postgresql"
-        else func.json_array_length(jobs.c.errors) > 0
-    )
     stmt = (
         select(jobs.c.id, jobs.c.status, jobs.c.errors)
         .where(
@@ -120,7 +116,7 @@ def error_groups(
                 and_(jobs.c.status == JobStatus.FAILED.value, jobs.c.finished_at >= since),
                 and_(jobs.c.status.in_(IN_FLIGHT), jobs.c.updated_at >= since),
             ),
-            nonempty,
+            json_array_length(jobs.c.errors) > 0,
         )
         .order_by(jobs.c.updated_at.desc())
         .limit(MAX_CANDIDATE_JOBS)

@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     Engine,
     Row,
@@ -26,15 +25,14 @@ from sqlalchemy import (
     and_,
     case,
     func,
-    literal_column,
     or_,
     select,
-    type_coerce,
 )
 
+from db.driver import driver_for
 from db.engine import read, transaction
 from db.models import HourlyMetric, HourlyTypeMetric, Metric, TypeMetric
-from db.types import UTCDateTime
+from db.types import utc_hour
 from metrics import hist
 from metrics.read.common import aware_utc, clamp01, error_rate
 from metrics.rollup import HOUR, MEASURE_COLUMNS, MINUTE, floor_hour, floor_minute, named_rows
@@ -154,19 +152,6 @@ def _minute_row(r: dict[str, Any], by: str) -> dict[str, Any]:
     }
 
 
-_ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
-
-
-def _hour_of(conn: Connection, column: Any) -> Any:
-    """The UTC hour of a minute column, in SQL."""
-    expr: ColumnElement[Any]
-    if conn.dialect.name == "postgresql":
-        expr = func.date_bin(literal_column("interval '1 hour'"), column, literal_column(_ORIGIN))
-    else:  # the stored text 'YYYY-MM-DD HH:MM:SS.ffffff'
-        expr = func.substr(column, 1, 13).op("||")(literal_column("':00:00.000000'"))
-    return type_coerce(expr, UTCDateTime())
-
-
 def _full_hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     """[first, last): the hours that lie wholly inside [start, end) (UTC); empty when
     ``first >= last``."""
@@ -214,7 +199,7 @@ def hourly_statements(
     ts = table.c.timestamp
     measured = table.c.processing_time.is_not(None)
     cols: list[Any] = [
-        _hour_of(conn, ts).label("hour"),
+        utc_hour(ts).label("hour"),
         *keys,
         func.sum(table.c.job_count).label("job_count"),
         func.sum(table.c.completed_count).label("completed_count"),
@@ -292,7 +277,8 @@ def _newest_minute(conn: Connection) -> datetime | None:
 
 
 def _hour_sums(engine: Engine, stmt: Select[Any]) -> list[Row[Any]]:
-    """The rows of the hourly GROUP BY, on a connection of their own (PostgreSQL)."""
+    """The rows of the hourly GROUP BY, on a connection of their own (``server_process``:
+    PostgreSQL, whose per-operation memory ``work_mem`` this transaction raises)."""
     with transaction(engine) as conn:
         conn.execute(select(func.set_config("work_mem", HOURLY_WORK_MEM, True)))
         return list(conn.execute(stmt).all())
@@ -311,9 +297,10 @@ def _resampled(
     """Hour and day buckets: SQL sums per hour, then one histogram per hour (its hourly row;
     minute rows only for partial hours at the range's edges or hours without one).
 
-    On PostgreSQL the sums per hour (a scan of the range, done by the database) are read on a
-    second connection while this one reads and merges the hour histograms (JSON decoding,
-    done here): the two take about as long, so a 30-day chart waits for the longer one only."""
+    Where the database is a server process (the driver's ``server_process``: PostgreSQL) the
+    sums per hour (a scan of the range, done by the database) are read on a second connection
+    while this one reads and merges the hour histograms (JSON decoding, done here): the two
+    take about as long, so a 30-day chart waits for the longer one only."""
     by_queue = by == "queue"
     table, _ = _tables(by)
     keys = [table.c.queue_name] if by_queue else [table.c.queue_name, table.c.job_type]
@@ -334,7 +321,7 @@ def _resampled(
 
     with ExitStack() as stack:
         sums = None
-        if conn.dialect.name == "postgresql":
+        if driver_for(conn).server_process:  # the server sums while this thread decodes
             pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
             sums = pool.submit(_hour_sums, engine, stmt)
         # one histogram per hour wholly in the range: its hourly row

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, func, literal, select, text, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from db import queries
 from db.clock import db_clock
@@ -30,7 +30,7 @@ from db.locks import try_xact_lock, xact_lock
 from db.models import Job, QueueControl
 from db.notify import Listener
 from db.states import JobStatus
-from db.types import db_now
+from db.types import db_now, json_array_length, utc_hour, utc_minute
 
 S = JobStatus
 jobs = Job.__table__
@@ -47,6 +47,8 @@ CAPABILITIES = {
     "statement_timeout": {"postgresql": True, "sqlite": False},
     "limited_union_branches": {"postgresql": True, "sqlite": False},
     "id_prefix_search": {"postgresql": True, "sqlite": False},
+    "sql_rollup": {"postgresql": True, "sqlite": False},
+    "server_process": {"postgresql": True, "sqlite": False},
 }
 
 
@@ -335,6 +337,122 @@ def test_newest_jobs_read_per_status_or_sorted_give_the_same_page(engine: Engine
     assert [r["id"] for r in everything] == [r["id"] for r in by_type]
     assert sorted(r["id"] for r in everything) == sorted(ids)
     assert [r["id"] for r in second_page] == [r["id"] for r in everything][2:4]
+
+
+def test_sql_rollup_computes_what_python_computes(engine: Engine, driver: Driver) -> None:
+    from metrics.rollup import compute_postgresql, compute_python, floor_minute, rollup_range
+
+    with read(engine) as conn:
+        now = db_clock(conn)
+    minute = floor_minute(now) - timedelta(minutes=3)
+    ids = _insert(engine, *(_job(data={"i": i}) for i in range(4)))
+    with transaction(engine) as conn:
+        for i, job_id in enumerate(ids):
+            failed = i == 3
+            errors = [{"kind": "error", "at": (minute + timedelta(seconds=20)).isoformat()}]
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(
+                    status=(S.FAILED if failed else S.COMPLETED).value,
+                    attempt=1,
+                    scheduled_at=minute,
+                    started_at=minute + timedelta(seconds=10),
+                    finished_at=minute + timedelta(seconds=11 + i),
+                    completed_at=None if failed else minute + timedelta(seconds=11 + i),
+                    errors=errors if failed else [],
+                )
+            )
+    ws, we = minute - timedelta(minutes=1), minute + timedelta(minutes=2)
+    with read(engine) as conn:
+        by_python = compute_python(conn, ws, we, now)
+        if driver.sql_rollup:
+            by_sql = compute_postgresql(conn, ws, we, now)
+            assert set(by_sql) == set(by_python)
+            for key, py in by_python.items():
+                sql = by_sql[key]
+                for name in ("job_count", "completed_count", "failed_count", "error_count"):
+                    assert getattr(sql, name) == getattr(py, name), (key, name)
+                assert sql.processing_hist == py.processing_hist, key
+        else:  # the SQL aggregation is PostgreSQL's (percentile_cont, FILTER, jsonb): refused
+            with pytest.raises(DBAPIError):
+                compute_postgresql(conn, ws, we, now)
+    per_queue = by_python[("conf", None, minute)]
+    assert (per_queue.job_count, per_queue.failed_count, per_queue.error_count) == (4, 1, 1)
+    # the rollup takes the algorithm the flag names, and writes with ``Driver.insert``
+    assert rollup_range(engine, start=ws, end=we, now=now).queue_rows >= 1
+    with read(engine) as conn:
+        written = conn.execute(
+            text("SELECT job_count, error_count FROM queue_metrics WHERE queue_name = 'conf'")
+        ).all()
+    assert [tuple(r) for r in written if r[0]] == [(4, 1)]
+
+
+def test_server_process(engine: Engine, driver: Driver) -> None:
+    """A statement's work is done by a server process (this process waits, using no CPU) or
+    by this process (the embedded file: its CPU time grows with the statement's)."""
+    count = text(
+        "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 1000000)"
+        " SELECT count(*) FROM c"
+    )
+    with read(engine) as conn:
+        cpu, wall = time.process_time(), time.perf_counter()
+        assert conn.execute(count).scalar_one() == 1_000_000
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    assert wall > 0.02
+    assert (cpu < wall / 10) is driver.server_process, (cpu, wall)
+
+
+def test_unindexed_keeps_the_planner_off_an_index(engine: Engine, driver: Driver) -> None:
+    ids = _insert(engine, _job(), _job())
+    plain = select(jobs.c.id).where(jobs.c.queue == "conf")
+    steered = select(jobs.c.id).where(driver.unindexed(jobs.c.queue) == "conf")
+    with read(engine) as conn:
+        assert set(conn.execute(steered).scalars()) == set(conn.execute(plain).scalars())
+        assert set(conn.execute(steered).scalars()) == set(ids)
+
+        def sql(stmt: Any) -> str:
+            return str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+
+        if driver.name == "sqlite":  # told: the term is searched by no index, the table scanned
+
+            def plan(stmt: Any) -> str:
+                rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql(stmt)}").all()
+                return " / ".join(str(r[-1]) for r in rows)
+
+            assert "(queue=?" in plan(plain)
+            assert "(queue=" not in plan(steered) and "SCAN queue_jobs" in plan(steered)
+        else:  # a planner with statistics is left alone: the very same statement
+            assert sql(steered) == sql(plain)
+
+
+# --- constructs of db.types that compile per database -----------------------------------------
+
+
+def test_json_array_length(engine: Engine) -> None:
+    none, two = _insert(engine, _job(), _job())
+    with transaction(engine) as conn:
+        conn.execute(update(jobs).where(jobs.c.id == two).values(errors=[{"a": 1}, {"b": 2}]))
+    with read(engine) as conn:
+        rows = conn.execute(select(jobs.c.id, json_array_length(jobs.c.errors))).all()
+        assert {r[0]: r[1] for r in rows} == {none: 0, two: 2}
+        nonempty = select(jobs.c.id).where(json_array_length(jobs.c.errors) > 0)
+        assert conn.execute(nonempty).scalars().all() == [two]
+
+
+def test_utc_minute_and_hour(engine: Engine) -> None:
+    (job_id,) = _insert(engine, _job())
+    at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    minute, hour = datetime(2026, 1, 2, 3, 4, tzinfo=UTC), datetime(2026, 1, 2, 3, tzinfo=UTC)
+    with transaction(engine) as conn:
+        conn.execute(update(jobs).where(jobs.c.id == job_id).values(finished_at=at))
+    with read(engine) as conn:
+        floors = select(utc_minute(jobs.c.finished_at), utc_hour(jobs.c.finished_at))
+        assert tuple(conn.execute(floors).one()) == (minute, hour)
+        # equal to a stored minute or hour, in SQL (retention matches a rollup row's minute)
+        for floor, value in ((utc_minute, minute), (utc_hour, hour)):
+            same = select(jobs.c.id).where(floor(jobs.c.finished_at) == value)
+            assert conn.execute(same).scalars().all() == [job_id]
 
 
 # --- the ledger through its public API: the same observable results -------------------------
