@@ -194,3 +194,11 @@ def screenshot_dir(tmp_path: Path) -> Path:
         DOCS_IMG.mkdir(parents=True, exist_ok=True)
         return DOCS_IMG
     return tmp_path
+
+
+def idle(tab: Any) -> None:
+    """Wait until no script run is going on (Streamlit's "Running…" indicator is gone): a
+    click that lands while a rerun replaces the page can be lost."""
+    from playwright.sync_api import expect
+
+    expect(tab.locator('[data-testid="stStatusWidget"]')).to_have_count(0)

@@ -23,7 +23,7 @@ from db.models import Job
 from db.settings import get_settings
 from tasks import api
 from tests.acceptance.conftest import wait_for
-from tests.browser.conftest import System, go
+from tests.browser.conftest import System, go, idle
 
 ROW_HEIGHT = 35  # st.dataframe's header and rows, in CSS pixels
 LOAD = 20_000  # ms for a page load (a new session, resumed from the cookie) on a busy machine
@@ -76,11 +76,6 @@ def _tick_row(tab: Any, index: int) -> None:
     box = canvas.bounding_box()
     assert box is not None
     tab.mouse.click(box["x"] + 15, box["y"] + ROW_HEIGHT + ROW_HEIGHT * index + ROW_HEIGHT / 2)
-
-
-def idle(tab: Any) -> None:
-    """Wait until no script run is going on (Streamlit's "Running…" indicator is gone)."""
-    expect(tab.locator('[data-testid="stStatusWidget"]')).to_have_count(0)
 
 
 def click_until(tab: Any, target: Any, done: Any, what: str, tries: int = 3) -> None:

@@ -13,7 +13,7 @@ from db.engine import engine_for, read
 from db.models import AuditEntry
 from db.settings import get_settings
 from tasks.steering import list_periodic
-from tests.browser.conftest import go
+from tests.browser.conftest import go, idle
 
 DIGEST = "edurise.outbox_digest"
 
@@ -37,6 +37,7 @@ def test_pause_and_resume_a_periodic_job_in_the_browser(console_page: Any) -> No
     expect(tab.get_by_text(f"Paused periodic job {DIGEST}.")).to_be_visible()
     assert paused()
     expect(tab.get_by_role("button", name=f"Resume {DIGEST}…")).to_be_visible()
+    idle(tab)  # the pause reruns the page once more (its flash message): click after that
     tab.get_by_role("button", name=f"Resume {DIGEST}…").click()
     expect(tab.locator('[data-testid="stAlert"]', has_text="Resume periodic job")).to_contain_text(
         DIGEST
