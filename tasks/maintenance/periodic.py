@@ -156,7 +156,8 @@ class PeriodicEnqueuer:
                 return 0
             if missed:
                 log.warning(
-                    "periodic %s: %d tick(s) missed while no maintainer ran (catch_up=%s)",
+                    "periodic %s: %d tick(s) missed: no maintainer dealt with them in time"
+                    " (catch_up=%s)",
                     name,
                     missed,
                     job_type.catch_up,
