@@ -47,7 +47,7 @@ class Transition(StrEnum):
 
     DISPATCH = "dispatch"  # dispatcher takes the attempt (a new lease), pushes the id to Redis
     # (a producer may also insert a due job already dispatched:
-    # db.ledger.producer.insert_dispatched)
+    # db.ledger.producer.insert_batch_dbapi with a window)
     # message lost in Redis, no worker took it: the attempt is given back (cancelled instead
     # if a cancel was requested)
     RECONCILE = "reconcile"

@@ -377,16 +377,22 @@ def submit_job(
     if direct_dispatch.eligible(settings, engine(), new):
         direct_inserts().run(new)
         return new.id
-    if new.due_without_keys and driver_for(engine()).prepared_hot_path:
-        plain_inserts().run(new)  # the common case: one statement, group-committed
+    return _insert_one(new)
+
+
+def _insert_one(new: producer.NewJob) -> uuid.UUID:
+    """A job without dependencies: group-committed when nothing but its id is to be
+    answered (the common case), else in a transaction of its own (keys to resolve)."""
+    if new.keyless and driver_for(engine()).prepared_hot_path:
+        plain_inserts().run(new)
         return new.id
     with _writer(new) as conn:
         return _insert(conn, [new])[0]
 
 
 def plain_inserts() -> GroupCommit[producer.NewJob]:
-    """PostgreSQL: the group commit of ``submit_job`` for due jobs without keys, inserted
-    ``queued`` (``tasks.transport.group_commit``); a lone call is one prepared INSERT."""
+    """PostgreSQL: the group commit of ``submit_job`` and ``schedule_job`` for jobs without
+    keys (``tasks.transport.group_commit``): one prepared INSERT for the batch."""
     return _plain_inserts(hot_path_engine_for(get_settings().ledger_url))
 
 
@@ -550,8 +556,7 @@ def schedule_job(
     )
     if new.depends_on:
         return _insert_graph([new])[0]
-    with _writer(new) as conn:
-        return _insert(conn, [new])[0]
+    return _insert_one(new)
 
 
 def _job_id(job_id: Any) -> uuid.UUID:

@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
-from db.driver import Driver, driver_for, driver_named
+from db.driver import Driver, driver_for
 from db.engine import psycopg_connection
 from db.ledger.core import NON_TERMINAL, HotStatement, S, deps, insert_for, jobs, queue_not_paused
 from db.ledger.dependencies import UnknownDependencies, dependency_error
@@ -85,12 +85,19 @@ class NewJob:
         return self.data_json if self.data_json is not None else json.dumps(self.data)
 
     @property
+    def keyless(self) -> bool:
+        """No idempotency, tick or unique key to resolve before it is written and no
+        dependencies: nothing to answer but its own id, so single submits of such jobs are
+        group-committed (``insert_batch_dbapi``)."""
+        keys = self.idempotency_key or self.tick_key or self.unique_key
+        return not keys and not self.depends_on
+
+    @property
     def due_without_keys(self) -> bool:
-        """Due now, with no idempotency, tick or unique key to resolve before it is written
-        and no partition key: such a job is one plain INSERT (``insert_one_dbapi``), may be
-        batched (``insert_batch_dbapi``) and may be sent on insert (``insert_dispatched``)."""
-        keys = self.idempotency_key or self.tick_key or self.unique_key or self.partition_key
-        return self.scheduled_at is None and not keys and not self.depends_on
+        """Keyless, due now and without a partition (the dispatcher's fair pass decides when
+        a partitioned job starts): such a job may be sent on insert (direct dispatch,
+        ``insert_batch_dbapi`` with a window)."""
+        return self.keyless and self.scheduled_at is None and self.partition_key is None
 
 
 def _job_values() -> dict[str, Any]:
@@ -108,6 +115,9 @@ def _job_values() -> dict[str, Any]:
 
 
 def _insert_statement(driver: Driver) -> Any:
+    """The insert of new jobs where the driver has no arrays (SQLite; executed once per row
+    by SQLAlchemy's executemany): what ``_insert_pg`` writes for jobs that are not sent on
+    insert. Also the base of the workflow insert (``_graph_insert_statement``)."""
     sched = bindparam("b_scheduled_at", type_=UTCDateTime())
     return insert_for(driver).values(
         **_job_values(),
@@ -140,301 +150,257 @@ def _params(j: NewJob) -> dict[str, Any]:
     }
 
 
-#: one job, ON CONFLICT DO NOTHING so that a retried insert (lost reply) is harmless
-_INSERT_ONE_PG = HotStatement(
-    _insert_statement(driver_named("postgresql")).on_conflict_do_nothing(), expanding=False
-)
-
-
-def insert_one_dbapi(dbapi_conn: Any, dialect: Any, new: NewJob) -> None:
-    """PostgreSQL: insert one job without idempotency or tick key on a psycopg connection
-    in autocommit (``db.engine.driver_write``), as :func:`insert_jobs` would."""
-    if new.idempotency_key or new.tick_key:
-        raise ValueError("a job with a key goes through insert_jobs (conflicts to resolve)")
-    _INSERT_ONE_PG.execute_dbapi(dbapi_conn, dialect, _params(new))
-
-
 def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[uuid.UUID]:
-    """Insert jobs (``queued`` when due, else ``scheduled``). Returns one id per input, in
-    input order.
+    """Insert jobs (``queued`` when due, else ``scheduled``) in the caller's transaction.
+    Returns one id per input, in input order.
 
     A job whose ``idempotency_key`` matches a live (non-terminal) job is not inserted: the
     live job's id is returned in its place. A periodic tick already present is skipped the
-    same way. Jobs without such keys cannot conflict (their ids are fresh UUIDs) and go in
-    as a plain multi-row insert, with no RETURNING to read back.
+    same way. Jobs without such keys cannot conflict (their ids are fresh UUIDs; a row with
+    the id already there is this insert retried after a lost reply). Many of them go in with
+    COPY where the database has it (``_copy_plain``); everything else is the one insert
+    statement, ``_insert_pg`` (on SQLite its portable form, ``_insert_statement``).
     """
     if not new_jobs:
         return []
-    keyed = [j for j in new_jobs if j.idempotency_key or j.tick_key]
-    plain = [j for j in new_jobs if not (j.idempotency_key or j.tick_key)]
     driver = driver_for(conn)
-    if len(plain) > 1 and driver.supports_copy:
-        _copy_plain(conn, plain)
-    elif len(plain) > 1:
-        conn.execute(_insert_statement(driver), [_params(j) for j in plain])
-    elif plain and keyed:
-        conn.execute(_insert_statement(driver), _params(plain[0]))
-    elif plain and driver.prepared_hot_path:  # one job, the common case: hot path
-        _INSERT_ONE_PG.execute(conn, _params(plain[0]))
-    elif plain:  # one job: ON CONFLICT makes a retried insert (lost reply) harmless
-        stmt = _insert_statement(driver).on_conflict_do_nothing()
-        conn.execute(stmt, _params(plain[0]))
-    if not keyed:
+    keyed = [j for j in new_jobs if j.idempotency_key or j.tick_key]
+    rest: Sequence[NewJob] = new_jobs
+    if driver.supports_copy and len(new_jobs) - len(keyed) >= COPY_FROM:
+        _copy_plain(conn, [j for j in new_jobs if not (j.idempotency_key or j.tick_key)])
+        rest = keyed
+    inserted = _insert_rows(conn, driver, rest) if rest else set()
+    if all(j.id in inserted for j in keyed):
         return [j.id for j in new_jobs]
-    stmt = _insert_statement(driver).on_conflict_do_nothing().returning(jobs.c.id)
-    params = [_params(j) for j in keyed]
-    rows = conn.execute(stmt, params[0]) if len(params) == 1 else conn.execute(stmt, params)
-    inserted = {r[0] for r in rows} | {j.id for j in plain}
-    if len(inserted) == len(new_jobs):
-        return [j.id for j in new_jobs]
-    return _resolve_conflicts(conn, new_jobs, inserted)
+    keyless = {j.id for j in new_jobs if not (j.idempotency_key or j.tick_key)}
+    return _resolve_conflicts(conn, new_jobs, inserted | keyless)
 
 
-_B_QUEUE = bindparam("b_queue", "", type_=jobs.c.queue.type)
+#: from this many jobs without keys on, ``insert_jobs`` sends them with COPY (``_copy_plain``)
+#: rather than the insert statement: the two are even at 20 jobs, COPY is 1.2 times as fast at
+#: 100, 1.5 at 1,000 and 1.8 at 10,000 (docs/benchmarks.md, "Eleventh session")
+COPY_FROM = 20
+
+
+def _insert_rows(conn: Connection, driver: Driver, new_jobs: Sequence[NewJob]) -> set[uuid.UUID]:
+    """The one insert statement for ``new_jobs``; the ids of the rows it wrote."""
+    if driver.array_sql:
+        stmt, params = _run_insert(new_jobs, 0)
+        return {row[0] for row in stmt.execute(conn, params)}
+    portable = _insert_statement(driver).on_conflict_do_nothing().returning(jobs.c.id)
+    rows = [_params(j) for j in new_jobs]
+    result = conn.execute(portable, rows[0]) if len(rows) == 1 else conn.execute(portable, rows)
+    return set(result.scalars())
+
+
+def insert_batch_dbapi(
+    dbapi_conn: Any, dialect: Any, new_jobs: Sequence[NewJob], window: int = 0
+) -> dict[uuid.UUID, int]:
+    """PostgreSQL, on a psycopg connection in autocommit (``db.engine.driver_write``): the
+    group commit of single submits. Inserts jobs without idempotency, tick or unique keys
+    (those go through :func:`insert_jobs`, which answers their conflicts) with
+    ``_insert_pg``, as one statement and one commit.
+
+    With ``window`` > 0 (direct dispatch; due jobs without keys only) a job of an idle queue
+    goes in already ``dispatched`` under lease 1 while the queue's window has room. Returns
+    the lease of each job inserted ``dispatched``: the caller pushes their messages (a push
+    that never happens is repaired by ``requeue_lost``, as for the dispatcher's). The others
+    went in ``queued``/``scheduled`` (their NOTIFY wakes the dispatcher), or were there
+    already (a retried insert whose first reply was lost).
+    """
+    for new in new_jobs:
+        if not new.keyless:
+            raise ValueError("a job with keys or dependencies goes through insert_jobs")
+        if window and not new.due_without_keys:
+            raise ValueError("only due jobs without keys can be dispatched on insert")
+    stmt, params = _run_insert(new_jobs, window)
+    rows = stmt.fetch_all_dbapi(dbapi_conn, dialect, params)
+    return {job_id: lease for job_id, lease in rows if lease}
+
+
 _WINDOW = bindparam("window", 0, type_=Integer())
 
 
-def _jobs_of_queue(status: JobStatus, queue: Any = _B_QUEUE) -> Any:
-    """The jobs of ``queue`` (``:b_queue`` unless given a column) in ``status`` (inline, not a
-    parameter, so a generic plan can use the partial index of that status)."""
-    return select(jobs.c.id).where(
-        jobs.c.queue == queue, jobs.c.status == literal(status.value, literal_execute=True)
-    )
+def _const(value: Any) -> Any:
+    """A constant rendered into the statement's text (not a parameter sent per call)."""
+    return literal(value, literal_execute=True)
 
 
-#: whether a job for ``:b_queue`` may be sent on insert: no ``queued`` job waits in the queue
-#: (so nothing it would overtake is left in the ledger), the queue is not paused, and fewer
-#: than ``:window`` of its jobs are ``dispatched``
-_DIRECT = (
-    select(
-        and_(
-            ~_jobs_of_queue(S.QUEUED).exists(),
-            queue_not_paused(_B_QUEUE),
-            select(func.count())
-            .select_from(_jobs_of_queue(S.DISPATCHED).limit(_WINDOW).subquery("sent"))
-            .scalar_subquery()
-            < _WINDOW,
-        ).label("ok")
-    )
-    .cte("direct")
-    .prefix_with("MATERIALIZED")
+def _jobs_of_queue(status: JobStatus, queue: Any) -> Any:
+    """The jobs of ``queue`` in ``status`` (inline, not a parameter, so a generic plan can
+    use the partial index of that status)."""
+    return select(jobs.c.id).where(jobs.c.queue == queue, jobs.c.status == _const(status.value))
+
+
+#: what an insert binds per job: ``NewJob``'s fields, in this order (``_values``), named after
+#: the columns they fill, with their types
+_FIELDS: tuple[tuple[str, Any], ...] = (
+    ("id", postgresql.UUID(as_uuid=True)),
+    ("type", Text()),
+    ("queue", Text()),
+    ("priority", Integer()),
+    ("data", Text()),
+    ("max_attempts", Integer()),
+    ("timeout_seconds", Float()),
+    ("scheduled_at", postgresql.TIMESTAMP(timezone=True)),
+    ("idempotency_key", Text()),
+    ("tick_key", Text()),
+    ("unique_key", Text()),
+    ("partition_key", Text()),
 )
+_NAMES = tuple(name for name, _ in _FIELDS)
 
 
-def _when_direct(then: Any, otherwise: Any) -> Any:
-    return case((_DIRECT.c.ok, then), else_=otherwise)
-
-
-#: the columns that a due job's INSERT ... SELECT writes (the others take their defaults)
-_INSERT_COLUMNS = [
-    "id",
-    "type",
-    "queue",
-    "priority",
-    "data",
-    "max_attempts",
-    "timeout_seconds",
-    "status",
-    "scheduled_at",
-    "attempt",
-    "lease",
-    "errors",
-    "created_at",
-    "updated_at",
-    "dispatched_at",
-]
-
-
-#: one due job inserted straight into ``dispatched`` (attempt 1, lease 1) when ``_DIRECT``
-#: holds, otherwise ``queued`` as a plain insert. The statement trigger sends no NOTIFY for a
-#: dispatched row: the producer pushes its message itself (``tasks.transport.direct_dispatch``).
-_INSERT_DISPATCHED_PG = HotStatement(
-    postgresql.insert(jobs)
-    .from_select(
-        _INSERT_COLUMNS,
-        select(
-            bindparam("b_id", None, type_=jobs.c.id.type),
-            bindparam("b_type", "", type_=jobs.c.type.type),
-            _B_QUEUE,
-            bindparam("b_priority", 0, type_=Integer()),
-            cast(bindparam("b_data", "{}", type_=Text()), postgresql.JSONB()),
-            bindparam("b_max_attempts", 1, type_=Integer()),
-            bindparam("b_timeout", None, type_=jobs.c.timeout_seconds.type),
-            _when_direct(literal(S.DISPATCHED.value), literal(S.QUEUED.value)),
-            db_now(),
-            _when_direct(literal(1), literal(0)),
-            _when_direct(literal(1), literal(0)),
-            cast(literal("[]"), postgresql.JSONB()),
-            db_now(),
-            db_now(),
-            _when_direct(db_now(), null()),
-        ).select_from(_DIRECT),
+def _values(j: NewJob) -> tuple[Any, ...]:
+    return (
+        j.id,
+        j.type,
+        j.queue,
+        j.priority,
+        j.data_text,
+        j.max_attempts,
+        j.timeout_seconds,
+        j.scheduled_at,
+        j.idempotency_key,
+        j.tick_key,
+        j.unique_key,
+        j.partition_key,
     )
-    .on_conflict_do_nothing()
-    .returning(jobs.c.lease)
-)
 
 
-def insert_dispatched(dbapi_conn: Any, dialect: Any, new: NewJob, window: int) -> int | None:
-    """PostgreSQL, on a psycopg connection in autocommit (``db.engine.driver_write``):
-    insert one due job without keys, already ``dispatched``
-    under lease 1 when its queue is idle (see ``_INSERT_DISPATCHED_PG``), else ``queued``.
+#: one new job as a row of scalar parameters (the first in its queue: rank 1)
+_ONE_ROW = select(
+    *(cast(bindparam(name, None, type_=kind), kind).label(name) for name, kind in _FIELDS),
+    _const(1).label("ord"),
+    _const(1).label("rank"),
+).subquery("new")
 
-    Returns the lease when the job was dispatched: the caller then pushes its message (a
-    push that never happens is repaired by :func:`requeue_lost`, as for the dispatcher's).
-    None when it was inserted ``queued`` (the NOTIFY wakes the dispatcher), or when a row
-    with its id exists already (a retried insert whose first reply was lost).
-    """
-    if not new.due_without_keys:
-        raise ValueError("only a due job without keys can be dispatched on insert")
-    params = {**_params(new), "b_data": new.data_text, "window": window}
-    row = _INSERT_DISPATCHED_PG.fetch_one_dbapi(dbapi_conn, dialect, params)
-    return None if row is None else row[0] or None
-
-
-#: a batch of due jobs without keys as rows (``NewJob`` fields in parallel arrays, in order)
-_BATCH = (
-    func.unnest(
-        bindparam("ids", [], type_=postgresql.ARRAY(postgresql.UUID(as_uuid=True))),
-        bindparam("types", [], type_=postgresql.ARRAY(Text())),
-        bindparam("queues", [], type_=postgresql.ARRAY(Text())),
-        bindparam("priorities", [], type_=postgresql.ARRAY(Integer())),
-        bindparam("datas", [], type_=postgresql.ARRAY(Text())),
-        bindparam("max_attempts", [], type_=postgresql.ARRAY(Integer())),
-        bindparam("timeouts", [], type_=postgresql.ARRAY(Float())),
-    )
-    .table_valued(*_INSERT_COLUMNS[:7], with_ordinality="ord")  # id ... timeout_seconds
+#: many new jobs as rows: ``_FIELDS`` in parallel arrays, in input order
+_ARRAY_ROWS = (
+    func.unnest(*(bindparam(name, [], type_=postgresql.ARRAY(kind)) for name, kind in _FIELDS))
+    .table_valued(*_NAMES, with_ordinality="ord")
     .render_derived(name="batch")
 )
 
+#: the array rows with each one's place among the rows of its queue (1, 2, ...), for the
+#: window of direct dispatch
+_RANKED_ROWS = select(
+    _ARRAY_ROWS,
+    func.row_number()
+    .over(partition_by=_ARRAY_ROWS.c.queue, order_by=_ARRAY_ROWS.c.ord)
+    .label("rank"),
+).subquery("new")
 
-def _batch_rows(source: Any, status: Any, taken: Any, dispatched_at: Any) -> Any:
-    """The SELECT of a batch insert: ``source``'s rows with the given status, attempt and
-    lease (``taken``: 1 when dispatched, else 0) and ``dispatched_at``."""
+
+def _direct(rows: Any) -> Any:
+    """Direct dispatch, per row of ``rows``: whether its queue's jobs may be sent on insert
+    (no ``queued`` job waits there, so nothing it would overtake is left in the ledger, and
+    the queue is not paused) and how many of the queue's jobs are ``dispatched`` already
+    (counted up to ``:window``). Probes by index, with LIMIT so that PostgreSQL does not turn
+    them into a scan of every queued job (it hashed a NOT EXISTS here)."""
     return select(
-        source.c.id,
-        source.c.type,
-        source.c.queue,
-        source.c.priority,
-        cast(source.c.data, postgresql.JSONB()),
-        source.c.max_attempts,
-        source.c.timeout_seconds,
-        status,
-        db_now(),
-        taken,
-        taken,
-        cast(literal("[]"), postgresql.JSONB()),
-        db_now(),
-        db_now(),
-        dispatched_at,
-    )
-
-
-#: many due jobs without keys, ``queued``, in one statement (group commit of single
-#: submits); ON CONFLICT makes a retried batch (lost reply) harmless
-_INSERT_BATCH_PG = HotStatement(
-    postgresql.insert(jobs)
-    .from_select(
-        _INSERT_COLUMNS,
-        _batch_rows(_BATCH, literal(S.QUEUED.value), literal(0), null()).order_by(_BATCH.c.ord),
-    )
-    .on_conflict_do_nothing(),
-    expanding=False,
-)
-
-#: the batch with each row's place among the batch's rows of its queue (1, 2, ...)
-_BATCH_RANKED = select(
-    _BATCH,
-    func.row_number().over(partition_by=_BATCH.c.queue, order_by=_BATCH.c.ord).label("rank"),
-).subquery("ranked")
-
-#: per row of the batch, ``_DIRECT``'s test for its queue: whether the queue's jobs may be
-#: sent on insert, and how many of its jobs are ``dispatched`` already (counted up to
-#: ``:window``). Probes by index, with LIMIT so that PostgreSQL does not turn them into a
-#: scan of every queued job (it hashed a NOT EXISTS here).
-_BATCH_DIRECT = select(
-    and_(
-        _jobs_of_queue(S.QUEUED, _BATCH_RANKED.c.queue)
-        .correlate(_BATCH_RANKED)
-        .limit(1)
-        .scalar_subquery()
-        .is_(None),
-        queue_not_paused(_BATCH_RANKED.c.queue, _BATCH_RANKED),
-    ).label("ok"),
-    select(func.count())
-    .select_from(
-        _jobs_of_queue(S.DISPATCHED, _BATCH_RANKED.c.queue)
-        .correlate(_BATCH_RANKED)
-        .limit(_WINDOW)
-        .subquery("sent")
-    )
-    .scalar_subquery()
-    .label("sent"),
-).lateral("direct")
-
-
-def _when_batch_direct(then: Any, otherwise: Any) -> Any:
-    room = _BATCH_DIRECT.c.sent + _BATCH_RANKED.c.rank <= _WINDOW
-    return case((and_(_BATCH_DIRECT.c.ok, room), then), else_=otherwise)
-
-
-#: many due jobs without keys in one statement: those of an idle queue ``dispatched`` under
-#: lease 1 while its window has room (the batch's earlier jobs of that queue count), the rest
-#: ``queued``, as ``_INSERT_DISPATCHED_PG`` decides for one job
-_INSERT_BATCH_DISPATCHED_PG = HotStatement(
-    postgresql.insert(jobs)
-    .from_select(
-        _INSERT_COLUMNS,
-        _batch_rows(
-            _BATCH_RANKED,
-            _when_batch_direct(literal(S.DISPATCHED.value), literal(S.QUEUED.value)),
-            _when_batch_direct(literal(1), literal(0)),
-            _when_batch_direct(db_now(), null()),
+        and_(
+            _jobs_of_queue(S.QUEUED, rows.c.queue)
+            .correlate(rows)
+            .limit(1)
+            .scalar_subquery()
+            .is_(None),
+            queue_not_paused(rows.c.queue, rows),
+        ).label("ok"),
+        select(func.count())
+        .select_from(
+            _jobs_of_queue(S.DISPATCHED, rows.c.queue)
+            .correlate(rows)
+            .limit(_WINDOW)
+            .subquery("sent")
         )
-        .select_from(_BATCH_RANKED.join(_BATCH_DIRECT, true()))
-        .order_by(_BATCH_RANKED.c.ord),
+        .scalar_subquery()
+        .label("sent"),
+    ).lateral("direct")
+
+
+def _insert_pg(rows: Any, *, sends: bool) -> HotStatement:
+    """THE insert of new jobs on PostgreSQL, for ``rows`` (one row of parameters, or arrays),
+    as a prepared statement: ``queued`` when due, ``scheduled`` when later; with ``sends``
+    (direct dispatch), ``dispatched`` (attempt 1, lease 1) when the job's queue may take it
+    now and its window of ``:window`` has room, the earlier jobs of the same queue in this
+    insert counted (the statement trigger sends no NOTIFY for a dispatched row: its producer
+    pushes the message itself, ``tasks.transport.direct_dispatch``). ON CONFLICT DO NOTHING: a
+    retried insert (lost reply) is harmless, and a job whose idempotency or tick key is taken
+    is not written. RETURNING names the rows written, with their lease.
+
+    The four forms (one row or arrays, with or without the direct-dispatch check) are one
+    statement: the check costs a one-row insert 10 % when it is not needed, and arrays cost
+    it 20 % more than scalar parameters (docs/benchmarks.md, "Eleventh session")."""
+    source = rows
+    status = case(
+        (rows.c.scheduled_at > db_now(), _const(S.SCHEDULED.value)),
+        else_=_const(S.QUEUED.value),
     )
-    .on_conflict_do_nothing()
-    .returning(jobs.c.id, jobs.c.lease)
-)
+    taken: Any = _const(0)
+    dispatched_at: Any = null()
+    if sends:
+        direct = _direct(rows)
+        source = rows.join(direct, true())
+        sent = and_(direct.c.ok, direct.c.sent + rows.c.rank <= _WINDOW)
+        status = case((sent, _const(S.DISPATCHED.value)), else_=status)
+        taken = case((sent, _const(1)), else_=_const(0))
+        dispatched_at = case((sent, db_now()), else_=null())
+    return HotStatement(
+        postgresql.insert(jobs)
+        .from_select(
+            [
+                *_NAMES[:7],  # id ... timeout_seconds
+                *_NAMES[8:],  # the keys
+                "status",
+                "scheduled_at",
+                "attempt",
+                "lease",
+                "errors",
+                "created_at",
+                "updated_at",
+                "dispatched_at",
+            ],
+            select(
+                *(rows.c[name] for name in _NAMES[:4]),
+                cast(rows.c.data, postgresql.JSONB()),
+                *(rows.c[name] for name in _NAMES[5:7]),
+                *(rows.c[name] for name in _NAMES[8:]),
+                status,
+                func.coalesce(rows.c.scheduled_at, db_now()),
+                taken,
+                taken,
+                cast(_const("[]"), postgresql.JSONB()),
+                db_now(),
+                db_now(),
+                dispatched_at,
+            )
+            .select_from(source)
+            .order_by(rows.c.ord),
+        )
+        .on_conflict_do_nothing()
+        .returning(jobs.c.id, jobs.c.lease)
+    )
 
 
-def _batch_params(new_jobs: Sequence[NewJob]) -> dict[str, Any]:
-    for new in new_jobs:
-        if not new.due_without_keys:
-            raise ValueError("a batch insert takes due jobs without keys only")
-    return {
-        "ids": [j.id for j in new_jobs],
-        "types": [j.type for j in new_jobs],
-        "queues": [j.queue for j in new_jobs],
-        "priorities": [j.priority for j in new_jobs],
-        "datas": [j.data_text for j in new_jobs],
-        "max_attempts": [j.max_attempts for j in new_jobs],
-        "timeouts": [j.timeout_seconds for j in new_jobs],
-    }
+_INSERT_ONE = _insert_pg(_ONE_ROW, sends=False)
+_INSERT_MANY = _insert_pg(_ARRAY_ROWS, sends=False)
+_SEND_ONE = _insert_pg(_ONE_ROW, sends=True)
+_SEND_MANY = _insert_pg(_RANKED_ROWS, sends=True)
 
 
-def insert_batch_dbapi(dbapi_conn: Any, dialect: Any, new_jobs: Sequence[NewJob]) -> None:
-    """PostgreSQL, on a psycopg connection in autocommit: insert due jobs without keys,
-    ``queued``, in one statement (one commit for all; one job takes the one-row INSERT)."""
+def _run_insert(new_jobs: Sequence[NewJob], window: int) -> tuple[HotStatement, dict[str, Any]]:
+    """The form of the insert for ``new_jobs`` and its parameters."""
     if len(new_jobs) == 1:
-        insert_one_dbapi(dbapi_conn, dialect, new_jobs[0])
+        params = dict(zip(_NAMES, _values(new_jobs[0]), strict=True))
+        stmt = _SEND_ONE if window else _INSERT_ONE
     else:
-        _INSERT_BATCH_PG.execute_dbapi(dbapi_conn, dialect, _batch_params(new_jobs))
-
-
-def insert_batch_dispatched(
-    dbapi_conn: Any, dialect: Any, new_jobs: Sequence[NewJob], window: int
-) -> dict[uuid.UUID, int]:
-    """:func:`insert_dispatched` for many jobs in one statement (one job takes the one-row
-    statement). Returns the lease of each job inserted ``dispatched`` (the caller pushes
-    their messages); the others went in ``queued`` (or existed already)."""
-    if len(new_jobs) == 1:
-        lease = insert_dispatched(dbapi_conn, dialect, new_jobs[0], window)
-        return {new_jobs[0].id: lease} if lease else {}
-    params = {**_batch_params(new_jobs), "window": window}
-    rows = _INSERT_BATCH_DISPATCHED_PG.fetch_all_dbapi(dbapi_conn, dialect, params)
-    return {job_id: lease for job_id, lease in rows if lease}
+        columns = zip(*map(_values, new_jobs), strict=True)
+        params = {name: list(column) for name, column in zip(_NAMES, columns, strict=True)}
+        stmt = _SEND_MANY if window else _INSERT_MANY
+    if window:
+        params["window"] = window
+    return stmt, params
 
 
 #: the columns a bulk COPY writes; the others take their defaults (NULL, lease 0)

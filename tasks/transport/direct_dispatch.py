@@ -4,16 +4,17 @@ The usual path of a new job is INSERT (``queued``) → NOTIFY → the maintainer
 queue's window in Redis, dispatches (one UPDATE and its commit) → pushes the message. When the
 queue is idle, none of that decides anything: no job waits in the ledger that the new one
 could overtake, the queue is not paused and its window has room. Then the producer's INSERT
-writes the row already ``dispatched`` (attempt 1, lease 1; ``producer.insert_dispatched`` checks
-the three conditions in the same statement) and, after the commit, the producer pushes the
-message. A job reaches a worker with one database round trip and one Redis push, like a
-plain Huey ``enqueue`` plus the ledger's commit.
+writes the row already ``dispatched`` (attempt 1, lease 1; ``producer.insert_batch_dbapi``
+with a window checks the three conditions in the same statement) and, after the commit, the
+producer pushes the message. A job reaches a worker with one database round trip and one
+Redis push, like a plain Huey ``enqueue`` plus the ledger's commit.
 
 What does not change: the row exists (committed) before its message; a worker still reads
 the lease before running it; a push that fails or never happens (the producer died) leaves a
 ``dispatched`` row that is not in Redis, which the reconciler sends again after its grace
 period, exactly as for a dispatcher that died between its commit and its push. Jobs with a
-schedule, an idempotency or unique key, a periodic tick, or a concurrency or rate limit, bulk
+schedule, an idempotency or unique key, a periodic tick, a partition, or a concurrency or rate
+limit, bulk
 submits, and the embedded SQLite mode keep the usual path.
 """
 
@@ -77,10 +78,10 @@ class DirectDispatch:
     def _write(self, engine: Engine, window: int, batch: list[producer.NewJob]) -> None:
         leases: dict[uuid.UUID, int] = {}
         with driver_write(engine) as conn:
-            if time.monotonic() < self._off_until:  # after a failed push: the usual path
-                producer.insert_batch_dbapi(conn, engine.dialect, batch)
-            else:
-                leases = producer.insert_batch_dispatched(conn, engine.dialect, batch, window)
+            sending = time.monotonic() >= self._off_until  # not after a failed push
+            leases = producer.insert_batch_dbapi(
+                conn, engine.dialect, batch, window if sending else 0
+            )
         # queued jobs: the insert's NOTIFY wakes the dispatcher
         self._push([new for new in batch if new.id in leases], leases)
 

@@ -4,6 +4,7 @@ and concurrent ``submit_job`` calls lose nothing and send every dispatched job o
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from typing import Any
@@ -49,8 +50,8 @@ def test_a_batch_insert_writes_the_rows_a_single_insert_writes(storage: QueueSto
     engine = api.engine()
     single, batch = _new(1), [_new(2), _new(3), _new(4)]
     with driver_write(engine) as conn:
-        producer.insert_one_dbapi(conn, engine.dialect, single)
-        producer.insert_batch_dbapi(conn, engine.dialect, batch)
+        assert producer.insert_batch_dbapi(conn, engine.dialect, [single]) == {}
+        assert producer.insert_batch_dbapi(conn, engine.dialect, batch) == {}
     want = _job(single.id)
     assert want["status"] == "queued" and want["errors"] == []
     for new in batch:
@@ -72,13 +73,13 @@ def test_a_batch_dispatches_per_queue_as_single_direct_inserts_do(storage: Queue
         producer.insert_jobs(conn, [waiting])
     with driver_write(engine) as conn:  # sent already: one job of "default", two of "side"
         for new in (_new(7), _new(8, "side"), _new(9, "side")):
-            assert producer.insert_dispatched(conn, engine.dialect, new, 4) == 1
+            assert producer.insert_batch_dbapi(conn, engine.dialect, [new], 4) == {new.id: 1}
     api.pause_queue("reports", reason="test")
     idle = [_new(i) for i in range(5)]
     side = _new(12, "side")
     batch = [idle[0], _new(10, "busy"), idle[1], _new(11, "reports"), *idle[2:], side]
     with driver_write(engine) as conn:
-        leases = producer.insert_batch_dispatched(conn, engine.dialect, batch, window=3)
+        leases = producer.insert_batch_dbapi(conn, engine.dialect, batch, window=3)
     # "default" has room for two more in its window of 3 and "side" for one; the rest of
     # "default", and the jobs of the busy and the paused queue, wait in the ledger
     assert leases == {j.id: 1 for j in [*idle[:2], side]}
@@ -98,16 +99,58 @@ def test_a_batch_dispatches_per_queue_as_single_direct_inserts_do(storage: Queue
     assert (later["attempt"], later["lease"], later["dispatched_at"]) == (0, 0, None)
 
     with driver_write(engine) as conn:  # the same batch again (a retry after a lost reply)
-        assert producer.insert_batch_dispatched(conn, engine.dialect, batch, window=3) == {}
+        assert producer.insert_batch_dbapi(conn, engine.dialect, batch, window=3) == {}
         producer.insert_batch_dbapi(conn, engine.dialect, batch)
     assert _count() == len(batch) + 4
 
 
-def test_a_batch_refuses_jobs_with_keys_or_a_schedule(storage: QueueStorage) -> None:
+def test_a_retried_insert_of_one_job_writes_it_once(storage: QueueStorage) -> None:
+    """A group commit of one job whose reply was lost is sent again: the second insert
+    writes nothing and reports nothing sent, with or without direct dispatch."""
+    engine = api.engine()
+    plain, sent = _new(1, "busy"), _new(2, "side")
+    with driver_write(engine) as conn:
+        assert producer.insert_batch_dbapi(conn, engine.dialect, [plain]) == {}
+        assert producer.insert_batch_dbapi(conn, engine.dialect, [sent], 3) == {sent.id: 1}
+        assert producer.insert_batch_dbapi(conn, engine.dialect, [plain]) == {}
+        assert producer.insert_batch_dbapi(conn, engine.dialect, [sent], 3) == {}
+    assert _count() == 2
+    assert (_job(plain.id)["status"], _job(sent.id)["status"]) == ("queued", "dispatched")
+
+
+def test_a_batch_refuses_keys_and_sends_no_scheduled_job(storage: QueueStorage) -> None:
     engine = api.engine()
     keyed = api.build_job("demo.echo", {}, idempotency_key="k")
-    with driver_write(engine) as conn, pytest.raises(ValueError, match="without keys"):
-        producer.insert_batch_dbapi(conn, engine.dialect, [_new(1), keyed])
+    later = api.build_job("demo.echo", {}, schedule=60)
+    with driver_write(engine) as conn:
+        with pytest.raises(ValueError, match="with keys or dependencies"):
+            producer.insert_batch_dbapi(conn, engine.dialect, [_new(1), keyed])
+        with pytest.raises(ValueError, match="only due jobs without keys"):
+            producer.insert_batch_dbapi(conn, engine.dialect, [_new(2), later], window=3)
+    assert _count() == 0  # a refused batch writes nothing
+
+
+def test_scheduled_and_partitioned_submits_write_what_a_transaction_writes(
+    storage: QueueStorage,
+) -> None:
+    """``schedule_job`` and partitioned jobs are group-committed too: the rows are those the
+    insert in a transaction (``insert_jobs``) writes."""
+    later = api.build_job("demo.echo", {"n": 1}, schedule=60)
+    part = api.build_job("demo.echo", {"n": 2}, queue="side")
+    part = dataclasses.replace(part, partition_key="school-7")
+    engine = api.engine()
+    with driver_write(engine) as conn:
+        assert producer.insert_batch_dbapi(conn, engine.dialect, [later, part]) == {}
+    twins = [dataclasses.replace(j, id=uuid.uuid4()) for j in (later, part)]
+    with write(engine) as conn:
+        producer.insert_jobs(conn, twins)
+    keys = (*COMPARED, "partition_key", "timeout_seconds", "errors", "dispatched_at")
+    for new, twin in zip((later, part), twins, strict=True):
+        row, want = _job(new.id), _job(twin.id)
+        assert {k: row[k] for k in keys} == {k: want[k] for k in keys}
+    assert _job(later.id)["status"] == "scheduled"
+    assert _job(later.id)["scheduled_at"] == later.scheduled_at
+    assert _job(part.id)["partition_key"] == "school-7"
 
 
 def _submit_from_threads(threads: int, per_thread: int, queues: int) -> list[uuid.UUID]:
