@@ -36,6 +36,7 @@ from db.settings import Settings
 from tasks import registry
 from tasks.payload import cap_result
 from tasks.service_wait import (
+    STOP_SIGNALS,
     Outage,
     one_line,
     redis_unreachable,
@@ -406,11 +407,18 @@ class Heartbeat(threading.Thread):
                 log.warning("heartbeat failed: %s", one_line(exc))
 
 
+#: the loggers Huey's consumer loops log to (``BaseProcess.create_logger``), kept for our copies
+_WORKER_LOG = logging.getLogger("huey.consumer.Worker")
+_SCHEDULER_LOG = logging.getLogger("huey.consumer.Scheduler")
+#: how often the consumer looks for dead handler threads to replace (Huey's default)
+HEALTH_CHECK_SECONDS = 10.0
+
+
 class QueueReader(Worker):
-    """Huey's worker loop, except that a read failing because Redis is unreachable (stopped,
-    restarting) is one warning per outage for all the handlers of the process, and one line
-    when Redis answers again, instead of a traceback per read. Huey's backoff (up to the
-    consumer's ``max_delay``) paces the tries."""
+    """Huey's worker loop (``Worker.loop``, through its public attributes), except that a
+    read failing because Redis is unreachable (stopped, restarting) is one warning per outage
+    for all the handlers of the process, and one line when Redis answers again, instead of a
+    traceback per read. Huey's backoff (up to the consumer's ``max_delay``) paces the tries."""
 
     redis_outage: Outage
 
@@ -421,7 +429,7 @@ class QueueReader(Worker):
             if redis_unreachable(exc):
                 self.redis_outage.failed(exc)
             else:
-                self._logger.exception("Error reading from queue")
+                _WORKER_LOG.exception("Error reading from queue")
             self.sleep()
             return
         self.redis_outage.answered()
@@ -434,24 +442,30 @@ class QueueReader(Worker):
         try:
             self.huey.execute(task, now)
         except Exception:
-            self._logger.exception("Unhandled error during execution of task %s.", task.id)
+            _WORKER_LOG.exception("Unhandled error during execution of task %s.", task.id)
         if self.max_tasks and self.task_count >= self.max_tasks:
             raise WorkerRecycle()
 
 
 class ScheduleReader(Scheduler):
-    """Huey's scheduler loop (every second it moves due ETA messages to the queue; ledger
-    messages carry no ETA, so there are none), with a Redis outage logged once, shared with
-    the handlers, instead of a traceback a second."""
+    """Huey's scheduler loop (every ``interval`` seconds it moves due ETA messages to the
+    queue; ledger messages carry no ETA, so there are none), with a Redis outage logged once,
+    shared with the handlers, instead of a traceback a second. Periodic tasks are off (the
+    maintainer owns periodic jobs)."""
 
     redis_outage: Outage
-    _next_loop: float  # set by Huey's Scheduler.__init__ (a time.monotonic() reading)
+
+    def __init__(self, huey: Any, stop_flag: Any, interval: int, periodic: bool) -> None:
+        if periodic:
+            raise ValueError("periodic jobs are the maintainer's: run the consumer periodic=False")
+        super().__init__(huey, stop_flag, interval, periodic)
+        self.next_run = time.monotonic()
 
     def loop(self, now: Any = None) -> None:
-        current = self._next_loop
-        self._next_loop += self.interval
-        if self._next_loop < time.monotonic():  # fell behind: skip an iteration, as Huey does
-            self._next_loop = time.monotonic()
+        current = self.next_run
+        self.next_run += self.interval
+        if self.next_run < time.monotonic():  # fell behind: skip an iteration, as Huey does
+            self.next_run = time.monotonic()
             return
         try:
             due = self.huey.read_schedule(now)
@@ -459,7 +473,7 @@ class ScheduleReader(Scheduler):
             if redis_unreachable(exc):
                 self.redis_outage.failed(exc)
             else:
-                self._logger.exception("Error reading schedule.")
+                _SCHEDULER_LOG.exception("Error reading schedule.")
             due = []
         else:
             self.redis_outage.answered()
@@ -467,17 +481,20 @@ class ScheduleReader(Scheduler):
             try:
                 self.huey.enqueue(task)
             except Exception:
-                self._logger.exception("Error enqueueing %s.", task)
-        if self.periodic and self._next_periodic <= time.monotonic():  # off: the maintainer's
-            while self._next_periodic <= time.monotonic():
-                self._next_periodic += self.periodic_task_seconds
-            self.enqueue_periodic_tasks(now)
+                _SCHEDULER_LOG.exception("Error enqueueing %s.", task)
         self.sleep_for_interval(current, self.interval)
 
 
 class LedgerConsumer(Consumer):
-    """Huey's consumer with SIGTERM, SIGINT and SIGHUP all graceful (finish, then hand back),
-    and a Redis outage logged once (:class:`QueueReader`, :class:`ScheduleReader`)."""
+    """Huey's consumer with SIGTERM, SIGINT and SIGHUP all graceful (finish, then hand back;
+    a second signal cuts the wait short) and a Redis outage logged once
+    (:class:`QueueReader`, :class:`ScheduleReader`).
+
+    Built on Huey's public consumer API: ``start``, ``check_worker_health``, ``stop`` and
+    ``notify_interrupted_tasks`` in :meth:`run` (Huey's own ``run`` maps SIGINT to an
+    immediate stop and SIGHUP to a restart), ``worker_class``/``scheduler_class``, and the
+    ``_create_worker``/``_create_scheduler`` hooks that Huey's ``Consumer`` names as the place
+    for "more sophisticated overrides"."""
 
     worker_class = QueueReader
     scheduler_class = ScheduleReader
@@ -496,13 +513,28 @@ class LedgerConsumer(Consumer):
         scheduler.redis_outage = self.redis_outage
         return scheduler
 
-    def _set_signal_handlers(self) -> None:
-        self._signal_actions = {
-            signal.SIGTERM: (False, True),
-            signal.SIGINT: (False, True),
-            signal.SIGHUP: (False, True),
-        }
-        super()._set_signal_handlers()
+    def run(self) -> None:
+        """Start the handlers and the scheduler, replace dead handlers every
+        ``HEALTH_CHECK_SECONDS`` until a stop signal, then stop gracefully: running jobs
+        finish within ``shutdown_timeout``; a second signal interrupts them (the caller then
+        hands back what did not finish)."""
+        self.start()  # installs Huey's signal handlers: ours replace them below
+        received: list[int] = []
+        signalled = threading.Event()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            received.append(signum)
+            for sig in STOP_SIGNALS:  # a second signal interrupts the graceful wait
+                signal.signal(sig, signal.default_int_handler)
+            signalled.set()
+
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, on_signal)
+        while not signalled.wait(HEALTH_CHECK_SECONDS):
+            self.check_worker_health()
+        log.info("received %s: stopping gracefully", signal.Signals(received[0]).name)
+        self.stop(graceful=True)
+        self.huey.notify_interrupted_tasks()
 
 
 def run_worker(

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import redis
 from sqlalchemy import func, select
 
@@ -160,14 +161,35 @@ def test_periodic_job_yields_one_row_per_tick_with_two_maintainers(
     wait_for(lambda: any(s == "completed" for _, s in ticks()), 20, "a tick to run")
 
 
-def test_graceful_shutdown_finishes_the_running_job(processes: Processes) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=str)
+def test_graceful_shutdown_finishes_the_running_job(
+    processes: Processes, stop: signal.Signals
+) -> None:
+    """``docker stop`` (SIGTERM), Ctrl-C (SIGINT) and a closed terminal (SIGHUP) all let the
+    running job finish, and the worker exits (it does not restart itself on SIGHUP)."""
     processes.maintainer()
     worker = processes.worker("--concurrency", "1")
     job_id = api.submit_job("demo.sleep", {"seconds": 1.0})
     wait_for(lambda: status_of(job_id) == "running", 20, "the job to start")
-    worker.send_signal(signal.SIGTERM)
+    worker.send_signal(stop)
     assert worker.wait(timeout=15) == 0
     assert status_of(job_id) == "completed"
+
+
+def test_a_second_signal_cuts_the_graceful_wait_short(processes: Processes, tmp_path: Path) -> None:
+    """The first SIGTERM waits for the running job; a second one stops the wait: the worker
+    exits at once and hands the job back to the queue."""
+    processes.maintainer()
+    worker = processes.worker("--concurrency", "1", extra_env={"QUEUE_SHUTDOWN_TIMEOUT": "60"})
+    job_id = api.submit_job("demo.sleep", {"seconds": 60.0})
+    wait_for(lambda: status_of(job_id) == "running", 20, "the job to start")
+    worker.send_signal(signal.SIGTERM)
+    wait_for(lambda: "stopping gracefully" in processes.logs(), 10, "the worker's graceful wait")
+    assert worker.poll() is None, "the worker stopped before its running job ended"
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=10) == 0
+    wait_for(lambda: status_of(job_id) != "running", 10, "the job handed back")
+    assert status_of(job_id) in ("queued", "dispatched")
 
 
 def test_cli_submit_show_and_errors(processes: Processes, tmp_path: Path) -> None:
