@@ -185,8 +185,10 @@ COPY_FROM = 20
 def _insert_rows(conn: Connection, driver: Driver, new_jobs: Sequence[NewJob]) -> set[uuid.UUID]:
     """The one insert statement for ``new_jobs``; the ids of the rows it wrote."""
     if driver.array_sql:
-        stmt, params = _run_insert(new_jobs, 0)
-        return {row[0] for row in stmt.execute(conn, params)}
+        keyed = any(j.idempotency_key or j.tick_key for j in new_jobs)
+        stmt, params = _run_insert(new_jobs, 0, returns=keyed)
+        result = stmt.execute(conn, params)
+        return {row[0] for row in result} if keyed else {j.id for j in new_jobs}
     portable = _insert_statement(driver).on_conflict_do_nothing().returning(jobs.c.id)
     rows = [_params(j) for j in new_jobs]
     result = conn.execute(portable, rows[0]) if len(rows) == 1 else conn.execute(portable, rows)
@@ -214,6 +216,9 @@ def insert_batch_dbapi(
         if window and not new.due_without_keys:
             raise ValueError("only due jobs without keys can be dispatched on insert")
     stmt, params = _run_insert(new_jobs, window)
+    if not window:
+        stmt.execute_dbapi(dbapi_conn, dialect, params)
+        return {}
     rows = stmt.fetch_all_dbapi(dbapi_conn, dialect, params)
     return {job_id: lease for job_id, lease in rows if lease}
 
@@ -319,7 +324,7 @@ def _direct(rows: Any) -> Any:
     ).lateral("direct")
 
 
-def _insert_pg(rows: Any, *, sends: bool) -> HotStatement:
+def _insert_pg(rows: Any, *, sends: bool = False, returns: bool = False) -> HotStatement:
     """THE insert of new jobs on PostgreSQL, for ``rows`` (one row of parameters, or arrays),
     as a prepared statement: ``queued`` when due, ``scheduled`` when later; with ``sends``
     (direct dispatch), ``dispatched`` (attempt 1, lease 1) when the job's queue may take it
@@ -327,11 +332,13 @@ def _insert_pg(rows: Any, *, sends: bool) -> HotStatement:
     insert counted (the statement trigger sends no NOTIFY for a dispatched row: its producer
     pushes the message itself, ``tasks.transport.direct_dispatch``). ON CONFLICT DO NOTHING: a
     retried insert (lost reply) is harmless, and a job whose idempotency or tick key is taken
-    is not written. RETURNING names the rows written, with their lease.
+    is not written. With ``returns`` (and always with ``sends``) RETURNING names the rows
+    written, with their lease: the caller answers a taken key, or pushes what was sent.
 
-    The four forms (one row or arrays, with or without the direct-dispatch check) are one
-    statement: the check costs a one-row insert 10 % when it is not needed, and arrays cost
-    it 20 % more than scalar parameters (docs/benchmarks.md, "Eleventh session")."""
+    The forms (one row or arrays; plain, returning, or with the direct-dispatch check) are one
+    statement: the check costs a one-row insert 10 % when it is not needed, arrays cost it
+    20 % more than scalar parameters, and RETURNING costs a batch of five 5 %
+    (docs/benchmarks.md, "Eleventh session")."""
     source = rows
     status = case(
         (rows.c.scheduled_at > db_now(), _const(S.SCHEDULED.value)),
@@ -346,7 +353,7 @@ def _insert_pg(rows: Any, *, sends: bool) -> HotStatement:
         status = case((sent, _const(S.DISPATCHED.value)), else_=status)
         taken = case((sent, _const(1)), else_=_const(0))
         dispatched_at = case((sent, db_now()), else_=null())
-    return HotStatement(
+    insert = (
         postgresql.insert(jobs)
         .from_select(
             [
@@ -379,28 +386,44 @@ def _insert_pg(rows: Any, *, sends: bool) -> HotStatement:
             .order_by(rows.c.ord),
         )
         .on_conflict_do_nothing()
-        .returning(jobs.c.id, jobs.c.lease)
     )
+    if sends or returns:
+        return HotStatement(insert.returning(jobs.c.id, jobs.c.lease))
+    return HotStatement(insert)
 
 
-_INSERT_ONE = _insert_pg(_ONE_ROW, sends=False)
-_INSERT_MANY = _insert_pg(_ARRAY_ROWS, sends=False)
+#: the forms, by (one job or many, plain / returning / sending)
+_INSERT_ONE = _insert_pg(_ONE_ROW)
+_INSERT_MANY = _insert_pg(_ARRAY_ROWS)
+_RETURN_ONE = _insert_pg(_ONE_ROW, returns=True)
+_RETURN_MANY = _insert_pg(_ARRAY_ROWS, returns=True)
 _SEND_ONE = _insert_pg(_ONE_ROW, sends=True)
 _SEND_MANY = _insert_pg(_RANKED_ROWS, sends=True)
+_FORMS = {
+    (False, "plain"): _INSERT_ONE,
+    (True, "plain"): _INSERT_MANY,
+    (False, "returns"): _RETURN_ONE,
+    (True, "returns"): _RETURN_MANY,
+    (False, "sends"): _SEND_ONE,
+    (True, "sends"): _SEND_MANY,
+}
 
 
-def _run_insert(new_jobs: Sequence[NewJob], window: int) -> tuple[HotStatement, dict[str, Any]]:
+def _run_insert(
+    new_jobs: Sequence[NewJob], window: int, *, returns: bool = False
+) -> tuple[HotStatement, dict[str, Any]]:
     """The form of the insert for ``new_jobs`` and its parameters."""
-    if len(new_jobs) == 1:
-        params = dict(zip(_NAMES, _values(new_jobs[0]), strict=True))
-        stmt = _SEND_ONE if window else _INSERT_ONE
-    else:
+    many = len(new_jobs) > 1
+    params: dict[str, Any]
+    if many:
         columns = zip(*map(_values, new_jobs), strict=True)
         params = {name: list(column) for name, column in zip(_NAMES, columns, strict=True)}
-        stmt = _SEND_MANY if window else _INSERT_MANY
+    else:
+        params = dict(zip(_NAMES, _values(new_jobs[0]), strict=True))
     if window:
         params["window"] = window
-    return stmt, params
+    mode = "sends" if window else "returns" if returns else "plain"
+    return _FORMS[(many, mode)], params
 
 
 #: the columns a bulk COPY writes; the others take their defaults (NULL, lease 0)
