@@ -99,7 +99,7 @@ def _run(
         params = {name: value[: len(new_jobs)] for name, value in params.items()}
     else:
         _, params = producer._run_insert(new_jobs, window)
-    return form.fetch_all_dbapi(conn, engine.dialect, params)
+    return form.execute_dbapi(conn, engine.dialect, params)
 
 
 def _copy_crossover(
