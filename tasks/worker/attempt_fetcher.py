@@ -9,8 +9,10 @@ the ready list, waking the main loop. How much it holds:
 - **for idle job processes**: as many as are idle; with none ready and the queues empty it
   waits for the next message in a blocking pop (Redis) or polls (embedded, backing off);
 - **ahead, for short jobs**: while every job process is busy and recent jobs ran shorter than
-  ``short_seconds``, up to ``2 x concurrency`` more, refilled once half are used, so the
-  batches stay large. After a read-ahead found the queues empty it waits
+  ``short_seconds``, about ``ahead_seconds`` (10 ms) of work more per job process at the
+  recent mean run time (at least 2 attempts, at most ``max_ahead``), refilled once half are
+  used, so the batches stay large; the same rule as a thread worker's batches
+  (``tasks.worker.prefetch``). After a read-ahead found the queues empty it waits
   ``miss_pause_seconds`` before it looks again.
 
 Stale, duplicate, cancelled or paused deliveries are refused by the lease read and their
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class FetchConfig:
     short_seconds: float = 0.1  # read ahead while recent jobs ran shorter than this (mean)
+    ahead_seconds: float = 0.01  # hold about this much work ahead per job process
+    max_ahead: int = 16  # and at most this many attempts per job process
     miss_pause_seconds: float = 0.05  # after an empty read-ahead, wait this long
     blocking_pop_seconds: float = 1.0  # one blocking pop waits at most this long
     max_poll_seconds: float = 0.5  # the embedded transport is polled, backing off to this
@@ -136,9 +140,12 @@ class AttemptFetcher(threading.Thread):
     # --- the fetch thread --------------------------------------------------------------------
 
     def _ahead(self) -> int:
+        """How many attempts to hold beyond the free job processes: about
+        ``ahead_seconds`` of work per job process (at least 2, at most ``max_ahead``)."""
         if self.redis is None or self.mean_run >= self.config.short_seconds:
             return 0
-        return 2 * self.concurrency
+        per_process = self.config.ahead_seconds / max(self.mean_run, 1e-4)
+        return self.concurrency * max(2, min(self.config.max_ahead, round(per_process)))
 
     def _wanted(self) -> int:
         """How many to fetch now (0: enough ready). Under ``cond``."""
