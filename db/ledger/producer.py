@@ -183,7 +183,8 @@ COPY_FROM = 20
 
 
 def _insert_rows(conn: Connection, driver: Driver, new_jobs: Sequence[NewJob]) -> set[uuid.UUID]:
-    """The one insert statement for ``new_jobs``; the ids of the rows it wrote."""
+    """The one insert statement for ``new_jobs``; the ids of the rows it wrote (on
+    PostgreSQL, without keys among them, every id: nothing to tell apart, so no RETURNING)."""
     if driver.array_sql:
         keyed = any(j.idempotency_key or j.tick_key for j in new_jobs)
         stmt, params = _run_insert(new_jobs, 0, returns=keyed)
