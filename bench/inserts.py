@@ -3,10 +3,10 @@
 python -m bench inserts [--rounds 8] [--calls 1000] [--sizes 5,20,50,100,1000]
 
 - ``one_row_us``: microseconds per one-job insert on one autocommit connection (as a lone
-  ``submit_job`` writes it), for each one-row form: ``_INSERT_ONE``, ``_SEND_ONE`` (the same
-  with the direct-dispatch check, sending each job to one of 1,000 idle queues) and
-  ``_INSERT_MANY`` given one job (arrays); medians of ``--rounds`` rounds of ``--calls``
-  calls, the forms alternating within each round.
+  ``submit_job`` writes it), for keyless forms of the insert (``producer._FORMS``): one job
+  as scalar parameters, the same with the direct-dispatch check (each job sent to one of
+  1,000 idle queues), and the array form given one job; medians of ``--rounds`` rounds of
+  ``--calls`` calls, the forms alternating within each round.
 - ``statement_jobs_per_s`` / ``copy_jobs_per_s``: jobs/s that ``insert_jobs`` writes in
   transactions of each of ``--sizes`` jobs without keys, with the insert statement and with
   COPY (``COPY_FROM`` set below and above the size), alternating.
@@ -56,14 +56,20 @@ def main(argv: list[str]) -> int:
 def _one_row_forms(url: str, rounds: int, calls: int) -> dict[str, float]:
     engine = hot_path_engine_for(url)
     forms: dict[str, Callable[[Any, NewJob], Any]] = {
-        "insert_one": lambda conn, new: _run(conn, engine, producer._INSERT_ONE, [new], 0),
+        "insert_one": lambda conn, new: _run(
+            conn, engine, producer._FORMS[(False, False, False)], [new], 0
+        ),
         # sent to idle queues (a thousand, each with room in its window of 200): every job
         # is inserted dispatched, as in ``bench submit``'s direct runs
         "send_one": lambda conn, new: _run(
-            conn, engine, producer._SEND_ONE, [replace(new, queue=f"q{new.data['i'] % 1000}")], 200
+            conn,
+            engine,
+            producer._FORMS[(False, False, True)],
+            [replace(new, queue=f"q{new.data['i'] % 1000}")],
+            200,
         ),
         "insert_many_of_one": lambda conn, new: _run(
-            conn, engine, producer._INSERT_MANY, [new, new][:1], 0, arrays=True
+            conn, engine, producer._FORMS[(False, True, False)], [new, new][:1], 0, arrays=True
         ),
     }
     times: dict[str, list[float]] = {name: [] for name in forms}
