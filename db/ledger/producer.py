@@ -164,16 +164,18 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[uuid.UUID]
     if not new_jobs:
         return []
     driver = driver_for(conn)
-    keyed = [j for j in new_jobs if j.idempotency_key or j.tick_key]
+    keyed: list[NewJob] = []
+    plain: list[NewJob] = []  # no key that can conflict with another job
+    for j in new_jobs:
+        (keyed if j.idempotency_key or j.tick_key else plain).append(j)
     rest: Sequence[NewJob] = new_jobs
-    if driver.supports_copy and len(new_jobs) - len(keyed) >= COPY_FROM:
-        _copy_plain(conn, [j for j in new_jobs if not (j.idempotency_key or j.tick_key)])
+    if driver.supports_copy and len(plain) >= COPY_FROM:
+        _copy_plain(conn, plain)
         rest = keyed
     inserted = _insert_rows(conn, driver, rest) if rest else set()
     if all(j.id in inserted for j in keyed):
         return [j.id for j in new_jobs]
-    keyless = {j.id for j in new_jobs if not (j.idempotency_key or j.tick_key)}
-    return _resolve_conflicts(conn, new_jobs, inserted | keyless)
+    return _resolve_conflicts(conn, new_jobs, inserted | {j.id for j in plain})
 
 
 #: from this many jobs without keys on, ``insert_jobs`` sends them with COPY (``_copy_plain``)
