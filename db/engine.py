@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -195,3 +196,40 @@ def driver_write(engine: Engine) -> Iterator[psycopg.Connection[Any]]:
         if not (conn.broken or conn.closed):
             conn.autocommit = False  # the pool's other users expect SQLAlchemy's default
         fairy.close()
+
+
+T = TypeVar("T")
+
+
+class HeldConnections:
+    """PostgreSQL: one pooled psycopg connection in autocommit held by each thread that uses
+    it, for per-job hot-path statements (a worker's lease reads, its attempt writer's group
+    commits) without a pool checkout or SQLAlchemy's per-call work.
+
+    A psycopg error comes out as SQLAlchemy's (:func:`sqlalchemy_error`, so callers catch one
+    family and retry as for :func:`write`); when it broke the connection, that connection is
+    invalidated and the thread's next call takes a fresh one."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._local = threading.local()
+
+    def run(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """``fn(connection)`` on this thread's connection."""
+        held: PoolProxiedConnection | None = getattr(self._local, "conn", None)
+        if held is None:
+            try:
+                held = self.engine.raw_connection()
+            except psycopg.Error as exc:  # cannot connect (down, starting up): retried
+                raise sqlalchemy_error(exc) from exc
+            psycopg_connection(held).autocommit = True
+            self._local.conn = held
+        conn = psycopg_connection(held)
+        try:
+            return fn(conn)
+        except psycopg.Error as exc:
+            broken = conn.broken or conn.closed
+            if broken:
+                self._local.conn = None
+                held.invalidate(exc)
+            raise sqlalchemy_error(exc, invalidated=broken) from exc

@@ -199,6 +199,20 @@ _START_MANY_PG = text(
 )
 
 
+_START_MANY = HotStatement(_START_MANY_PG)
+
+
+def _start_params(
+    started: Sequence[tuple[uuid.UUID, int, uuid.UUID | None, float]],
+) -> dict[str, Any]:
+    return {
+        "ids": [s[0] for s in started],
+        "leases": [s[1] for s in started],
+        "workers": [s[2] for s in started],
+        "agos": [float(s[3]) for s in started],
+    }
+
+
 def start_many(
     conn: Connection, started: Sequence[tuple[uuid.UUID, int, uuid.UUID | None, float]]
 ) -> int:
@@ -208,13 +222,7 @@ def start_many(
     if not started:
         return 0
     if driver_for(conn).array_sql:
-        params = {
-            "ids": [s[0] for s in started],
-            "leases": [s[1] for s in started],
-            "workers": [s[2] for s in started],
-            "agos": [float(s[3]) for s in started],
-        }
-        return conn.execute(_START_MANY_PG, params).rowcount
+        return conn.execute(_START_MANY_PG, _start_params(started)).rowcount
     recorded = 0
     for job_id, lease, worker_id, ago in started:
         stmt = (
@@ -224,6 +232,18 @@ def start_many(
         )
         recorded += conn.execute(stmt).rowcount
     return recorded
+
+
+def start_many_dbapi(
+    dbapi_conn: Any,
+    dialect: Any,
+    started: Sequence[tuple[uuid.UUID, int, uuid.UUID | None, float]],
+) -> int:
+    """:func:`start_many` as a prepared statement on a psycopg connection in autocommit that
+    the calling thread holds (``db.engine.HeldConnections``; PostgreSQL)."""
+    if not started:
+        return 0
+    return int(_START_MANY.execute_dbapi(dbapi_conn, dialect, _start_params(started)).rowcount)
 
 
 @dataclass(frozen=True)
@@ -284,24 +304,27 @@ _COMPLETE_MANY_PG = text(
 )
 
 
+_COMPLETE_MANY = HotStatement(_COMPLETE_MANY_PG)
+
+
+def _complete_params(done: Sequence[Outcome]) -> dict[str, Any]:
+    return {
+        "ids": [d.id for d in done],
+        "leases": [d.lease for d in done],
+        "results": [json.dumps(d.result) for d in done],
+        "workers": [d.worker_id for d in done],
+        "sagos": [d.started_ago for d in done],
+        "fagos": [float(d.finished_ago) for d in done],
+    }
+
+
 def complete_many(conn: Connection, done: Sequence[Outcome]) -> set[uuid.UUID]:
     """Record the success of many attempts in one statement (group commit). Returns the ids
     recorded; the others were fenced off."""
     if not done:
         return set()
     if driver_for(conn).array_sql:
-        rows = conn.execute(
-            _COMPLETE_MANY_PG,
-            {
-                "ids": [d.id for d in done],
-                "leases": [d.lease for d in done],
-                "results": [json.dumps(d.result) for d in done],
-                "workers": [d.worker_id for d in done],
-                "sagos": [d.started_ago for d in done],
-                "fagos": [float(d.finished_ago) for d in done],
-            },
-        )
-        return set(rows.scalars())
+        return set(conn.execute(_COMPLETE_MANY_PG, _complete_params(done)).scalars())
     return {
         d.id
         for d in done
@@ -315,6 +338,16 @@ def complete_many(conn: Connection, done: Sequence[Outcome]) -> set[uuid.UUID]:
             finished_ago=d.finished_ago,
         )
     }
+
+
+def complete_many_dbapi(dbapi_conn: Any, dialect: Any, done: Sequence[Outcome]) -> set[uuid.UUID]:
+    """:func:`complete_many` as a prepared statement on a psycopg connection in autocommit
+    that the calling thread holds (``db.engine.HeldConnections``; PostgreSQL): half the
+    writer's CPU per outcome of going through a SQLAlchemy connection."""
+    if not done:
+        return set()
+    rows = _COMPLETE_MANY.fetch_all_dbapi(dbapi_conn, dialect, _complete_params(done))
+    return {row[0] for row in rows}
 
 
 def fail_attempt(

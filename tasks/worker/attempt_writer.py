@@ -40,7 +40,8 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
-from db.engine import write
+from db.driver import driver_for
+from db.engine import HeldConnections, write
 from db.ledger import attempts
 from tasks.service_wait import one_line
 
@@ -93,6 +94,8 @@ class AttemptWriter(threading.Thread):
     ) -> None:
         super().__init__(name="attempt-writer", daemon=True)
         self.engine = engine
+        #: PostgreSQL: the writer's statements go prepared on a connection it holds
+        self.held = HeldConnections(engine) if driver_for(engine).prepared_hot_path else None
         self.release = release
         self._to_release: list[tuple[uuid.UUID, int]] = []
         self._released_at = time.monotonic()
@@ -131,24 +134,34 @@ class AttemptWriter(threading.Thread):
             first = self._queue.get(timeout=timeout)
         except queue.Empty:
             return []
+        if isinstance(first, _Outcome):
+            # the outcomes of the other handlers gather meanwhile; sleeping instead of
+            # waiting on the queue keeps each of them from waking this thread (and taking
+            # the GIL from the handlers) on its way in
+            time.sleep(LINGER_SECONDS)
         events = [first]
-        deadline = time.monotonic() + (LINGER_SECONDS if isinstance(first, _Outcome) else 0)
         while len(events) < MAX_BATCH:
             try:
-                events.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                events.append(self._queue.get_nowait())
             except queue.Empty:
                 break
         return events
 
-    def _write(self, what: str, fn: Any) -> Exception | None:
-        """Run ``fn`` in a write transaction, retrying through outages. Returns None once
-        written (or given up at shutdown), or the error when the database refused the records
-        themselves (:data:`REFUSED`, or a value SQLAlchemy cannot encode)."""
+    def _write(
+        self, what: str, fn: Callable[[Any], Any], dbapi_fn: Callable[[Any], Any]
+    ) -> Exception | None:
+        """Run ``fn(connection)`` in a write (``dbapi_fn(psycopg connection)`` on the held
+        connection, PostgreSQL), retrying through outages. Returns None once written (or
+        given up at shutdown), or the error when the database refused the records themselves
+        (:data:`REFUSED`, or a value that cannot be encoded)."""
         delay = 0.1
         while True:
             try:
-                with write(self.engine) as conn:
-                    fn(conn)
+                if self.held is not None:
+                    self.held.run(dbapi_fn)
+                else:
+                    with write(self.engine) as conn:
+                        fn(conn)
                 return None
             except REFUSED as exc:
                 return exc
@@ -190,7 +203,7 @@ class AttemptWriter(threading.Thread):
                     )
                 )
         if outcomes:
-            refused = self._write(f"{len(outcomes)} completion(s)", self._complete(outcomes))
+            refused = self._write(f"{len(outcomes)} completion(s)", *self._complete(outcomes))
             if refused is not None:
                 self._complete_one_by_one(outcomes, refused)
         closing = self._closing.is_set()
@@ -202,15 +215,24 @@ class AttemptWriter(threading.Thread):
         if due:
             now = time.monotonic()
             rows = [(s.job_id, s.lease, s.worker_id, now - s.started) for s in due]
-            self._write(f"{len(due)} start record(s)", lambda conn: attempts.start_many(conn, rows))
+            dialect = self.engine.dialect
+            self._write(
+                f"{len(due)} start record(s)",
+                lambda conn: attempts.start_many(conn, rows),
+                lambda conn: attempts.start_many_dbapi(conn, dialect, rows),
+            )
             for s in due:
                 self._pending_starts.pop((s.job_id, s.lease), None)
             written += [(s.job_id, s.lease) for s in due]
         self._release_marks(written)
 
-    def _complete(self, outcomes: list[attempts.Outcome]) -> Callable[[Any], None]:
-        def record(conn: Any) -> None:
-            recorded = attempts.complete_many(conn, outcomes)
+    def _complete(
+        self, outcomes: list[attempts.Outcome]
+    ) -> tuple[Callable[[Any], None], Callable[[Any], None]]:
+        """The completion of ``outcomes`` on a SQLAlchemy connection and on a held psycopg
+        connection (``_write`` runs the one that fits the engine)."""
+
+        def counted(recorded: set[uuid.UUID]) -> None:
             fenced = len(outcomes) - len(recorded)
             if fenced:
                 self.fenced += fenced
@@ -218,7 +240,11 @@ class AttemptWriter(threading.Thread):
                     "%d finished attempt(s) were fenced off (rescued or taken back)", fenced
                 )
 
-        return record
+        dialect = self.engine.dialect
+        return (
+            lambda conn: counted(attempts.complete_many(conn, outcomes)),
+            lambda conn: counted(attempts.complete_many_dbapi(conn, dialect, outcomes)),
+        )
 
     def _complete_one_by_one(self, outcomes: list[attempts.Outcome], error: Exception) -> None:
         """A batch refused for its data: each outcome alone, so the others commit; one still
@@ -227,14 +253,14 @@ class AttemptWriter(threading.Thread):
             "%d completion(s) refused (%s): writing them one by one", len(outcomes), one_line(error)
         )
         for outcome in outcomes:
-            refused = self._write(f"completion of job {outcome.id}", self._complete([outcome]))
+            refused = self._write(f"completion of job {outcome.id}", *self._complete([outcome]))
             if refused is None:
                 continue
             cause = getattr(refused, "orig", None) or refused
             note = {"unstorable_result": f"{type(cause).__name__}: {one_line(cause)}"}
             log.error("job %s: the ledger refused its result (%s)", outcome.id, note)
             noted = replace(outcome, result=note)
-            if self._write(f"completion of job {outcome.id}", self._complete([noted])):
+            if self._write(f"completion of job {outcome.id}", *self._complete([noted])):
                 log.error("job %s: its outcome cannot be recorded; it will run again", outcome.id)
 
     def _release_marks(self, written: list[tuple[uuid.UUID, int]]) -> None:

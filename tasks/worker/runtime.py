@@ -23,14 +23,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import psycopg
 from huey.consumer import Consumer, Scheduler, Worker, WorkerRecycle
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from db import workers as worker_sql
 from db.driver import driver_for
-from db.engine import create_ledger_engine, psycopg_connection, read, sqlalchemy_error, write
+from db.engine import HeldConnections, create_ledger_engine, read, write
 from db.ledger import attempts, core
 from db.settings import Settings
 from tasks import registry
@@ -103,17 +102,16 @@ class AttemptChannel:
         return self._cancelled
 
 
-class HeldConnections:
-    """One pooled ledger connection held by each handler thread (PostgreSQL, autocommit) for
-    its per-job lease read. A connection that fails is invalidated and the error is raised as
-    SQLAlchemy's, so the caller's retry takes a fresh one."""
+class LeaseReads:
+    """A thread worker's lease reads, each on the connection its thread holds
+    (:class:`db.engine.HeldConnections`: PostgreSQL, autocommit, prepared)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._local = threading.local()
+        self.connections = HeldConnections(engine)
 
     def leased(self, job_id: uuid.UUID, lease: int) -> attempts.Claimed | None:
-        return self._on_held(
+        return self.connections.run(
             lambda conn: attempts.leased_dbapi(conn, self.engine.dialect, job_id, lease)
         )
 
@@ -144,23 +142,7 @@ class HeldConnections:
                     found[message] = claimed
             return found
 
-        return self._on_held(read_all)
-
-    def _on_held(self, read: Callable[[Any], T]) -> T:
-        held = getattr(self._local, "conn", None)
-        if held is None:
-            try:
-                held = self.engine.raw_connection()
-            except psycopg.Error as exc:  # cannot connect (down, starting up): retried
-                raise sqlalchemy_error(exc) from exc
-            psycopg_connection(held).autocommit = True
-            self._local.conn = held
-        try:
-            return read(held.driver_connection)
-        except psycopg.Error as exc:
-            self._local.conn = None
-            held.invalidate(exc)
-            raise sqlalchemy_error(exc, invalidated=True) from exc
+        return self.connections.run(read_all)
 
 
 class WorkerRuntime:
@@ -175,7 +157,7 @@ class WorkerRuntime:
         self.processed = 0
         self.failed = 0
         self.writer: AttemptWriter | None = None  # thread workers: group commit
-        self.held: HeldConnections | None = None  # thread workers on PostgreSQL
+        self.held: LeaseReads | None = None  # thread workers on PostgreSQL
         self.prefetcher: Prefetcher | None = None  # thread workers on PostgreSQL and Redis
         #: the transport's delivery gate (Redis marks each pop taken): a thread worker then
         #: reads its lease and records the start later; without it (SQLite transport, or
@@ -584,7 +566,7 @@ def run_worker(
     if kind == "thread":  # job processes capture their own lines (tasks.worker.process_child)
         job_logs.capture(runtime.attempts.current)
     if driver_for(engine).prepared_hot_path and runtime.reads_leases:
-        runtime.held = HeldConnections(engine)
+        runtime.held = LeaseReads(engine)
     if (
         kind == "thread"
         and settings.queue_prefetch > 0

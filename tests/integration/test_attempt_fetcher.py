@@ -16,7 +16,7 @@ from db.settings import get_settings
 from tasks import api
 from tasks.transport.broker import LedgerRedisStorage
 from tasks.worker.attempt_fetcher import AttemptFetcher, FetchConfig
-from tasks.worker.runtime import HeldConnections, WorkerRuntime
+from tasks.worker.runtime import LeaseReads, WorkerRuntime
 from tests.processes import wait_for
 
 
@@ -27,7 +27,7 @@ def started_fetcher(
     engine = api.engine()
     runtime = WorkerRuntime(get_settings(), engine, uuid.uuid4())
     runtime.storage, runtime.reads_leases = storage, True
-    runtime.held = HeldConnections(engine)
+    runtime.held = LeaseReads(engine)
     wake_r, wake_w = socket.socketpair()
     fetch = AttemptFetcher(runtime, storage, 1, wake_w, config)
     fetch.update(idle=0, free=0, mean_run=mean_run)  # the main loop's first view

@@ -97,19 +97,30 @@ def second_attempt(url: str) -> Mark:
 
 
 @contextmanager
-def job_commits(engine: Engine) -> Iterator[Callable[[], int]]:
-    """Counts the commits that changed ``queue_jobs``: on PostgreSQL the writer's statements
-    run in autocommit (one commit each), on SQLite in a transaction committed at the end."""
-    dirty: set[int] = set()
+def job_commits(writer: AttemptWriter) -> Iterator[Callable[[], int]]:
+    """Counts the writer's commits: on PostgreSQL each statement it runs on its held
+    connection is one autocommit statement (one commit); on SQLite its statements run in a
+    transaction committed at the end."""
     count = 0
+    held = writer.held
+    if held is not None:
+        run = held.run
+
+        def counted(fn: Any) -> Any:
+            nonlocal count
+            count += 1
+            return run(fn)
+
+        held.run = counted  # type: ignore[method-assign]
+        try:
+            yield lambda: count
+        finally:
+            held.run = run  # type: ignore[method-assign]
+        return
+    dirty: set[int] = set()
 
     def on_execute(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
-        nonlocal count
-        if not statement.lstrip().upper().startswith("UPDATE QUEUE_JOBS"):
-            return
-        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
-            count += 1
-        else:
+        if statement.lstrip().upper().startswith("UPDATE QUEUE_JOBS"):
             dirty.add(id(conn))
 
     def on_commit(conn: Connection) -> None:
@@ -118,13 +129,13 @@ def job_commits(engine: Engine) -> Iterator[Callable[[], int]]:
             dirty.discard(id(conn))
             count += 1
 
-    event.listen(engine, "before_cursor_execute", on_execute)
-    event.listen(engine, "commit", on_commit)
+    event.listen(writer.engine, "before_cursor_execute", on_execute)
+    event.listen(writer.engine, "commit", on_commit)
     try:
         yield lambda: count
     finally:
-        event.remove(engine, "before_cursor_execute", on_execute)
-        event.remove(engine, "commit", on_commit)
+        event.remove(writer.engine, "before_cursor_execute", on_execute)
+        event.remove(writer.engine, "commit", on_commit)
 
 
 def test_an_outcome_is_committed_with_its_result_attempt_and_worker(harness: Harness) -> None:
@@ -151,7 +162,7 @@ def test_outcomes_that_arrive_together_share_one_commit(harness: Harness) -> Non
     writer = harness.writer()
     for i, (job_id, lease) in enumerate(marks):
         writer.completed(job_id, lease, worker_id, time.monotonic(), {"i": i})
-    with job_commits(harness.engine) as commits:
+    with job_commits(writer) as commits:
         writer.start()
         wait_for(
             lambda: set(harness.statuses(marks)) == {"completed"}, 5, "the 50 outcomes committed"
@@ -171,7 +182,7 @@ def test_a_short_attempt_costs_one_write_and_a_long_one_is_recorded_running(
     began = time.monotonic()
     writer.started(short, short_lease, worker_id, began)
     writer.completed(short, short_lease, worker_id, began, "done")
-    with job_commits(harness.engine) as commits:
+    with job_commits(writer) as commits:
         writer.start()
         wait_for(lambda: harness.job(short)["status"] == "completed", 5, "the short outcome")
         assert commits() == 1  # its start record was never written on its own
@@ -348,18 +359,20 @@ def test_an_error_in_one_flush_does_not_stop_the_writer(
     again when taken back) and the writer goes on."""
     h = harness
     (first, first_lease), (later, later_lease) = h.dispatched(2)
-    real = attempts.complete_many
+    worker_id = uuid.uuid4()
+    writer = h.writer()
+    # the completion the writer uses: prepared on its held connection (PostgreSQL) or not
+    name = "complete_many" if writer.held is None else "complete_many_dbapi"
+    real = getattr(attempts, name)
     failed = threading.Event()
 
-    def fails_once(conn: Connection, done: Any) -> Any:
+    def fails_once(*args: Any) -> Any:
         if not failed.is_set():
             failed.set()
             raise RuntimeError("a bug in the writer")
-        return real(conn, done)
+        return real(*args)
 
-    monkeypatch.setattr(attempts, "complete_many", fails_once)
-    worker_id = uuid.uuid4()
-    writer = h.writer()
+    monkeypatch.setattr(attempts, name, fails_once)
     writer.start()
     try:
         writer.completed(first, first_lease, worker_id, time.monotonic(), "first")

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from sqlalchemy import update
 
-from db.engine import engine_for, write
+from db.engine import HeldConnections, engine_for, write
 from db.ledger import admin, attempts, core, maintainer, producer
 from db.models import Job
 from db.queries import get_job
@@ -274,3 +274,31 @@ def test_complete_many_is_fenced_per_attempt(ledger_url: str) -> None:
         row_a, row_b = get_job(conn, a.id), get_job(conn, b.id)
     assert row_a is not None and row_a["status"] == "completed" and row_a["result"] == {"r": "a"}
     assert row_b is not None and row_b["status"] == "running"
+
+
+def test_the_prepared_group_commits_are_fenced_like_the_others(pg_url: str) -> None:
+    """What a worker's attempt writer runs on PostgreSQL: ``start_many_dbapi`` and
+    ``complete_many_dbapi`` on its held connection record and fence exactly as the
+    SQLAlchemy forms (the tests above)."""
+    engine = engine_for(pg_url)
+    wid, queue = uuid.uuid4(), f"prepared-{uuid.uuid4().hex[:8]}"  # pg_url is shared
+    with write(engine) as conn:
+        ids = producer.insert_jobs(conn, [new(queue=queue) for _ in range(3)])
+        rows = {r.id: r for r in maintainer.dispatch(conn, queue, 10)}
+    a, b, long = (rows[i] for i in ids)
+    held, dialect = HeldConnections(engine), engine.dialect
+    outcomes = [
+        attempts.Outcome(a.id, a.lease, {"r": "a"}, worker_id=wid, started_ago=0.5),
+        attempts.Outcome(b.id, b.lease + 1, {"r": "b"}, worker_id=wid, started_ago=0.5),
+    ]
+    assert held.run(lambda c: attempts.complete_many_dbapi(c, dialect, outcomes)) == {a.id}
+    starts = [(long.id, long.lease, wid, 0.25), (a.id, a.lease, wid, 0.5)]
+    assert held.run(lambda c: attempts.start_many_dbapi(c, dialect, starts)) == 1
+    assert held.run(lambda c: attempts.start_many_dbapi(c, dialect, starts[:1])) == 0
+    with write(engine) as conn:
+        row_a, row_b, row_long = (get_job(conn, j.id) for j in (a, b, long))
+    assert row_a is not None and (row_a["status"], row_a["result"]) == ("completed", {"r": "a"})
+    took = (row_a["finished_at"] - row_a["started_at"]).total_seconds()
+    assert 0.45 < took < 0.55, took
+    assert row_b is not None and row_b["status"] == "dispatched"  # another lease: fenced
+    assert row_long is not None and (row_long["status"], row_long["worker_id"]) == ("running", wid)

@@ -16,7 +16,7 @@ from db.settings import get_settings
 from tasks import api
 from tasks.transport.broker import LedgerRedisStorage, decode_job_message, make_huey
 from tasks.worker.prefetch import PrefetchConfig, Prefetcher
-from tasks.worker.runtime import HeldConnections, WorkerRuntime
+from tasks.worker.runtime import LeaseReads, WorkerRuntime
 from tests.processes import Processes, wait_for
 
 
@@ -27,7 +27,7 @@ def start_prefetcher(storage: LedgerRedisStorage) -> Iterator[object]:
     def start(config: PrefetchConfig, recent_runs: tuple[float, ...] = (0.01,) * 10) -> Prefetcher:
         """A prefetcher whose process recently ran ``recent_runs`` (10 ms jobs by default,
         which it reads ahead for)."""
-        held = HeldConnections(api.engine())
+        held = LeaseReads(api.engine())
         prefetcher = Prefetcher(
             storage.pop,
             storage.pop_ready,
@@ -89,7 +89,7 @@ def test_an_attempt_taken_late_is_read_again_by_its_handler(
     # the prefetched read is too old to trust: the handler reads the lease again and sees
     # the request, so it ends the job cancelled without running it
     assert prefetcher.leased(job_id, 1) is None
-    again = HeldConnections(api.engine()).leased(job_id, 1)
+    again = LeaseReads(api.engine()).leased(job_id, 1)
     assert again is not None and again.cancel_requested
 
 
@@ -197,10 +197,10 @@ def test_a_batch_is_popped_best_first_and_its_leases_read_on_a_held_connection(
     assert messages == [(high, 1), (low, 1)]
     assert storage.size_of("default") == 0
     assert storage.pop_ready(5) == []  # empty: no wait
-    claims = HeldConnections(api.engine()).leased_many([*messages, (cancelled, 1)])
+    claims = LeaseReads(api.engine()).leased_many([*messages, (cancelled, 1)])
     assert set(claims) == {(high, 1), (low, 1)}  # a cancelled job has nothing to run
     assert claims[(high, 1)].type == "demo.echo"
-    assert HeldConnections(api.engine()).leased_many([(low, 2)]) == {}  # a stale lease
+    assert LeaseReads(api.engine()).leased_many([(low, 2)]) == {}  # a stale lease
 
 
 #: jobs this short are not read ahead by the prefetch thread, but popped in batches
@@ -286,7 +286,7 @@ def test_a_refused_delivery_has_its_mark_released_by_the_handler(
     prefetcher = start_prefetcher(PrefetchConfig(depth=1, max_batch=4), recent_runs=NO_OP_RUNS)
     runtime = WorkerRuntime(get_settings(), api.engine(), uuid.uuid4())
     runtime.storage, runtime.reads_leases = storage, True
-    runtime.held, runtime.prefetcher = HeldConnections(api.engine()), prefetcher
+    runtime.held, runtime.prefetcher = LeaseReads(api.engine()), prefetcher
     data = prefetcher.take(1.0)
     assert data is not None and decode_job_message(data)[:2] == (cancelled, 1)
     assert prefetcher.ready_count == 1  # the live job, left for the next handler
