@@ -7,11 +7,15 @@ while the handlers run, so a handler that finishes takes its next attempt from m
 
 - **Only when every handler is busy.** A handler with nothing ready pops for itself and reads
   its own lease, exactly as Huey's loop does, so an idle worker picks up a new job with no
-  hand-off between threads. The prefetch thread pops (without waiting, up to ``depth``
-  messages: ``QUEUE_PREFETCH``, default 1) only while no handler is waiting in a pop, so it
-  never takes a message from under an idle handler; after a pop that found Redis empty it
-  waits for the next job to start before it looks again.
-- **Bounded.** A process holds at most ``depth`` attempts beyond its busy slots.
+  hand-off between threads. The prefetch thread pops (without waiting) only while no
+  handler is waiting in a pop, so it never takes a message from under an idle handler; after
+  a pop that found Redis empty it waits for the next job to start before it looks again.
+- **Bounded.** A process holds at most ``PrefetchConfig.ahead`` attempts beyond its busy
+  slots: ``depth`` (``QUEUE_PREFETCH``, default 1), or for short jobs what its handlers run
+  in ``batch_seconds`` (10 ms of work, at most ``max_batch``). It pops and reads them
+  together (one script, one pipelined round trip) and again once half are taken, so in a
+  backlog of short jobs a handler takes every attempt from memory (2 ms jobs: slots busy
+  78 -> 94 % of the time).
 - **Only for short jobs.** It reads ahead only while the recent jobs of the process ran
   between ``min_seconds`` and ``short_seconds`` on average: a job never waits behind a long
   one in a busy process while another worker is idle, and jobs shorter than a read-ahead
@@ -71,6 +75,14 @@ class PrefetchConfig:
     batch_seconds: float = 0.01
     #: ... and at most this many (1: every handler pops one message for itself)
     max_batch: int = 32
+
+    def ahead(self, mean_run: float | None) -> int:
+        """Attempts the prefetch thread keeps ready after jobs that ran ``mean_run`` seconds
+        on average: ``depth``, or for short jobs what the handlers run in ``batch_seconds``
+        (a batch's worth), whichever is more. It refills once half of them are taken, so a
+        handler of a busy process takes a read attempt from memory instead of popping a
+        batch and reading its own lease (5 % of 2 ms jobs did, at 2.9 ms each)."""
+        return max(self.depth, self.batch_size(mean_run))
 
     def batch_size(self, mean_run: float | None) -> int:
         """Messages a handler with nothing ready pops at once, after jobs that ran
@@ -208,12 +220,13 @@ class Prefetcher(threading.Thread):
             self._cond.notify()
 
     def _should_read_ahead(self) -> bool:
-        """Under the lock: every handler is busy, fewer than ``depth`` attempts are ready,
-        recent jobs ran long enough to hide a read-ahead behind and short enough not to
-        hold one long, and a job started since Redis was last found empty."""
+        """Under the lock: every handler is busy, at most half of the attempts to keep ready
+        (``PrefetchConfig.ahead``; with one, none) are, recent jobs ran long enough to hide a
+        read-ahead behind and short enough not to hold one long, and a job started since
+        Redis was last found empty."""
         return (
             self._popping == 0
-            and len(self._ready) < self.config.depth
+            and len(self._ready) <= self.config.ahead(self._mean_run) // 2
             and self._mean_run is not None
             and self.config.min_seconds <= self._mean_run < self.config.short_seconds
             and self._taken != self._taken_at_miss
@@ -319,7 +332,7 @@ class Prefetcher(threading.Thread):
                     break
                 if not (overdue or reading):
                     self._fetching = True  # handlers that come now wait for it: none pops
-                    count = self.config.depth - len(self._ready)
+                    count = self.config.ahead(self._mean_run) - len(self._ready)
                     taken = self._taken
             if overdue:
                 self._give_back(overdue)

@@ -253,6 +253,28 @@ def test_the_prefetch_thread_reads_the_leases_a_batch_left_for_jobs_of_a_few_ms(
         assert claimed is not None and claimed.id == job_id
 
 
+def test_a_busy_process_keeps_a_batch_of_short_jobs_read_ahead(
+    storage: LedgerRedisStorage, start_prefetcher
+) -> None:
+    """2.5 ms jobs on 4 handlers: the prefetch thread keeps what they run in 10 ms (16
+    attempts) popped and read, and refills once half are taken, so no handler pops a batch
+    and reads its own lease (5 % of 2 ms jobs did: 2.9 ms of a slot each)."""
+    ids = [_submit() for _ in range(24)]
+    config = PrefetchConfig(depth=1, handlers=4, max_batch=32)
+    assert config.ahead(0.0025) == 16 and config.ahead(0.5) == 1  # long jobs: ``depth``
+    prefetcher = start_prefetcher(config, recent_runs=(0.0025,) * 10)
+    wait_for(lambda: prefetcher.ready_count == 16, 5, "16 attempts read ahead")
+    assert storage.queue_size() == 8  # the rest stay in Redis for any worker
+    for job_id in ids[:8]:  # taken in order, each with its lease read: none pops
+        data = prefetcher.take(1.0)
+        assert data is not None and decode_job_message(data)[0] == job_id
+        claimed = prefetcher.leased(job_id, 1)
+        assert claimed is not None and claimed.id == job_id
+    # half taken: refilled with the 8 left in Redis
+    wait_for(lambda: prefetcher.ready_count == 16, 5, "the read-ahead refilled")
+    assert storage.queue_size() == 0
+
+
 def test_the_batch_size_follows_the_recent_run_time() -> None:
     config = PrefetchConfig(handlers=4, batch_seconds=0.01, max_batch=32, short_seconds=0.1)
     assert config.batch_size(None) == 1  # nothing has run yet: one message
