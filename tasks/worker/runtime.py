@@ -115,6 +115,15 @@ class LeaseReads:
             lambda conn: attempts.leased_dbapi(conn, self.engine.dialect, job_id, lease)
         )
 
+    def warm(self) -> None:
+        """Open the calling thread's connection and prepare its lease read (a read of no
+        job), so that the thread's first job does not wait for them. Best effort: a ledger
+        that is down now is reached, with retries, by the first lease read."""
+        try:
+            self.leased(uuid.UUID(int=0), 0)
+        except DBAPIError as exc:
+            log.debug("lease connection not opened ahead: %s", one_line(exc))
+
     def leased_many(
         self, messages: list[tuple[uuid.UUID, int]]
     ) -> dict[tuple[uuid.UUID, int], attempts.Claimed]:
@@ -567,6 +576,8 @@ def run_worker(
         job_logs.capture(runtime.attempts.current)
     if driver_for(engine).prepared_hot_path and runtime.reads_leases:
         runtime.held = LeaseReads(engine)
+        if kind == "thread":  # each handler thread opens its connection as it starts
+            huey.on_startup("open_lease_connection")(runtime.held.warm)
     if (
         kind == "thread"
         and settings.queue_prefetch > 0
