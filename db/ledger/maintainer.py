@@ -37,6 +37,19 @@ from db.types import db_now
 # --- maintainer transitions -------------------------------------------------------------
 
 
+_ANY_DUE = HotStatement(
+    select(
+        select(jobs.c.id).where(guarded(Transition.STAGE), jobs.c.scheduled_at <= db_now()).exists()
+    )
+)
+
+
+def any_due(conn: Connection) -> bool:
+    """Whether a ``scheduled``/``retrying`` job's time has come (what :func:`stage_due`
+    would stage): the first entry of the due index, nothing locked."""
+    return bool(_ANY_DUE.execute(conn, {}).scalar_one())
+
+
 def stage_due(conn: Connection, limit: int = 5000) -> int:
     """``scheduled``/``retrying`` jobs whose time has come become ``queued``."""
     due = (

@@ -4,6 +4,7 @@ their timeout end as ``retrying`` (attempts left), ``failed`` or ``cancelled``."
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -22,6 +23,7 @@ class RescuerConfig:
     stale_seconds: float = 10.0  # heartbeat older than this = dead worker
     deadline_grace_seconds: float = 10.0  # past timeout_seconds + this = hung attempt
     forget_workers_after: float = 3600.0  # mark long-dead worker rows stopped
+    forget_every: float = 60.0  # ... looked for this often (an hour's threshold needs no more)
 
 
 class Rescuer:
@@ -31,6 +33,7 @@ class Rescuer:
         self.engine = engine
         self.config = config
         self.interval = config.interval
+        self._forgot_at: float | None = None  # monotonic time of the last look for dead workers
 
     def run_once(self) -> int:
         with read(self.engine) as conn:
@@ -52,6 +55,9 @@ class Rescuer:
             if status is not None:
                 rescued += 1
                 log.warning("rescued job %s attempt %d -> %s", job.id, job.attempt, status)
-        with write(self.engine) as conn:
-            worker_sql.mark_dead(conn, self.config.forget_workers_after)
+        now = time.monotonic()
+        if self._forgot_at is None or now - self._forgot_at >= self.config.forget_every:
+            with write(self.engine) as conn:
+                worker_sql.mark_dead(conn, self.config.forget_workers_after)
+            self._forgot_at = now
         return rescued

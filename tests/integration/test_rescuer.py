@@ -183,3 +183,22 @@ def test_worker_rows_silent_for_an_hour_are_marked_stopped(ledger_url: str) -> N
         rows = {r.id: r for r in conn.execute(select(Worker))}
     assert (rows[gone].status, rows[gone].stopped_at is not None) == ("stopped", True)
     assert (rows[recent].status, rows[recent].stopped_at) == ("running", None)
+
+
+def test_the_look_for_long_silent_workers_runs_once_a_minute_not_every_pass(
+    ledger_url: str,
+) -> None:
+    """The rescuer runs every second; an hour's threshold needs no such cadence (it was a
+    write every pass, busy or idle)."""
+    r = rescuer(ledger_url)
+    r.run_once()  # the first pass looks
+    gone = worker(ledger_url, silent_for=2 * 3600)
+    r.run_once()  # within the minute: not yet
+    with read(engine_for(ledger_url)) as conn:
+        assert conn.execute(select(Worker.status).where(Worker.id == gone)).scalar() == "running"
+    # a minute later it looks again (``forget_every`` made short to stand for that)
+    later = Rescuer(r.engine, RescuerConfig(forget_every=0.0))
+    later.run_once()
+    later.run_once()
+    with read(engine_for(ledger_url)) as conn:
+        assert conn.execute(select(Worker.status).where(Worker.id == gone)).scalar() == "stopped"

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import update
 
 from db import controls
-from db.engine import engine_for, transaction, write
-from db.ledger import admin, attempts, producer
+from db.engine import engine_for, read, transaction, write
+from db.ledger import admin, attempts, maintainer, producer
 from db.locks import try_xact_lock
 from db.models import Job
 from db.types import db_now
@@ -106,3 +106,19 @@ def test_a_pass_is_skipped_while_another_stager_holds_the_lock(pg_url: str) -> N
         assert status(pg_url, job_id) == "scheduled"
     assert stager(pg_url).run_once() == 1
     assert status(pg_url, job_id) == "queued"
+
+
+def test_a_pass_looks_before_it_locks_and_stages_what_is_due(ledger_url: str) -> None:
+    """``any_due`` is the idle pass (one autocommit read); it agrees with what a pass
+    stages: nothing for a job due later, the job once its time has come."""
+    engine = engine_for(ledger_url)
+    later = scheduled(ledger_url, due_in=3600)
+    with read(engine) as conn:
+        assert maintainer.any_due(conn) is False
+    assert stager(ledger_url).run_once() == 0 and status(ledger_url, later) == "scheduled"
+    now = scheduled(ledger_url, due_in=-1)
+    with read(engine) as conn:
+        assert maintainer.any_due(conn) is True
+    assert stager(ledger_url).run_once() == 1 and status(ledger_url, now) == "queued"
+    with read(engine) as conn:
+        assert maintainer.any_due(conn) is False
