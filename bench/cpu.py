@@ -1,6 +1,6 @@
 """CPU per job of each part of the system while it drains N pre-submitted no-op jobs.
 
-    python -m bench cpu [--jobs 20000] [--workers 4] [--kind thread|process]
+    python -m bench cpu [--jobs 20000] [--workers 4] [--kind thread|process] [--idle 0]
 
 CPU time (user + system) of every process is read from ``/proc/<pid>/stat`` when the first
 job is done and again when the last is: the worker (its whole process tree: the parent and
@@ -8,6 +8,10 @@ its job processes), the maintainer, the PostgreSQL processes serving the benchma
 database plus PostgreSQL's background processes (other databases' backends are left out),
 and the Redis server (shared: other clients count too). Figures are milliseconds of CPU per
 job; the drain rate is printed beside them.
+
+``--idle SECONDS``: then, with every job done, the same parts' CPU over that many seconds of
+an idle system (``*_idle_ms_per_s``: milliseconds of CPU a second): what the maintainer's
+loops, heartbeats and waiting handlers cost when nothing runs.
 """
 
 from __future__ import annotations
@@ -68,7 +72,16 @@ def _redis_pids(table: dict[int, tuple[str, int, float]]) -> set[int]:
     return {p for p, (name, _, _) in table.items() if name.startswith("redis-server")}
 
 
-def measure(jobs: int, workers: int, kind: str) -> dict[str, float]:
+def _cpu(
+    pids: set[int],
+    before: dict[int, tuple[str, int, float]],
+    after: dict[int, tuple[str, int, float]],
+) -> float:
+    """CPU seconds the live processes ``pids`` used between the two readings."""
+    return sum(after[p][2] - (before[p][2] if p in before else 0.0) for p in pids if p in after)
+
+
+def measure(jobs: int, workers: int, kind: str, idle: float = 0.0) -> dict[str, float]:
     with harness.fresh_system("bench") as (url, env):
         harness.submit_many("bench.noop", {}, jobs)
         engine = create_ledger_engine(url)
@@ -94,13 +107,20 @@ def measure(jobs: int, workers: int, kind: str) -> dict[str, float]:
                 "postgres": _postgres_pids(database, harness.ADMIN_URL),
                 "redis": _redis_pids(after),
             }
+            if idle > 0:
+                time.sleep(1.0)  # the last outcomes and mark releases written
+                idle_before = _all()
+                time.sleep(idle)
+                idle_after = _all()
         engine.dispose()
     done = first_left
     figures: dict[str, float] = {"jobs_per_s": done / elapsed}
     for group, pids in groups.items():
-        cpu = sum(after[p][2] - (before[p][2] if p in before else 0.0) for p in pids if p in after)
-        figures[f"{group}_ms_per_job"] = 1000 * cpu / done
+        figures[f"{group}_ms_per_job"] = 1000 * _cpu(pids, before, after) / done
     figures["total_ms_per_job"] = sum(v for k, v in figures.items() if k.endswith("_per_job"))
+    if idle > 0:
+        for group, pids in groups.items():
+            figures[f"{group}_idle_ms_per_s"] = 1000 * _cpu(pids, idle_before, idle_after) / idle
     return figures
 
 
@@ -109,8 +129,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--kind", choices=["thread", "process"], default="thread")
+    parser.add_argument("--idle", type=float, default=0.0, help="seconds of idle to measure")
     args = parser.parse_args(argv)
-    figures = measure(args.jobs, args.workers, args.kind)
+    figures = measure(args.jobs, args.workers, args.kind, args.idle)
     harness.report(
         {
             "benchmark": "cpu",
