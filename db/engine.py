@@ -233,3 +233,13 @@ class HeldConnections:
                 self._local.conn = None
                 held.invalidate(exc)
             raise sqlalchemy_error(exc, invalidated=broken) from exc
+
+    def release(self) -> None:
+        """Give this thread's connection back to the pool (a thread that is done with it)."""
+        held: PoolProxiedConnection | None = getattr(self._local, "conn", None)
+        if held is not None:
+            self._local.conn = None
+            conn = psycopg_connection(held)
+            if not (conn.broken or conn.closed):
+                conn.autocommit = False  # the pool's other users expect SQLAlchemy's default
+            held.close()

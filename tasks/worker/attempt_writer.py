@@ -279,6 +279,8 @@ class AttemptWriter(threading.Thread):
         while not (self._closing.is_set() and self._queue.empty()):
             self._flush_guarded(self._take())
         self._flush_guarded([])  # starts still pending: written before the hand-back
+        if self.held is not None:
+            self.held.release()
 
     def _flush_guarded(self, events: list[_Event]) -> None:
         """A bug in a flush must not stop the writer: every later outcome would wait for ever
