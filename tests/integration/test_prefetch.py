@@ -48,6 +48,10 @@ def start_prefetcher(storage: LedgerRedisStorage) -> Iterator[object]:
         prefetcher.stop()
 
 
+#: a lease read stays usable this long in tests about the hand-over, not about freshness
+FRESH_ENOUGH = 5.0
+
+
 def _submit(priority: int = 0) -> uuid.UUID:
     """A job sent to Redis by its producer (direct dispatch: the queue is idle)."""
     job_id = api.submit_job("demo.echo", {"p": priority}, priority)
@@ -66,7 +70,10 @@ def _read_ahead(start_prefetcher, config: PrefetchConfig) -> tuple[uuid.UUID, Pr
 def test_a_handler_takes_the_read_ahead_attempt_from_memory(
     storage: LedgerRedisStorage, start_prefetcher
 ) -> None:
-    job_id, prefetcher = _read_ahead(start_prefetcher, PrefetchConfig(depth=1))
+    # fresh for 5 s: this test is about the hand-over; freshness has its own test below (the
+    # default 50 ms is the poll interval of ``wait_for``, so a loaded machine failed it)
+    config = PrefetchConfig(depth=1, fresh_seconds=FRESH_ENOUGH)
+    job_id, prefetcher = _read_ahead(start_prefetcher, config)
     data = prefetcher.take(1.0)
     assert data is not None and decode_job_message(data)[0] == job_id
     claimed = prefetcher.leased(job_id, 1)
@@ -230,7 +237,7 @@ def test_the_prefetch_thread_reads_the_leases_a_batch_left_for_jobs_of_a_few_ms(
     storage: LedgerRedisStorage, start_prefetcher
 ) -> None:
     # 5 ms jobs: long enough to read leases beside them, short enough to pop in batches
-    config = PrefetchConfig(depth=1, max_batch=4, handlers=4)
+    config = PrefetchConfig(depth=1, max_batch=4, handlers=4, fresh_seconds=FRESH_ENOUGH)
     prefetcher = start_prefetcher(config, recent_runs=(0.005,) * 10)
     # Redis is empty: its read-ahead finds nothing and waits for a job to start
     wait_for(lambda: prefetcher._taken_at_miss == 0, 5, "the first read-ahead to find nothing")
@@ -261,7 +268,7 @@ def test_a_busy_process_keeps_a_batch_of_short_jobs_read_ahead(
     attempts) popped and read, and refills once half are taken, so no handler pops a batch
     and reads its own lease (5 % of 2 ms jobs did: 2.9 ms of a slot each)."""
     ids = [_submit() for _ in range(24)]
-    config = PrefetchConfig(depth=1, handlers=4, max_batch=32)
+    config = PrefetchConfig(depth=1, handlers=4, max_batch=32, fresh_seconds=FRESH_ENOUGH)
     assert config.ahead(0.0025) == 16 and config.ahead(0.5) == 1  # long jobs: ``depth``
     prefetcher = start_prefetcher(config, recent_runs=(0.0025,) * 10)
     wait_for(lambda: prefetcher.ready_count == 16, 5, "16 attempts read ahead")
