@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import select
 import time
 
@@ -47,12 +48,13 @@ class Listener:
                     "LISTEN connection is back after %.1fs", time.monotonic() - self._down_since
                 )
                 self._down_since = None
-            # wait on the socket here, not with ``notifies(timeout=...)``: psycopg polls with
-            # the time left truncated to whole milliseconds, so it spun (``poll`` with 0)
-            # through the last millisecond of every wait (200 system calls a second of an
-            # idle maintainer, most of its idle CPU)
-            readable, _, _ = select.select([conn.fileno()], [], [], timeout)
-            if not readable:
+            # wait on the socket here (once, rounded up to a millisecond), not with
+            # ``notifies(timeout=...)``: psycopg polls with the time left truncated to whole
+            # milliseconds, so it spun (``poll`` with 0) through the last millisecond of
+            # every wait (200 system calls a second of an idle maintainer, most of its CPU)
+            poller = select.poll()  # no FD_SETSIZE limit, unlike select.select
+            poller.register(conn.fileno(), select.POLLIN)
+            if not poller.poll(math.ceil(timeout * 1000)):
                 return None
             return self._queues_of(list(conn.notifies(timeout=0)))
         except psycopg.Error as exc:
