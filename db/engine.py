@@ -193,9 +193,15 @@ def driver_write(engine: Engine) -> Iterator[psycopg.Connection[Any]]:
             fairy.invalidate(exc)
         raise sqlalchemy_error(exc, invalidated=broken) from exc
     finally:
-        if not (conn.broken or conn.closed):
-            conn.autocommit = False  # the pool's other users expect SQLAlchemy's default
-        fairy.close()
+        _check_in(fairy)
+
+
+def _check_in(fairy: PoolProxiedConnection) -> None:
+    """Give a connection used in autocommit back to the pool as SQLAlchemy expects it."""
+    conn = psycopg_connection(fairy)
+    if not (conn.broken or conn.closed):
+        conn.autocommit = False  # the pool's other users expect SQLAlchemy's default
+    fairy.close()
 
 
 T = TypeVar("T")
@@ -239,7 +245,4 @@ class HeldConnections:
         held: PoolProxiedConnection | None = getattr(self._local, "conn", None)
         if held is not None:
             self._local.conn = None
-            conn = psycopg_connection(held)
-            if not (conn.broken or conn.closed):
-                conn.autocommit = False  # the pool's other users expect SQLAlchemy's default
-            held.close()
+            _check_in(held)

@@ -342,8 +342,9 @@ def complete_many(conn: Connection, done: Sequence[Outcome]) -> set[uuid.UUID]:
 
 def complete_many_dbapi(dbapi_conn: Any, dialect: Any, done: Sequence[Outcome]) -> set[uuid.UUID]:
     """:func:`complete_many` as a prepared statement on a psycopg connection in autocommit
-    that the calling thread holds (``db.engine.HeldConnections``; PostgreSQL): half the
-    writer's CPU per outcome of going through a SQLAlchemy connection."""
+    that the calling thread holds (``db.engine.HeldConnections``; PostgreSQL): the writer
+    used 0.40 ms of CPU per job at 100 jobs/s this way, 0.71 ms through a SQLAlchemy
+    connection (docs/benchmarks.md, "Twelfth session")."""
     if not done:
         return set()
     rows = _COMPLETE_MANY.fetch_all_dbapi(dbapi_conn, dialect, _complete_params(done))

@@ -37,11 +37,9 @@ from db.types import db_now
 # --- maintainer transitions -------------------------------------------------------------
 
 
-_ANY_DUE = HotStatement(
-    select(
-        select(jobs.c.id).where(guarded(Transition.STAGE), jobs.c.scheduled_at <= db_now()).exists()
-    )
-)
+#: ``scheduled``/``retrying`` jobs whose time has come
+_DUE = (guarded(Transition.STAGE), jobs.c.scheduled_at <= db_now())
+_ANY_DUE = HotStatement(select(select(jobs.c.id).where(*_DUE).exists()))
 
 
 def any_due(conn: Connection) -> bool:
@@ -52,12 +50,7 @@ def any_due(conn: Connection) -> bool:
 
 def stage_due(conn: Connection, limit: int = 5000) -> int:
     """``scheduled``/``retrying`` jobs whose time has come become ``queued``."""
-    due = (
-        select(jobs.c.id)
-        .where(guarded(Transition.STAGE), jobs.c.scheduled_at <= db_now())
-        .order_by(jobs.c.scheduled_at)
-        .limit(limit)
-    )
+    due = select(jobs.c.id).where(*_DUE).order_by(jobs.c.scheduled_at).limit(limit)
     stmt = (
         update(jobs)
         .where(ids_from(conn, due), guarded(Transition.STAGE))
