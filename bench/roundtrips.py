@@ -10,6 +10,13 @@ waited has to be woken on a core that may be asleep too, and that wake-up, not t
 work, is most of a round trip after idle. A submit at 100 jobs/s crosses six such hops
 before its handler starts (insert and commit, the push, the pop, the lease read); plain
 Huey's crosses two (push, pop): see docs/benchmarks.md, "Twelfth session".
+
+It also times, in a fresh migrated ledger, a one-row INSERT into a plain table and the
+ledger's own insert of one job (``producer.insert_batch_dbapi``, as a submit sends it), each
+committed durably (autocommit, ``synchronous_commit`` on, as every ledger write) and with
+``synchronous_commit = off`` (never used by the system: it shows what the WAL flush of a
+commit costs): the floor under a submit, whose row is durable before its message is sent
+(docs/benchmarks.md, "Thirteenth session").
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import psycopg
 import redis
 
 from bench import harness
+from db.engine import create_ledger_engine
+from db.ledger import producer
 
 
 def _timed(call: Callable[[], object], calls: int, idle: float) -> dict[str, float]:
@@ -54,5 +63,26 @@ def main(argv: list[str]) -> int:
             call()  # connected
             figures[f"{label}_back_to_back"] = _timed(call, args.calls, 0.0)
             figures[f"{label}_after_{args.idle_ms:g}ms_idle"] = _timed(call, args.calls, idle)
+    with harness.fresh_ledger() as url, psycopg.connect(harness._conninfo(url)) as scratch:
+        scratch.autocommit = True
+        scratch.execute("CREATE TABLE roundtrip_rows (n integer)")
+        dialect = create_ledger_engine(url).dialect
+
+        def insert_row() -> object:
+            return scratch.execute("INSERT INTO roundtrip_rows VALUES (1)")
+
+        def insert_job() -> object:
+            new = producer.NewJob(
+                type="bench.noop", queue="default", priority=0, data={}, max_attempts=1
+            )
+            return producer.insert_batch_dbapi(scratch, dialect, [new])
+
+        for what, call in (("row", insert_row), ("job", insert_job)):
+            for flush in ("on", "off"):
+                scratch.execute(f"SET synchronous_commit = {flush}")
+                call()
+                label = f"postgres_insert_{what}_{'durable' if flush == 'on' else 'no_wal_flush'}"
+                figures[f"{label}_back_to_back"] = _timed(call, args.calls, 0.0)
+                figures[f"{label}_after_{args.idle_ms:g}ms_idle"] = _timed(call, args.calls, idle)
     harness.report(figures)
     return 0
