@@ -414,6 +414,8 @@ _WORKER_LOG = logging.getLogger("huey.consumer.Worker")
 _SCHEDULER_LOG = logging.getLogger("huey.consumer.Scheduler")
 #: how often the consumer looks for dead handler threads to replace (Huey's default)
 HEALTH_CHECK_SECONDS = 10.0
+#: how often a graceful stop looks whether the handler threads have finished
+SHUTDOWN_POLL_SECONDS = 0.1
 
 
 class QueueReader(Worker):
@@ -492,9 +494,10 @@ class LedgerConsumer(Consumer):
     a second signal cuts the wait short) and a Redis outage logged once
     (:class:`QueueReader`, :class:`ScheduleReader`).
 
-    Built on Huey's public consumer API: ``start``, ``check_worker_health``, ``stop`` and
-    ``notify_interrupted_tasks`` in :meth:`run` (Huey's own ``run`` maps SIGINT to an
-    immediate stop and SIGHUP to a restart), ``worker_class``/``scheduler_class``, and the
+    Built on Huey's public consumer API: ``start``, ``check_worker_health``, ``stop_flag``,
+    ``worker_threads``, ``shutdown_timeout`` and ``notify_interrupted_tasks`` in :meth:`run`
+    (Huey's own ``run`` maps SIGINT to an immediate stop and SIGHUP to a restart),
+    ``worker_class``/``scheduler_class``, and the
     ``_create_worker``/``_create_scheduler`` hooks that Huey's ``Consumer`` names as the place
     for "more sophisticated overrides"."""
 
@@ -518,16 +521,22 @@ class LedgerConsumer(Consumer):
     def run(self) -> None:
         """Start the handlers and the scheduler, replace dead handlers every
         ``HEALTH_CHECK_SECONDS`` until a stop signal, then stop gracefully: running jobs
-        finish within ``shutdown_timeout``; a second signal interrupts them (the caller then
-        hands back what did not finish)."""
+        finish within ``shutdown_timeout``; a second signal ends the wait at once (the caller
+        then hands back what did not finish).
+
+        The signals only set events that this thread waits on: a signal handler that raised
+        ``KeyboardInterrupt`` wherever the main thread happened to be (Huey's way) could land
+        between a lock's acquire and the block that releases it, and a worker once stayed in
+        its graceful wait after the second signal (a CI run)."""
         self.start()  # installs Huey's signal handlers: ours replace them below
         received: list[int] = []
         signalled = threading.Event()
+        hurry = threading.Event()
 
         def on_signal(signum: int, frame: Any) -> None:
             received.append(signum)
-            for sig in STOP_SIGNALS:  # a second signal interrupts the graceful wait
-                signal.signal(sig, signal.default_int_handler)
+            if signalled.is_set():  # a second signal: stop waiting for the running jobs
+                hurry.set()
             signalled.set()
 
         for sig in STOP_SIGNALS:
@@ -535,8 +544,23 @@ class LedgerConsumer(Consumer):
         while not signalled.wait(HEALTH_CHECK_SECONDS):
             self.check_worker_health()
         log.info("received %s: stopping gracefully", signal.Signals(received[0]).name)
-        self.stop(graceful=True)
+        self.stop_flag.set()  # the handlers take no more jobs
+        if not self._wait_for_handlers(hurry):
+            log.warning("stopping now: jobs still running are handed back")
         self.huey.notify_interrupted_tasks()
+
+    def _wait_for_handlers(self, hurry: threading.Event) -> bool:
+        """Wait until every handler thread has finished its job, ``shutdown_timeout`` has
+        passed, or ``hurry`` is set; True when they all finished."""
+        deadline = (
+            None if self.shutdown_timeout is None else time.monotonic() + self.shutdown_timeout
+        )
+        while any(thread.is_alive() for _, thread in self.worker_threads):
+            left = None if deadline is None else deadline - time.monotonic()
+            if hurry.is_set() or (left is not None and left <= 0):
+                return False
+            hurry.wait(SHUTDOWN_POLL_SECONDS if left is None else min(left, SHUTDOWN_POLL_SECONDS))
+        return True
 
 
 def run_worker(
