@@ -13,6 +13,7 @@ cancellation live in the ledger; Huey's own retries stay 0. A heartbeat thread k
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import socket
@@ -553,14 +554,13 @@ class LedgerConsumer(Consumer):
     def _wait_for_handlers(self, hurry: threading.Event) -> bool:
         """Wait until every handler thread has finished its job, ``shutdown_timeout`` has
         passed, or ``hurry`` is set; True when they all finished."""
-        deadline = (
-            None if self.shutdown_timeout is None else time.monotonic() + self.shutdown_timeout
-        )
+        timeout = math.inf if self.shutdown_timeout is None else self.shutdown_timeout
+        deadline = time.monotonic() + timeout
         while any(thread.is_alive() for _, thread in self.worker_threads):
-            left = None if deadline is None else deadline - time.monotonic()
-            if hurry.is_set() or (left is not None and left <= 0):
+            left = deadline - time.monotonic()
+            if hurry.is_set() or left <= 0:
                 return False
-            hurry.wait(SHUTDOWN_POLL_SECONDS if left is None else min(left, SHUTDOWN_POLL_SECONDS))
+            hurry.wait(min(left, SHUTDOWN_POLL_SECONDS))
         return True
 
 
